@@ -1,0 +1,485 @@
+"""MIDI files <-> `Piece` (symusic does the MIDI parsing and writing).
+
+Reading puts every note on the metrical grid of `Piece` (steps per quarter note):
+- with a beat annotation (POP909's `beat_midi.txt`: one line per beat, its time in seconds,
+  downbeats flagged), note times in seconds are mapped onto the annotated beats, and bars
+  run from downbeat to downbeat (a bar of k beats is k/4). POP909's MIDI ticks are offset
+  from its beats, which is why its beat file must be used.
+- without one, the file's own ticks per quarter define the grid, its time-signature events
+  the bars (4/4 when it has none) and its tempo events the tempo map.
+The piece runs from its first bar line to the end of the bar holding the last note end (or
+the `end` marker this module writes). With a beat file, step 0 is the first annotated beat,
+and beats before the first downbeat form a short pickup bar (3 beats: 3/4), so a note's step
+is exactly its annotated beat position times `steps_per_beat`, rounded. Beats are extended
+before the first and after the last annotated beat at the first / last beat interval, so no
+note is lost at the edges (full bars are added before beat 0 only for notes that precede it;
+`ReadReport.first_beat_step` then says where beat 0 went). Note ends are rounded the same
+way, and a note is at least one step long.
+
+Writing produces a type-1 MIDI file: one piano track with the notes exactly on the grid, a
+tempo event wherever the tempo changes, a time-signature event wherever the bar changes
+metre, and an `end` marker at the last bar line, so reading it back gives the same piece.
+Files are written to a temporary file beside the target and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from symusic import Note, Score, TextMeta, TimeSignature, Track, Tempo
+
+from .errors import InputError
+from .piece import MAX_BPM, MIN_BPM, PIANO_RANGE, Piece, bar_length_steps, normalize_notes
+
+MAX_FILE_BYTES = 16 * 1024 * 1024  # no real MIDI file of one piece comes near this
+MAX_BARS = 2048  # about an hour of 4/4 at 120 BPM
+END_MARKER = "end"  # marker text at the last bar line of the files we write
+
+
+@dataclass
+class ReadReport:
+    """What happened to a file's notes on the way to the grid (printed by `fractalmidi inspect`)."""
+
+    path: str
+    grid: str  # "beat file <path>" or "ticks (tpq=N)"
+    tracks_used: list[str] = field(default_factory=list)
+    source_notes: int = 0  # notes in the tracks that were read
+    kept_notes: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count of notes left out
+    changed: dict[str, int] = field(default_factory=dict)  # reason -> count of notes altered
+    onset_error_median: float = 0.0  # median distance of onsets from their grid line, in steps
+    onsets_within_0_1: float = 1.0  # fraction of onsets within 0.1 step of a grid line
+    first_beat_step: int = 0  # the step of annotated beat 0 (> 0 only if notes come before it)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# ------------------------------------------------------------------------- beat files
+def read_beats(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a beat annotation: one line per beat, `seconds [flag ...]`.
+
+    POP909 layout: `seconds  every-2nd-beat  downbeat`: with three or more columns the third
+    marks downbeats, with two columns the second does, with one column every fourth beat is
+    taken as a downbeat. Returns (times (n,), is_downbeat (n,) bool).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: beat file not found")
+    rows = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            rows.append([float(x) for x in parts])
+        except ValueError:
+            raise InputError(f"{path}, line {i}: expected numbers (seconds, flags), got {line.strip()[:60]!r}") from None
+    if len(rows) < 2:
+        raise InputError(f"{path}: a beat file needs at least 2 beats, found {len(rows)}")
+    ncol = min(len(r) for r in rows)
+    times = np.array([r[0] for r in rows])
+    if ncol >= 3:
+        down = np.array([r[2] for r in rows]) > 0.5
+    elif ncol == 2:
+        down = np.array([r[1] for r in rows]) > 0.5
+    else:
+        down = np.arange(len(rows)) % 4 == 0
+    if not np.all(np.isfinite(times)):
+        raise InputError(f"{path}: beat times must be finite numbers")
+    step = np.diff(times)
+    if np.any(step <= 0):
+        i = int(np.nonzero(step <= 0)[0][0])
+        raise InputError(f"{path}, line {i + 2}: beat time {times[i + 1]:g} s does not come after {times[i]:g} s")
+    bpm = 60.0 / step
+    bad = (bpm < MIN_BPM) | (bpm > MAX_BPM)
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise InputError(
+            f"{path}, line {i + 1}: beat interval {step[i]:.4f} s is a tempo of {bpm[i]:.1f} BPM, "
+            f"outside the allowed range {MIN_BPM:g}-{MAX_BPM:g} BPM"
+        )
+    if not down.any():
+        down[0] = True
+    return times, down
+
+
+def _seconds_to_beats(seconds: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Fractional beat index of times in seconds, linear between annotated beats and
+    extrapolated at the first / last beat interval outside them."""
+    i = np.clip(np.searchsorted(times, seconds, side="right") - 1, 0, len(times) - 2)
+    return i + (seconds - times[i]) / (times[i + 1] - times[i])
+
+
+def _beat_time(index: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Seconds of (possibly extrapolated) integer beat indices."""
+    index = np.asarray(index)
+    first, last = times[1] - times[0], times[-1] - times[-2]
+    inside = np.clip(index, 0, len(times) - 1)
+    return np.where(
+        index < 0, times[0] + index * first,
+        np.where(index > len(times) - 1, times[-1] + (index - (len(times) - 1)) * last, times[inside]),
+    )
+
+
+# ------------------------------------------------------------------------- reading
+def _load_score(path: Path, max_bytes: int) -> Score:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path}: the file is empty")
+    if size > max_bytes:
+        raise InputError(f"{path}: {size} bytes is larger than the limit of {max_bytes} bytes for a MIDI file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"MThd":
+            raise InputError(f"{path}: not a MIDI file (it does not start with the MThd header)")
+    try:
+        return Score(str(path))
+    except Exception as e:  # symusic raises RuntimeError for broken files
+        raise InputError(f"{path}: not a readable MIDI file ({e})") from None
+
+
+def _select_tracks(score: Score, tracks, path: Path) -> list:
+    """The tracks to read: all non-drum tracks, or those named / numbered in `tracks`."""
+    if tracks is None:
+        return [t for t in score.tracks if not t.is_drum]
+    chosen = []
+    names = [t.name for t in score.tracks]
+    for want in tracks:
+        if isinstance(want, int) or (isinstance(want, str) and want.isdigit()):
+            k = int(want)
+            if not 0 <= k < len(score.tracks):
+                raise InputError(f"{path}: no track number {k} (the file has tracks 0-{len(score.tracks) - 1}: {names})")
+            chosen.append(score.tracks[k])
+        else:
+            hits = [t for t in score.tracks if t.name.lower() == str(want).lower()]
+            if not hits:
+                raise InputError(f"{path}: no track named {want!r} (tracks: {names})")
+            chosen.extend(hits)
+    return chosen
+
+
+def _check_tempi(score: Score, path: Path):
+    for t in score.tempos:
+        q = t.qpm
+        if not (np.isfinite(q) and MIN_BPM <= q <= MAX_BPM):
+            beat = t.time / score.tpq
+            raise InputError(
+                f"{path}: tempo {q:g} BPM at quarter note {beat:g} is outside the allowed "
+                f"range {MIN_BPM:g}-{MAX_BPM:g} BPM"
+            )
+
+
+def _bars_covering(downbeats, bar_len_first, bar_len_last, lo, hi):
+    """Bar lines in beats from annotated downbeats: beats before the first downbeat form a
+    pickup bar of their own (so annotated beat 0 stays step 0); full bars of the first / last
+    length are added before / after until the bars cover the notes, [lo, hi) beats."""
+    starts = [0] + list(downbeats) if downbeats[0] > 0 else list(downbeats)
+    while starts[0] > lo:
+        starts.insert(0, starts[0] - bar_len_first)
+    # the last annotated bar keeps its length; more bars of that length follow until hi
+    starts.append(starts[-1] + bar_len_last)
+    while starts[-1] < hi:
+        starts.append(starts[-1] + bar_len_last)
+    return np.array(starts)
+
+
+def read_midi(
+    path,
+    beats=None,
+    steps_per_beat: int = 4,
+    pitch_range: tuple[int, int] = PIANO_RANGE,
+    tracks=None,
+    max_bars: int = MAX_BARS,
+    max_bytes: int = MAX_FILE_BYTES,
+) -> tuple[Piece, ReadReport]:
+    """Read a MIDI file onto the grid, all chosen tracks merged: what the model sees.
+
+    `beats`: a beat annotation file (see `read_beats`), or None for the file's own ticks.
+    `tracks`: None for all non-drum tracks, or a list of track names / numbers.
+    Returns the `Piece` and a `ReadReport`. Raises `InputError` naming the file and the
+    problem for anything unusable. Where two tracks play the same pitch at the same step,
+    the merged piece holds one note (see `normalize_notes`); `read_midi_tracks` keeps both.
+    """
+    pieces, report = _read(path, beats, steps_per_beat, pitch_range, tracks, max_bars, max_bytes, False)
+    return pieces[0][1], report
+
+
+def read_midi_tracks(
+    path,
+    beats=None,
+    steps_per_beat: int = 4,
+    pitch_range: tuple[int, int] = PIANO_RANGE,
+    tracks=None,
+    max_bars: int = MAX_BARS,
+    max_bytes: int = MAX_FILE_BYTES,
+) -> tuple[list[tuple[str, Piece]], ReadReport]:
+    """As `read_midi`, but one `Piece` per track (name, piece), all on the same bars and tempo.
+
+    This is what `fractalmidi quantize` writes: a track's notes only collide with notes of
+    their own track, so doublings across tracks (a melody and its piano part) survive.
+    """
+    return _read(path, beats, steps_per_beat, pitch_range, tracks, max_bars, max_bytes, True)
+
+
+def _read(path, beats, steps_per_beat, pitch_range, tracks, max_bars, max_bytes, per_track):
+    path = Path(path)
+    score = _load_score(path, max_bytes)
+    _check_tempi(score, path)
+    chosen = _select_tracks(score, tracks, path)
+    names = [t.name or f"track {i}" for i, t in enumerate(chosen)]
+    report = ReadReport(path=str(path), grid="", tracks_used=names)
+    drums = sum(t.note_num() for t in score.tracks if t.is_drum) if tracks is None else 0
+    if drums:
+        report.dropped["drum track"] = drums
+
+    if beats is None:
+        starts, ends, pitch, vel, track_id, raw_onsets = _notes_on_tick_grid(score, chosen, steps_per_beat)
+    else:
+        times, down = read_beats(beats)
+        sec_chosen = _select_tracks(score.to("second"), tracks, path)
+        starts, ends, pitch, vel, track_id, raw_onsets = _notes_on_beat_grid(sec_chosen, times, steps_per_beat)
+    report.source_notes = len(pitch)
+    if report.source_notes == 0:
+        raise InputError(f"{path}: no notes in the tracks read ({', '.join(names) or 'none'})")
+
+    # ------------------------------------------------------------- bars and tempo
+    last_ends = np.maximum(ends, starts + 1)  # every note lasts at least a step
+    if beats is None:
+        report.grid = f"ticks (tpq={score.tpq})"
+        bar_starts, sigs, tempo_steps, tempo_bpm = _tick_bars_and_tempo(
+            score, last_ends, steps_per_beat, max_bars, path, report
+        )
+        offset = 0
+    else:
+        report.grid = f"beat file {beats}"
+        bar_starts, sigs, tempo_steps, tempo_bpm, offset = _beat_bars_and_tempo(
+            times, down, starts, last_ends, steps_per_beat, max_bars, path, report
+        )
+    starts, ends = starts + offset, ends + offset
+    report.first_beat_step = offset
+
+    # ------------------------------------------------------------- notes
+    lo, hi = pitch_range
+    inside = (pitch >= lo) & (pitch <= hi)
+    if (~inside).any():
+        report.dropped[f"pitch outside {lo}-{hi}"] = int((~inside).sum())
+    raw = np.stack([pitch, starts, ends, vel], axis=1)[inside]
+    group = track_id[inside] if per_track else np.zeros(len(raw), np.int64)
+    counts = {"duplicate": 0, "truncated": 0, "lengthened": 0}
+    out = []
+    for g in range(len(chosen) if per_track else 1):
+        notes, c = normalize_notes(raw[group == g])
+        counts = {k: counts[k] + c[k] for k in counts}
+        out.append((names[g] if per_track else "+".join(names), notes))
+    if counts["duplicate"]:
+        where = "in its track" if per_track else "(tracks merged)"
+        report.dropped[f"same pitch and onset step as another note {where}"] = counts["duplicate"]
+    if counts["truncated"]:
+        report.changed["shortened: the next note of its pitch starts before it ends"] = counts["truncated"]
+    if counts["lengthened"]:
+        report.changed["lengthened to one step: shorter than half a step"] = counts["lengthened"]
+    report.kept_notes = sum(len(n) for _, n in out)
+    if report.kept_notes == 0:
+        raise InputError(f"{path}: no notes left on the grid ({report.dropped})")
+    dist = np.abs(raw_onsets - np.round(raw_onsets))
+    report.onset_error_median = float(np.median(dist))
+    report.onsets_within_0_1 = float(np.mean(dist <= 0.1))
+    pieces = [
+        (name, Piece(notes, bar_starts, sigs, tempo_steps, tempo_bpm, steps_per_beat, pitch_range))
+        for name, notes in out
+    ]
+    return pieces, report
+
+
+def _note_arrays(tracks) -> tuple[np.ndarray, ...]:
+    """Onsets, offsets, pitches, velocities and track numbers of all notes of `tracks`."""
+    cols = [(k, t.notes.numpy()) for k, t in enumerate(tracks) if t.note_num()]
+    if not cols:
+        z = np.zeros(0)
+        zi = np.zeros(0, np.int64)
+        return z, z, zi, zi, zi
+    time = np.concatenate([c["time"] for _, c in cols]).astype(np.float64)
+    dur = np.concatenate([c["duration"] for _, c in cols]).astype(np.float64)
+    pitch = np.concatenate([c["pitch"] for _, c in cols]).astype(np.int64)
+    vel = np.concatenate([c["velocity"] for _, c in cols]).astype(np.int64)
+    track = np.concatenate([np.full(len(c["time"]), k) for k, c in cols]).astype(np.int64)
+    return time, time + dur, pitch, np.clip(vel, 1, 127), track
+
+
+def _round(x: np.ndarray) -> np.ndarray:
+    """Round half up (so 0.5 of a step goes to the later grid line, whatever the parity)."""
+    return np.floor(x + 0.5).astype(np.int64)
+
+
+def _notes_on_tick_grid(score, tracks, spb):
+    t0, t1, pitch, vel, track = _note_arrays(tracks)
+    on = t0 * spb / score.tpq
+    return _round(on), _round(t1 * spb / score.tpq), pitch, vel, track, on
+
+
+def _notes_on_beat_grid(sec_tracks, times, spb):
+    t0, t1, pitch, vel, track = _note_arrays(sec_tracks)
+    on = _seconds_to_beats(t0, times) * spb
+    off = _seconds_to_beats(t1, times) * spb
+    return _round(on), _round(off), pitch, vel, track, on
+
+
+def _end_step(ends: np.ndarray, marker_steps) -> int:
+    return int(max([ends.max(initial=1)] + list(marker_steps)))
+
+
+def _tick_bars_and_tempo(score, ends, spb, max_bars, path, report):
+    tpq = score.tpq
+    to_step = lambda tick: int(_round(np.array(tick * spb / tpq)))
+    end = _end_step(ends, [to_step(m.time) for m in score.markers if m.text.strip().lower() == END_MARKER])
+    if end > max_bars * 16 * spb:
+        raise InputError(f"{path}: the notes run for {end / spb:.0f} quarter notes, longer than the limit of {max_bars} bars")
+    # time signatures in force, by step (later events at the same step win)
+    sig_events = {}
+    for ts in score.time_signatures:
+        sig_events[to_step(ts.time)] = (int(ts.numerator), int(ts.denominator))
+    if 0 not in sig_events:
+        first = min(sig_events.items())[1] if sig_events else (4, 4)
+        if not sig_events:
+            report.warnings.append("no time signature in the file: 4/4 assumed")
+        sig_events[0] = first
+    changes = sorted(sig_events.items())
+    bar_starts, sigs = [0], []
+    k = 0
+    while bar_starts[-1] < end:
+        pos = bar_starts[-1]
+        while k + 1 < len(changes) and changes[k + 1][0] <= pos:
+            k += 1
+        num, den = changes[k][1]
+        try:
+            length = bar_length_steps(num, den, spb)
+        except InputError as e:
+            raise InputError(f"{path}, bar {len(sigs) + 1}: {e}") from None
+        nxt = changes[k + 1][0] if k + 1 < len(changes) else None
+        if nxt is not None and pos < nxt < pos + length:
+            # a metre change in the middle of a bar: the bar ends there, as a shorter bar
+            length = nxt - pos
+            num, den = _signature_for_length(length, spb)
+            report.warnings.append(f"time signature change inside bar {len(sigs) + 1}: that bar is read as {num}/{den}")
+        sigs.append((num, den))
+        bar_starts.append(pos + length)
+        if len(sigs) > max_bars:
+            raise InputError(f"{path}: more than the limit of {max_bars} bars")
+    tempo_events = {0: 120.0}
+    if score.tempos:
+        tempo_events[0] = float(score.tempos[0].qpm)
+    else:
+        report.warnings.append("no tempo in the file: 120 BPM assumed")
+    for t in score.tempos:
+        s = to_step(t.time)
+        if s < bar_starts[-1]:
+            tempo_events[s] = float(t.qpm)
+    steps = sorted(tempo_events)
+    return np.array(bar_starts), np.array(sigs), np.array(steps), np.array([tempo_events[s] for s in steps])
+
+
+def _signature_for_length(length: int, spb: int) -> tuple[int, int]:
+    """The simplest time signature whose bar is `length` steps (k/4, else k/8, k/16 ...)."""
+    den = 4
+    while (length * den) % (4 * spb):
+        den *= 2
+        if den > 64:
+            raise InputError(f"a bar of {length} steps has no time signature at {spb} steps per quarter")
+    return length * den // (4 * spb), den
+
+
+def _beat_bars_and_tempo(times, down, starts, ends, spb, max_bars, path, report):
+    """Bars from the annotated downbeats; returns bars, signatures, tempo, and the offset in
+    steps that moves annotated beat 0 to its place in the piece (after any bars added before)."""
+    d = np.nonzero(down)[0]
+    first_len = int(d[1] - d[0]) if len(d) > 1 else 4
+    last_len = int(d[-1] - d[-2]) if len(d) > 1 else 4
+    lo = float(starts.min()) / spb  # in beats from annotated beat 0
+    hi = float(ends.max()) / spb
+    if hi - lo > max_bars * 16:
+        raise InputError(f"{path}: the notes run for {hi - lo:.0f} beats, longer than the limit of {max_bars} bars")
+    bar_beats = _bars_covering(d, first_len, last_len, lo, hi)
+    # drop whole bars after the one holding the last note end
+    last = int(np.searchsorted(bar_beats, hi, side="left"))
+    bar_beats = bar_beats[: max(last, 1) + 1]
+    if len(bar_beats) - 1 > max_bars:
+        raise InputError(f"{path}: {len(bar_beats) - 1} bars is longer than the limit of {max_bars} bars")
+    lengths = np.diff(bar_beats)
+    sigs = np.stack([lengths, np.full_like(lengths, 4)], axis=1)
+    b0 = int(bar_beats[0])
+    if b0 < 0 or bar_beats[-1] > len(times) - 1:
+        report.warnings.append(
+            f"notes outside the annotated beats: {max(0, -b0)} beats added before and "
+            f"{max(0, int(bar_beats[-1]) - (len(times) - 1))} after, at the first / last beat interval"
+        )
+    beat_idx = np.arange(b0, int(bar_beats[-1]) + 1)
+    bpm = 60.0 / np.diff(_beat_time(beat_idx, times))
+    tempo_steps = (beat_idx[:-1] - b0) * spb
+    return (bar_beats - b0) * spb, sigs, tempo_steps, bpm, -b0 * spb
+
+
+# ------------------------------------------------------------------------- writing
+def piece_to_score(piece, ticks_per_quarter: int = 480) -> Score:
+    """A symusic `Score` (tick time) of a `Piece`, or of a list of (track name, Piece) that
+    share their bars and tempo: notes, tempo map, time signatures and the end marker."""
+    tracks = [("piano", piece)] if isinstance(piece, Piece) else list(piece)
+    if not tracks:
+        raise InputError("nothing to write: no tracks")
+    grid = tracks[0][1]
+    for name, p in tracks[1:]:
+        same = (
+            p.steps_per_beat == grid.steps_per_beat
+            and np.array_equal(p.bar_starts, grid.bar_starts)
+            and np.array_equal(p.tempo_steps, grid.tempo_steps)
+            and np.array_equal(p.tempo_bpm, grid.tempo_bpm)
+        )
+        if not same:
+            raise InputError(f"track {name!r} does not share the bars and tempo of track {tracks[0][0]!r}")
+    spb = grid.steps_per_beat
+    tpq = ticks_per_quarter if ticks_per_quarter % spb == 0 else spb * 120
+    tps = tpq // spb  # ticks per step
+    score = Score(tpq)
+    for name, p in tracks:
+        track = Track(name, 0, False)
+        n = p.notes
+        if len(n):
+            track.notes = Note.from_numpy(
+                time=(n[:, 1] * tps).astype(np.int32),
+                duration=((n[:, 2] - n[:, 1]) * tps).astype(np.int32),
+                pitch=n[:, 0].astype(np.int8),
+                velocity=n[:, 3].astype(np.int8),
+            )
+        score.tracks.append(track)
+    for s, q in zip(grid.tempo_steps, grid.tempo_bpm):
+        score.tempos.append(Tempo(int(s) * tps, qpm=float(q)))
+    prev = None
+    for start, (num, den) in zip(grid.bar_starts[:-1], grid.time_signatures):
+        if prev != (num, den):
+            score.time_signatures.append(TimeSignature(int(start) * tps, int(num), int(den)))
+            prev = (num, den)
+    score.markers.append(TextMeta(int(grid.num_steps) * tps, END_MARKER))
+    return score
+
+
+def write_midi(piece, path, ticks_per_quarter: int = 480) -> Path:
+    """Write a `Piece` (or a list of (track name, Piece), see `piece_to_score`) as MIDI,
+    atomically: to a temporary file beside `path`, then renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    score = piece_to_score(piece, ticks_per_quarter)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        score.dump_midi(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
