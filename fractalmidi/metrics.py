@@ -41,9 +41,7 @@ bars end where muspy puts its last measure (see below) and generalises it to the
       measure_resolution=16 whose last bar holds the end of the last note (not on its end line);
     * when two consecutive bars differ in length (e.g. 3/4 then 4/4), the shorter pattern is
       padded with zeros at its end and the distance is divided by the longer length;
-    * a piece with >= 2 bars and no notes has groove 1.0 (all bars identical, empty); muspy
-      returns NaN there because it derives its measures from the notes.
-  NaN: fewer than 2 bars.
+  NaN: fewer than 2 bars, or no notes (as muspy; silence must not score a perfect groove).
 
 Structure adherence: how well a piece realises the per-bar structure it was asked for (as
 produced by Level 0 of the model or given by the user; see `Piece.structure`).
@@ -152,8 +150,8 @@ def empty_beat_rate(piece: Piece) -> float:
 def groove_consistency(piece: Piece) -> float:
     """1 - mean over consecutive bars of (Hamming distance of onset patterns / bar length), on the
     piece's own bars; bars of unequal length compare over the longer one, the shorter padded
-    with zeros. NaN with fewer than 2 bars."""
-    if piece.num_bars < 2:
+    with zeros. NaN with fewer than 2 bars or no notes."""
+    if piece.num_bars < 2 or len(piece.notes) == 0:
         return math.nan
     lengths = piece.bar_lengths
     # (B, longest bar) onset patterns, each bar's steps from its start, zero-padded at the end

@@ -1,0 +1,345 @@
+"""The `fractalmidi` command line.
+
+    fractalmidi inspect IN.mid [--beats FILE] [--json]        what the model sees of a file
+    fractalmidi quantize IN.mid OUT.mid [--beats FILE]        the file put on the grid
+    fractalmidi evaluate FILE_OR_DIR... [--json]              musical metrics, mean and std
+    fractalmidi build-dataset MIDI_DIR OUT_DIR                a HF dataset from a MIDI folder
+
+Expected problems (a bad file, a bad argument) print one line, `fractalmidi: error: ...`,
+and exit with status 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .piece import PIANO_RANGE
+
+MIDI_SUFFIXES = (".mid", ".midi")
+
+
+# ----------------------------------------------------------------------------- helpers
+def beat_file_for(midi_path: Path, beats_dir: Path | None = None) -> Path | None:
+    """The beat annotation of a MIDI file, if there is one.
+
+    Looked for, in order: `<beats_dir>/<stem>.txt`, `<beats_dir>/<stem>/beat_midi.txt` (when
+    `beats_dir` is given), then beside the file: `<stem>.beats.txt` and `beat_midi.txt`
+    (POP909's layout, one song per folder)."""
+    midi_path = Path(midi_path)
+    candidates = []
+    if beats_dir is not None:
+        candidates += [Path(beats_dir) / f"{midi_path.stem}.txt", Path(beats_dir) / midi_path.stem / "beat_midi.txt"]
+    candidates += [midi_path.with_name(f"{midi_path.stem}.beats.txt"), midi_path.with_name("beat_midi.txt")]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _midi_files(inputs: list[str]) -> list[Path]:
+    files = []
+    for name in inputs:
+        p = Path(name)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in MIDI_SUFFIXES and f.is_file())
+        elif p.exists():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    if not files:
+        raise InputError(f"no MIDI files (*.mid, *.midi) in {', '.join(inputs)}")
+    return files
+
+
+def _pitch_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"pitch range must look like 21-108, got {text!r}") from None
+    if not 0 <= lo <= hi <= 127:
+        raise argparse.ArgumentTypeError(f"pitch range {text} must lie within 0-127, low <= high")
+    return lo, hi
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _read_args(args) -> dict:
+    tracks = [t.strip() for t in args.tracks.split(",")] if getattr(args, "tracks", None) else None
+    return dict(steps_per_beat=args.steps_per_beat, pitch_range=args.pitch_range, tracks=tracks)
+
+
+def _fmt(x) -> str:
+    return "nan" if isinstance(x, float) and math.isnan(x) else (f"{x:.4f}" if isinstance(x, float) else str(x))
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o))
+
+
+# ----------------------------------------------------------------------------- inspect
+def cmd_inspect(args) -> int:
+    from .midi_io import read_midi
+
+    beats = args.beats
+    if beats is None and not args.no_beats:
+        beats = beat_file_for(Path(args.input))
+    piece, report = read_midi(args.input, beats=beats, **_read_args(args))
+    s = piece.structure()
+    bars = [
+        {
+            "bar": i + 1,
+            "start_step": int(piece.bar_starts[i]),
+            "time_signature": f"{s['numerator'][i]}/{s['denominator'][i]}",
+            "steps": int(s["length"][i]),
+            "tempo_bpm": round(float(s["tempo"][i]), 3),
+            "onsets": int(round(s["density"][i] * s["length"][i])),
+            "density": round(float(s["density"][i]), 4),
+        }
+        for i in range(piece.num_bars)
+    ]
+    out = {
+        "file": str(args.input),
+        "grid": report.grid,
+        "steps_per_beat": piece.steps_per_beat,
+        "pitch_range": list(piece.pitch_range),
+        "tracks": report.tracks_used,
+        "num_bars": piece.num_bars,
+        "num_steps": piece.num_steps,
+        "duration_seconds": round(piece.duration_seconds, 3),
+        "tempo_events": len(piece.tempo_bpm),
+        "notes_in_file": report.source_notes,
+        "notes_kept": report.kept_notes,
+        "notes_dropped": report.dropped,
+        "notes_changed": report.changed,
+        "onset_distance_to_grid_median_steps": round(report.onset_error_median, 4),
+        "onsets_within_0.1_step": round(report.onsets_within_0_1, 4),
+        "warnings": report.warnings,
+        "bars": bars,
+    }
+    if args.json:
+        print(json.dumps(out, indent=1, default=_json_default))
+        return 0
+    sigs = {}
+    for b in bars:
+        sigs[b["time_signature"]] = sigs.get(b["time_signature"], 0) + 1
+    print(f"{args.input}")
+    print(f"  grid:      {report.grid}, {piece.steps_per_beat} steps per quarter note")
+    print(f"  tracks:    {', '.join(report.tracks_used)} (merged)")
+    print(f"  length:    {piece.num_bars} bars, {piece.num_steps} steps, {piece.duration_seconds:.1f} s")
+    print(f"  metre:     " + ", ".join(f"{k} x{v}" for k, v in sigs.items()))
+    t = s["tempo"]
+    print(f"  tempo:     {t.min():.1f}-{t.max():.1f} BPM per bar, {len(piece.tempo_bpm)} tempo events")
+    print(f"  notes:     {report.kept_notes} kept of {report.source_notes}")
+    for why, n in report.dropped.items():
+        print(f"    dropped  {n:6d}  {why}")
+    for why, n in report.changed.items():
+        print(f"    changed  {n:6d}  {why}")
+    print(
+        f"  grid fit:  median onset distance {report.onset_error_median:.3f} steps, "
+        f"{100 * report.onsets_within_0_1:.1f}% within 0.1 step"
+    )
+    for w in report.warnings:
+        print(f"  warning:   {w}")
+    print(f"\n  {'bar':>4} {'metre':>6} {'steps':>5} {'tempo':>8} {'onsets':>6} {'density':>7}")
+    for b in bars:
+        print(
+            f"  {b['bar']:4d} {b['time_signature']:>6} {b['steps']:5d} {b['tempo_bpm']:8.2f} "
+            f"{b['onsets']:6d} {b['density']:7.3f}"
+        )
+    return 0
+
+
+# ----------------------------------------------------------------------------- quantize
+def cmd_quantize(args) -> int:
+    from .midi_io import read_midi, read_midi_tracks, write_midi
+
+    beats = args.beats
+    if beats is None and not args.no_beats:
+        beats = beat_file_for(Path(args.input))
+    if args.merge:
+        piece, report = read_midi(args.input, beats=beats, **_read_args(args))
+        target = piece
+    else:
+        target, report = read_midi_tracks(args.input, beats=beats, **_read_args(args))
+        piece = target[0][1]
+    write_midi(target, args.output)
+    lost = sum(report.dropped.values())
+    print(
+        f"{args.output}: {report.kept_notes} notes on {piece.num_bars} bars "
+        f"({piece.steps_per_beat} steps per quarter note, grid from {report.grid}); "
+        f"{lost} dropped, {sum(report.changed.values())} changed"
+        + (f" ({'; '.join(f'{n} {w}' for w, n in {**report.dropped, **report.changed}.items())})" if lost or report.changed else "")
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .metrics import METRIC_KEYS, evaluate_piece, summarize
+    from .midi_io import read_midi
+
+    files = _midi_files(args.inputs)
+    rows, failed = [], []
+    for f in tqdm(files, desc="evaluate", unit="file", disable=len(files) < 5 or args.json, file=sys.stderr):
+        beats = None if args.no_beats else beat_file_for(f, args.beats_dir)
+        try:
+            piece, _ = read_midi(f, beats=beats, **_read_args(args))
+        except InputError as e:
+            failed.append({"file": str(f), "error": str(e)})
+            continue
+        rows.append({"file": str(f), "beats": str(beats) if beats else None, **evaluate_piece(piece)})
+    summary = summarize([{k: r[k] for k in METRIC_KEYS} for r in rows]) if rows else {}
+    if args.json:
+        out = {
+            "files": rows,
+            "failed": failed,
+            "summary": {k: {"mean": m, "std": s, "count": n} for k, (m, s, n) in summary.items()},
+        }
+        print(json.dumps(out, indent=1, default=_json_default).replace("NaN", "null"))
+    else:
+        keys = list(METRIC_KEYS)
+        short = {"pitch_entropy": "pitch_ent", "pitch_class_entropy": "pc_ent", "scale_consistency": "scale",
+                 "groove_consistency": "groove", "polyphony": "polyph", "empty_beat_rate": "empty_beat"}
+        if len(rows) <= args.max_rows:
+            print(f"{'file':40s} " + " ".join(f"{short.get(k, k):>10s}" for k in keys))
+            for r in rows:
+                name = r["file"] if len(r["file"]) <= 40 else "..." + r["file"][-37:]
+                print(f"{name:40s} " + " ".join(f"{_fmt(r[k]):>10s}" for k in keys))
+        print(f"\n{len(rows)} files evaluated on the beat grid where a beat file was found "
+              f"({sum(r['beats'] is not None for r in rows)} with one); groove on the {args.steps_per_beat}-steps-per-beat grid")
+        for k in keys:
+            m, s, n = summary[k] if k in summary else (math.nan, math.nan, 0)
+            print(f"  {k:22s} {m:8.4f} ± {s:.4f}  (n={n})")
+        for fl in failed:
+            print(f"skipped: {fl['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------- build-dataset
+def cmd_build_dataset(args) -> int:
+    from .data import build_dataset
+
+    ds, report = build_dataset(
+        args.midi_dir,
+        args.out_dir,
+        steps_per_beat=args.steps_per_beat,
+        use_beats=not args.no_beats,
+        num_proc=args.num_proc,
+        validation_fraction=args.validation_fraction,
+    )
+    print(json.dumps(report.as_dict() if hasattr(report, "as_dict") else report.__dict__, indent=1, default=_json_default))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fractalmidi",
+        description=(
+            "FractalMIDI: hierarchical piano music generation. The grid: steps per quarter note "
+            "(default 4 = 16th notes); bars from time signatures, or from a beat file's downbeats; "
+            "tempo is a separate map from steps to seconds."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def grid_options(p, beats=True):
+        p.add_argument("--steps-per-beat", type=_positive_int, default=4, metavar="N",
+                       help="grid steps per quarter note (default 4: 16th notes)")
+        p.add_argument("--pitch-range", type=_pitch_range, default=PIANO_RANGE, metavar="LOW-HIGH",
+                       help="MIDI pitches kept (default 21-108, the 88 piano keys); others are dropped")
+        p.add_argument("--tracks", metavar="NAMES",
+                       help="comma-separated track names or numbers to read (default: all non-drum tracks)")
+        p.add_argument("--no-beats", action="store_true",
+                       help="ignore beat files found beside the MIDI; use the file's own ticks per quarter")
+
+    p = sub.add_parser("inspect", help="show what the model sees of a MIDI file: bars, tempo, density, notes kept",
+                       description="Read a MIDI file onto the grid and report bars, time signatures, tempo and "
+                                   "density per bar, and which notes the grid kept, changed or dropped, and why.")
+    p.add_argument("input", metavar="IN.mid")
+    p.add_argument("--beats", metavar="FILE",
+                   help="beat annotation (POP909 beat_midi.txt: seconds, flag, downbeat flag per line); "
+                        "default: beat_midi.txt or IN.beats.txt beside the file, if present")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    grid_options(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("quantize", help="write the grid version of a MIDI file",
+                       description="Put every note on the grid and write it back with the tempo map and time "
+                                   "signatures; tracks stay separate unless --merge.")
+    p.add_argument("input", metavar="IN.mid")
+    p.add_argument("output", metavar="OUT.mid")
+    p.add_argument("--beats", metavar="FILE", help="beat annotation (see inspect); default: one beside the file")
+    p.add_argument("--merge", action="store_true", help="merge tracks into one piano track (the model's view)")
+    grid_options(p)
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("evaluate", help="musical metrics of MIDI files (per file, then mean ± std)",
+                       description="Pitch entropy, pitch-class entropy, scale consistency, groove consistency, "
+                                   "polyphony and empty-beat rate (muspy's definitions, on the grid), per file "
+                                   "and mean ± std over all. Folders are searched recursively.")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--beats-dir", type=Path, metavar="DIR",
+                   help="folder of beat files (DIR/STEM.txt or DIR/STEM/beat_midi.txt); beat files beside "
+                        "the MIDI files are used too")
+    p.add_argument("--json", action="store_true", help="print JSON (per file and summary)")
+    p.add_argument("--max-rows", type=int, default=50, help="print the per-file table up to this many files")
+    grid_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("build-dataset", help="turn a folder of MIDI files into a Hugging Face dataset",
+                       description="Read every MIDI file under MIDI_DIR (with beat files beside them, POP909 "
+                                   "layout, where present), store one row per song (grid notes, structure, "
+                                   "metadata) with a deterministic train/validation split, and save_to_disk "
+                                   "into OUT_DIR. Bad files are skipped and listed.")
+    p.add_argument("midi_dir", metavar="MIDI_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--steps-per-beat", type=_positive_int, default=4, metavar="N")
+    p.add_argument("--no-beats", action="store_true", help="ignore beat files")
+    p.add_argument("--num-proc", type=_positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--validation-fraction", type=float, default=0.05, help="share of songs in validation")
+    p.set_defaults(func=cmd_build_dataset)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"fractalmidi: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fractalmidi: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
