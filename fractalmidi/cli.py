@@ -23,37 +23,23 @@ import numpy as np
 from .errors import InputError
 from .piece import PIANO_RANGE
 
-MIDI_SUFFIXES = (".mid", ".midi")
-
-
 # ----------------------------------------------------------------------------- helpers
-def beat_file_for(midi_path: Path, beats_dir: Path | None = None) -> Path | None:
-    """The beat annotation of a MIDI file, if there is one.
+def _midi_files(inputs: list[str], beats_dir=None) -> list[tuple[Path, Path | None]]:
+    """(MIDI file, beat file or None) for files and folders (searched recursively)."""
+    from .midi_io import find_beat_file, find_midi_files
 
-    Looked for, in order: `<beats_dir>/<stem>.txt`, `<beats_dir>/<stem>/beat_midi.txt` (when
-    `beats_dir` is given), then beside the file: `<stem>.beats.txt` and `beat_midi.txt`
-    (POP909's layout, one song per folder)."""
-    midi_path = Path(midi_path)
-    candidates = []
-    if beats_dir is not None:
-        candidates += [Path(beats_dir) / f"{midi_path.stem}.txt", Path(beats_dir) / midi_path.stem / "beat_midi.txt"]
-    candidates += [midi_path.with_name(f"{midi_path.stem}.beats.txt"), midi_path.with_name("beat_midi.txt")]
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def _midi_files(inputs: list[str]) -> list[Path]:
-    files = []
+    pairs = []
     for name in inputs:
         p = Path(name)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in MIDI_SUFFIXES and f.is_file())
-        elif p.exists():
-            files.append(p)
+            pairs += find_midi_files(p, beats_dir)
+        elif p.is_file():
+            pairs.append((p, find_beat_file(p, beats_dir)))
         else:
             raise InputError(f"{p}: no such file or folder")
-    if not files:
+    if not pairs:
         raise InputError(f"no MIDI files (*.mid, *.midi) in {', '.join(inputs)}")
-    return files
+    return pairs
 
 
 def _pitch_range(text: str) -> tuple[int, int]:
@@ -81,6 +67,15 @@ def _read_args(args) -> dict:
     return dict(steps_per_beat=args.steps_per_beat, pitch_range=args.pitch_range, tracks=tracks)
 
 
+def _beats_for(args):
+    """--beats if given, else a beat file found beside the input (unless --no-beats)."""
+    from .midi_io import find_beat_file
+
+    if args.beats is not None:
+        return args.beats
+    return None if args.no_beats else find_beat_file(args.input)
+
+
 def _fmt(x) -> str:
     return "nan" if isinstance(x, float) and math.isnan(x) else (f"{x:.4f}" if isinstance(x, float) else str(x))
 
@@ -101,10 +96,7 @@ def _json_default(o):
 def cmd_inspect(args) -> int:
     from .midi_io import read_midi
 
-    beats = args.beats
-    if beats is None and not args.no_beats:
-        beats = beat_file_for(Path(args.input))
-    piece, report = read_midi(args.input, beats=beats, **_read_args(args))
+    piece, report = read_midi(args.input, beats=_beats_for(args), **_read_args(args))
     s = piece.structure()
     bars = [
         {
@@ -174,9 +166,7 @@ def cmd_inspect(args) -> int:
 def cmd_quantize(args) -> int:
     from .midi_io import read_midi, read_midi_tracks, write_midi
 
-    beats = args.beats
-    if beats is None and not args.no_beats:
-        beats = beat_file_for(Path(args.input))
+    beats = _beats_for(args)
     if args.merge:
         piece, report = read_midi(args.input, beats=beats, **_read_args(args))
         target = piece
@@ -201,10 +191,10 @@ def cmd_evaluate(args) -> int:
     from .metrics import METRIC_KEYS, evaluate_piece, summarize
     from .midi_io import read_midi
 
-    files = _midi_files(args.inputs)
+    files = _midi_files(args.inputs, args.beats_dir)
     rows, failed = [], []
-    for f in tqdm(files, desc="evaluate", unit="file", disable=len(files) < 5 or args.json, file=sys.stderr):
-        beats = None if args.no_beats else beat_file_for(f, args.beats_dir)
+    for f, beats in tqdm(files, desc="evaluate", unit="file", disable=len(files) < 5 or args.json, file=sys.stderr):
+        beats = None if args.no_beats else beats
         try:
             piece, _ = read_midi(f, beats=beats, **_read_args(args))
         except InputError as e:

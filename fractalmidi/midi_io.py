@@ -38,6 +38,9 @@ from .piece import MAX_BPM, MIN_BPM, PIANO_RANGE, Piece, bar_length_steps, norma
 MAX_FILE_BYTES = 16 * 1024 * 1024  # no real MIDI file of one piece comes near this
 MAX_BARS = 2048  # about an hour of 4/4 at 120 BPM
 END_MARKER = "end"  # marker text at the last bar line of the files we write
+MIDI_SUFFIXES = (".mid", ".midi")
+POP909_BEAT_FILE = "beat_midi.txt"  # one per song folder (POP909 layout)
+BEATS_SUFFIX = ".beats.txt"  # <stem>.beats.txt beside any MIDI file
 
 
 @dataclass
@@ -71,13 +74,14 @@ def read_beats(path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: beat file not found")
-    rows = []
+    rows, line_no = [], []  # line_no: the file's line of each row (blank lines are skipped)
     for i, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         try:
             rows.append([float(x) for x in parts])
+            line_no.append(i)
         except ValueError:
             raise InputError(f"{path}, line {i}: expected numbers (seconds, flags), got {line.strip()[:60]!r}") from None
     if len(rows) < 2:
@@ -95,18 +99,53 @@ def read_beats(path) -> tuple[np.ndarray, np.ndarray]:
     step = np.diff(times)
     if np.any(step <= 0):
         i = int(np.nonzero(step <= 0)[0][0])
-        raise InputError(f"{path}, line {i + 2}: beat time {times[i + 1]:g} s does not come after {times[i]:g} s")
+        raise InputError(f"{path}, line {line_no[i + 1]}: beat time {times[i + 1]:g} s does not come after {times[i]:g} s")
     bpm = 60.0 / step
     bad = (bpm < MIN_BPM) | (bpm > MAX_BPM)
     if bad.any():
         i = int(np.nonzero(bad)[0][0])
         raise InputError(
-            f"{path}, line {i + 1}: beat interval {step[i]:.4f} s is a tempo of {bpm[i]:.1f} BPM, "
+            f"{path}, line {line_no[i]}: beat interval {step[i]:.4f} s is a tempo of {bpm[i]:.1f} BPM, "
             f"outside the allowed range {MIN_BPM:g}-{MAX_BPM:g} BPM"
         )
     if not down.any():
         down[0] = True
     return times, down
+
+
+def find_beat_file(midi_path, beats_dir=None, midi_files_in_folder: int | None = None) -> Path | None:
+    """The beat annotation of a MIDI file, or None. Looked for in this order:
+    `<beats_dir>/<stem>.txt` and `<beats_dir>/<stem>/beat_midi.txt` (when `beats_dir` is
+    given), `<stem>.beats.txt` beside the file, then `beat_midi.txt` beside it (POP909's
+    layout) when the file is the only MIDI file in its folder: a folder-wide beat file cannot
+    say which of several songs it belongs to. `midi_files_in_folder` spares counting them."""
+    midi_path = Path(midi_path)
+    candidates = []
+    if beats_dir is not None:
+        candidates += [Path(beats_dir) / f"{midi_path.stem}.txt", Path(beats_dir) / midi_path.stem / POP909_BEAT_FILE]
+    candidates.append(midi_path.with_name(midi_path.stem + BEATS_SUFFIX))
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is not None:
+        return found
+    shared = midi_path.with_name(POP909_BEAT_FILE)
+    if not shared.is_file():
+        return None
+    if midi_files_in_folder is None:
+        midi_files_in_folder = sum(1 for f in midi_path.parent.iterdir() if f.suffix.lower() in MIDI_SUFFIXES)
+    return shared if midi_files_in_folder == 1 else None
+
+
+def find_midi_files(midi_dir, beats_dir=None) -> list[tuple[Path, Path | None]]:
+    """Every .mid / .midi file under `midi_dir` (recursive, sorted by path), each paired with
+    its beat annotation (see `find_beat_file`) or None."""
+    midi_dir = Path(midi_dir)
+    if not midi_dir.is_dir():
+        raise InputError(f"{midi_dir}: not a folder")
+    files = sorted(p for p in midi_dir.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+    per_folder: dict[Path, int] = {}
+    for p in files:
+        per_folder[p.parent] = per_folder.get(p.parent, 0) + 1
+    return [(p, find_beat_file(p, beats_dir, per_folder[p.parent])) for p in files]
 
 
 def _seconds_to_beats(seconds: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -372,10 +411,8 @@ def _tick_bars_and_tempo(score, ends, spb, max_bars, path, report):
         bar_starts.append(pos + length)
         if len(sigs) > max_bars:
             raise InputError(f"{path}: more than the limit of {max_bars} bars")
-    tempo_events = {0: 120.0}
-    if score.tempos:
-        tempo_events[0] = float(score.tempos[0].qpm)
-    else:
+    tempo_events = {0: 120.0}  # MIDI's default until the first tempo event (as symusic reads it)
+    if not score.tempos:
         report.warnings.append("no tempo in the file: 120 BPM assumed")
     for t in score.tempos:
         s = to_step(t.time)
@@ -414,10 +451,12 @@ def _beat_bars_and_tempo(times, down, starts, ends, spb, max_bars, path, report)
     lengths = np.diff(bar_beats)
     sigs = np.stack([lengths, np.full_like(lengths, 4)], axis=1)
     b0 = int(bar_beats[0])
-    if b0 < 0 or bar_beats[-1] > len(times) - 1:
+    before = int((starts < 0).sum())
+    after = int((ends > (len(times) - 1) * spb).sum())
+    if before or after:
         report.warnings.append(
-            f"notes outside the annotated beats: {max(0, -b0)} beats added before and "
-            f"{max(0, int(bar_beats[-1]) - (len(times) - 1))} after, at the first / last beat interval"
+            f"notes outside the annotated beats: {before} start before the first beat, {after} end "
+            f"after the last; placed by extending the beats at the first / last beat interval"
         )
     beat_idx = np.arange(b0, int(bar_beats[-1]) + 1)
     bpm = 60.0 / np.diff(_beat_time(beat_idx, times))

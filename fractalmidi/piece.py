@@ -345,9 +345,9 @@ def roll_to_notes(roll: np.ndarray, low_pitch: int = PIANO_RANGE[0], default_vel
     for p in np.nonzero(starts.any(axis=0))[0]:
         s = np.nonzero(starts[:, p])[0]
         # the first silent step at or after each start bounds the note, as does the next start
-        silent = np.nonzero(~active[:, p])[0]
-        j = np.searchsorted(silent, s)
-        first_silent = np.where(j < len(silent), silent[np.minimum(j, len(silent) - 1)], T)
+        # (T closes the list: a pitch may sound on every step to the end, with no silent step)
+        silent = np.append(np.nonzero(~active[:, p])[0], T)
+        first_silent = silent[np.searchsorted(silent, s)]
         nxt = np.concatenate([s[1:], [T]])
         e = np.minimum(first_silent, nxt)
         v = vel[s, p].astype(np.int64)

@@ -1,0 +1,437 @@
+"""The decoding maths of iterative masked prediction, apart from the network.
+
+Every level of the hierarchy is decoded in parallel, MaskGIT / MAR style: all the positions to
+generate start masked; at each of `num_iterations` iterations the network predicts every masked
+position, a value is sampled for each, and the least confident of them (or a random subset, MAR's
+random order) are masked again for the next iteration. How many stay masked after each iteration
+follows a schedule (cosine by default). After a level is decoded, refinement ("deep sampling")
+re-masks a fraction of it and predicts that again.
+
+This module holds only that maths, as plain functions on torch tensors that tests can call alone
+(in the spirit of diffusers' `scheduling_amused`): no nn.Module, no model code, imports only
+torch and math, so it can travel with a Hub repo for `trust_remote_code`.
+
+Conventions
+- B = batch rows, L = positions (tokens) per row, V = vocabulary size (classes per position),
+  K = labels per position for multi-label outputs (e.g. 88 pitches, each on or off).
+- Masks are bool tensors; `True` means "masked" (still to be generated) unless the name says
+  otherwise (`known`, `editable`).
+- Randomness: every random draw takes `generator: torch.Generator | None`. With a generator, the
+  draw uses it and only it, so the same seed gives the same result. The noise is drawn on the
+  generator's device and then moved to the tensors' device, so a CPU generator gives the same
+  numbers whether the model runs on CPU or GPU. With `generator=None` torch's global RNG of the
+  tensors' device is used.
+- Temperature must be > 0 everywhere (`apply_temperature`); a tiny temperature (e.g. 1e-4)
+  approaches greedy argmax decoding. There is no "temperature = 0 means argmax" special case.
+- Bad arguments raise ValueError with a message naming the value and what is allowed.
+
+A typical level loop (the model code owns the loop; names here are illustrative):
+
+    masked = to_generate.clone()                                   # (B, L) bool
+    counts = masked_counts_batched(masked.sum(-1), num_iterations)  # (num_iterations, B)
+    for i in range(num_iterations):
+        logits = cfg_logits(model(x, cond), model(x, None), cfg)    # (B, L, V)
+        tokens, conf = sample_categorical(logits, temperature, generator)
+        x = torch.where(masked, tokens, x)
+        noise = annealed_noise_scale(choice_temperature, (i + 1) / num_iterations)
+        masked = choose_tokens_to_keep_masked(conf, masked, counts[i], generator,
+                                              noise_scale=noise)
+"""
+
+import math
+
+import torch
+
+SCHEDULES = ("cosine", "linear", "square", "cubic")
+KEEP_MASKED_MODES = ("confidence", "random")
+
+
+# --------------------------------------------------------------------------- schedules
+def mask_ratio(progress: float | torch.Tensor, schedule: str = "cosine") -> float | torch.Tensor:
+    """Fraction of the tokens still masked at `progress` in [0, 1] (0 = start, 1 = done).
+
+    Schedules (all go from 1 at progress 0 to 0 at progress 1, decreasing):
+      "cosine": cos(pi/2 * t) (MaskGIT's default; few tokens early, many late)
+      "linear": 1 - t
+      "square": 1 - t^2
+      "cubic":  1 - t^3
+
+    Args:
+        progress: a float, or a tensor of any shape (computed elementwise).
+        schedule: one of SCHEDULES.
+
+    Returns:
+        A float for a float `progress`, else a tensor of the same shape.
+
+    Raises:
+        ValueError: an unknown schedule, or a progress outside [0, 1].
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown mask schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    is_tensor = isinstance(progress, torch.Tensor)
+    in_range = bool(((progress >= 0) & (progress <= 1)).all()) if is_tensor else 0.0 <= progress <= 1.0
+    if not in_range:  # also catches NaN
+        raise ValueError(f"progress must lie in [0, 1], got {progress}")
+    t = progress
+    if schedule == "cosine":
+        ratio = torch.cos(t * (math.pi / 2)) if is_tensor else math.cos(t * math.pi / 2)
+    elif schedule == "linear":
+        ratio = 1 - t
+    elif schedule == "square":
+        ratio = 1 - t**2
+    else:  # "cubic"
+        ratio = 1 - t**3
+    return ratio
+
+
+def _check_iterations(num_iterations: int) -> None:
+    if not isinstance(num_iterations, int) or num_iterations < 1:
+        raise ValueError(f"num_iterations must be an integer >= 1, got {num_iterations!r}")
+
+
+# A count is floor(n * ratio); the epsilon keeps 3 * (1 - 2/3) = 0.99999... from flooring to 0.
+_FLOOR_EPS = 1e-9
+
+
+def masked_counts(num_tokens: int, num_iterations: int, schedule: str = "cosine") -> list[int]:
+    """How many of `num_tokens` tokens remain masked after each of `num_iterations` iterations.
+
+    counts[i] is the number still masked after iteration i (0-based), from the schedule:
+    floor(num_tokens * mask_ratio((i + 1) / num_iterations)), then adjusted so that
+      * counts[-1] == 0 (everything is decoded at the end);
+      * every iteration unmasks at least one token while tokens remain
+        (counts[i] <= counts[i-1] - 1, with counts[-1 before the first] = num_tokens);
+      * no iteration is left with nothing to do when num_tokens >= num_iterations
+        (counts[i] >= num_iterations - 1 - i), so then the counts strictly decrease.
+    With fewer tokens than iterations (num_tokens < num_iterations) one token is unmasked per
+    iteration until none remain, then the counts stay at 0. num_tokens = 0 gives all zeros.
+
+    Args:
+        num_tokens: tokens to generate (masked at the start), >= 0.
+        num_iterations: decoding iterations, >= 1.
+        schedule: one of SCHEDULES (see `mask_ratio`).
+
+    Returns:
+        A list of `num_iterations` ints, non-increasing, ending at 0.
+    """
+    _check_iterations(num_iterations)
+    if not isinstance(num_tokens, int) or num_tokens < 0:
+        raise ValueError(f"num_tokens must be an integer >= 0, got {num_tokens!r}")
+    counts = []
+    prev = num_tokens
+    for i in range(num_iterations):
+        base = math.floor(num_tokens * mask_ratio((i + 1) / num_iterations, schedule) + _FLOOR_EPS)
+        count = max(0, min(prev - 1, max(base, num_iterations - 1 - i)))
+        if i == num_iterations - 1:
+            count = 0
+        counts.append(count)
+        prev = count
+    return counts
+
+
+def masked_counts_batched(
+    num_tokens: torch.Tensor, num_iterations: int, schedule: str = "cosine"
+) -> torch.Tensor:
+    """`masked_counts` for a batch whose rows have different numbers of tokens to generate.
+
+    Rows of a batch may have different numbers of masked tokens (inpainting a few bars of one
+    piece, a whole piece in another); each row follows its own schedule, exactly as
+    `masked_counts(int(num_tokens[b]), num_iterations, schedule)`.
+
+    Args:
+        num_tokens: (B,) integer tensor, tokens to generate per row, >= 0.
+        num_iterations: decoding iterations, >= 1.
+        schedule: one of SCHEDULES.
+
+    Returns:
+        (num_iterations, B) int64 tensor on num_tokens' device; row i holds the counts still
+        masked after iteration i.
+    """
+    _check_iterations(num_iterations)
+    if num_tokens.dim() != 1:
+        raise ValueError(f"num_tokens must be a (B,) tensor, got shape {tuple(num_tokens.shape)}")
+    if num_tokens.dtype.is_floating_point or num_tokens.dtype == torch.bool:
+        raise ValueError(f"num_tokens must be an integer tensor, got dtype {num_tokens.dtype}")
+    if num_tokens.numel() and int(num_tokens.min()) < 0:
+        raise ValueError(f"num_tokens must be >= 0, got {num_tokens.tolist()}")
+    n = num_tokens.to(torch.int64)  # (B,)
+    total = n.to(torch.float64)  # (B,) float64 = Python float arithmetic, as in masked_counts
+    counts = []
+    prev = n
+    for i in range(num_iterations):
+        ratio = mask_ratio((i + 1) / num_iterations, schedule)  # a Python float
+        base = torch.floor(total * ratio + _FLOOR_EPS).to(torch.int64)  # (B,)
+        count = torch.minimum(prev - 1, base.clamp_min(num_iterations - 1 - i)).clamp_min(0)
+        if i == num_iterations - 1:
+            count = torch.zeros_like(count)
+        counts.append(count)
+        prev = count
+    return torch.stack(counts)  # (num_iterations, B)
+
+
+# --------------------------------------------------------------------------- logits
+def _check_temperature(temperature: float) -> None:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature: higher temperature = flatter distribution = more varied samples.
+
+    Args:
+        logits: any shape (categorical logits over the last dim, or Bernoulli logits).
+        temperature: a finite float > 0; 1 leaves the logits unchanged, values towards 0
+            approach argmax decoding.
+
+    Raises:
+        ValueError: temperature <= 0, NaN or infinite.
+    """
+    _check_temperature(temperature)
+    return logits / temperature
+
+
+def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: uncond + scale * (cond - uncond).
+
+    scale = 1 gives `cond`, scale = 0 gives `uncond`, scale > 1 pushes past the conditional
+    prediction, away from the unconditional one (stronger adherence to the condition).
+
+    Args:
+        cond: logits with the condition, any shape.
+        uncond: logits with the condition dropped, the same shape as `cond`.
+        scale: a finite float (the `cfg` sampling control).
+    """
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise ValueError(f"cfg scale must be a finite number, got {scale!r}")
+    if cond.shape != uncond.shape:
+        raise ValueError(f"cond and uncond shapes differ: {tuple(cond.shape)} vs {tuple(uncond.shape)}")
+    return uncond + scale * (cond - uncond)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy, in nats, of softmax(logits) over the last dim: (..., V) -> (...).
+
+    -inf logits (impossible classes) contribute 0. A diagnostic: higher temperature raises it.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (..., V)
+    p = logp.exp()
+    return -(p * logp.nan_to_num(neginf=0.0)).sum(-1)  # (...)
+
+
+# --------------------------------------------------------------------------- random draws
+def _rand(shape: torch.Size | tuple, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) float32 noise of `shape` on `device`, drawn with `generator`.
+
+    Drawn on the generator's own device (so a CPU generator gives the same numbers for a CPU or
+    a GPU model) and moved to `device`; with no generator, drawn from `device`'s global RNG.
+    """
+    draw_device = generator.device if generator is not None else device
+    u = torch.rand(shape, generator=generator, device=draw_device, dtype=torch.float32)
+    return u.to(device)
+
+
+def gumbel_noise(
+    shape: torch.Size | tuple, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Standard Gumbel(0, 1) noise, -log(-log(U)), float32, of `shape` on `device`."""
+    u = _rand(shape, generator, torch.device(device))
+    tiny = torch.finfo(u.dtype).tiny
+    return -torch.log(-torch.log(u.clamp(min=tiny, max=1.0 - 1e-7)))
+
+
+def sample_categorical(
+    logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one class per position from softmax(logits / temperature) over the last dim.
+
+    Uses the Gumbel-max trick: argmax(logits / T + Gumbel noise) is an exact sample from
+    softmax(logits / T), and only uniform noise is drawn, with `generator`. As T -> 0 the sample
+    becomes argmax(logits) (T must stay > 0; a tiny T such as 1e-4 is effectively greedy).
+    Logits of -inf are never sampled.
+
+    Args:
+        logits: (..., V) float tensor, e.g. (B, L, V).
+        temperature: > 0 (see `apply_temperature`).
+        generator: seeds the draw.
+
+    Returns:
+        samples: (...) int64 class indices, e.g. (B, L).
+        probs: (...) float32 probability of each sampled class under the tempered distribution
+            softmax(logits / T) that it was drawn from (MaskGIT's confidence).
+    """
+    scaled = apply_temperature(logits.float(), temperature)  # (..., V)
+    noise = gumbel_noise(scaled.shape, generator, scaled.device)  # (..., V)
+    samples = (scaled + noise).argmax(dim=-1)  # (...)
+    probs = torch.softmax(scaled, dim=-1).gather(-1, samples.unsqueeze(-1)).squeeze(-1)  # (...)
+    return samples, probs
+
+
+def sample_bernoulli(
+    logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample independent on/off labels, p = sigmoid(logits / temperature), elementwise.
+
+    For multi-label outputs (e.g. note on/off for each of K pitches at a step). Higher
+    temperature moves every p towards 0.5 (more varied); T -> 0 approaches thresholding at
+    logit 0 (p > 0.5).
+
+    Args:
+        logits: any shape, e.g. (B, L, K).
+        temperature: > 0 (see `apply_temperature`).
+        generator: seeds the draw.
+
+    Returns:
+        samples: bool tensor of the same shape, True = on.
+        confidence: float32, the probability of the sampled outcome: p where on, 1 - p where
+            off. To rank whole positions (B, L) the model code reduces it over K, e.g. the sum
+            of logs (joint probability of the position's labels).
+    """
+    p = torch.sigmoid(apply_temperature(logits.float(), temperature))  # (..., K)
+    u = _rand(p.shape, generator, p.device)  # (..., K)
+    samples = u < p
+    confidence = torch.where(samples, p, 1 - p)
+    return samples, confidence
+
+
+# --------------------------------------------------------------------------- masking
+def annealed_noise_scale(base: float, progress: float) -> float:
+    """MaskGIT's choice temperature: base * (1 - progress), so re-masking is noisy early and
+    purely confidence-driven at the end. progress = (i + 1) / num_iterations after iteration i."""
+    if not (0.0 <= progress <= 1.0):
+        raise ValueError(f"progress must lie in [0, 1], got {progress}")
+    return base * (1.0 - progress)
+
+
+def _rank_ascending(scores: torch.Tensor) -> torch.Tensor:
+    """Rank of each entry within its row, 0 = smallest (ties broken by position): (B, L)."""
+    order = torch.argsort(scores, dim=-1, stable=True)  # (B, L)
+    ranks = torch.empty_like(order)
+    positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)  # (B, L)
+    return ranks.scatter_(-1, order, positions)
+
+
+def _per_row_counts(num: int | torch.Tensor, batch: int, device: torch.device, name: str) -> torch.Tensor:
+    """An int or a (B,) / (B, 1) tensor as a (B,) int64 tensor on device."""
+    if isinstance(num, torch.Tensor):
+        if num.dtype.is_floating_point or num.dtype == torch.bool:
+            raise ValueError(f"{name} must be integer, got dtype {num.dtype}")
+        num = num.to(device=device, dtype=torch.int64).reshape(-1)
+        if num.numel() == 1:
+            num = num.expand(batch)
+        if num.numel() != batch:
+            raise ValueError(f"{name} must hold one count per batch row ({batch}), got {num.numel()}")
+        return num
+    if not isinstance(num, int):
+        raise ValueError(f"{name} must be an int or an integer tensor, got {num!r}")
+    return torch.full((batch,), num, dtype=torch.int64, device=device)
+
+
+def choose_tokens_to_keep_masked(
+    confidence: torch.Tensor,
+    still_masked: torch.Tensor,
+    num_to_mask: int | torch.Tensor,
+    generator: torch.Generator | None = None,
+    mode: str = "confidence",
+    noise_scale: float = 0.0,
+) -> torch.Tensor:
+    """One MaskGIT / MAR step: which of this iteration's masked positions stay masked.
+
+    Among the positions that were masked during this iteration (`still_masked`, all of which
+    have just been predicted), the `num_to_mask[b]` of row b with the lowest score stay masked
+    for the next iteration; the others keep their sampled values. Positions already known are
+    never re-masked.
+
+    Scores:
+      mode="confidence": log(confidence) + noise_scale * Gumbel noise (MaskGIT). noise_scale = 0
+        keeps exactly the least confident masked; use `annealed_noise_scale` for MaskGIT's
+        choice temperature, which decays to 0 over the iterations.
+      mode="random": uniform noise, i.e. a random order as in MAR (confidence is ignored).
+    Ties are broken by position (lower index stays masked first).
+
+    Args:
+        confidence: (B, L) probability of each position's sampled value, in [0, 1].
+        still_masked: (B, L) bool, True where the position was masked this iteration.
+        num_to_mask: int, or (B,) integer tensor (e.g. a row of `masked_counts_batched`): how
+            many stay masked in each row; 0 <= num_to_mask[b] <= still_masked[b].sum().
+        generator: seeds the noise (used when mode="random" or noise_scale > 0).
+        mode: one of KEEP_MASKED_MODES.
+        noise_scale: >= 0, the weight of the Gumbel noise in confidence mode.
+
+    Returns:
+        (B, L) bool, True where the position stays masked; a subset of `still_masked` with
+        exactly num_to_mask[b] True entries in row b.
+    """
+    if mode not in KEEP_MASKED_MODES:
+        raise ValueError(f"unknown re-masking mode {mode!r}; allowed: {', '.join(KEEP_MASKED_MODES)}")
+    if confidence.dim() != 2 or confidence.shape != still_masked.shape:
+        raise ValueError(
+            f"confidence and still_masked must both be (B, L), got {tuple(confidence.shape)} "
+            f"and {tuple(still_masked.shape)}"
+        )
+    if not (isinstance(noise_scale, (int, float)) and math.isfinite(noise_scale) and noise_scale >= 0):
+        raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale!r}")
+    still_masked = still_masked.bool()
+    B, L = confidence.shape
+    k = _per_row_counts(num_to_mask, B, confidence.device, "num_to_mask")  # (B,)
+    available = still_masked.sum(-1)  # (B,)
+    if bool(((k < 0) | (k > available)).any()):
+        raise ValueError(
+            f"num_to_mask must lie in [0, masked positions] per row; got {k.tolist()} "
+            f"with {available.tolist()} masked positions"
+        )
+
+    if mode == "random":
+        scores = _rand((B, L), generator, confidence.device)  # (B, L)
+    else:
+        tiny = torch.finfo(torch.float32).tiny
+        scores = torch.log(confidence.float().clamp_min(tiny))  # (B, L)
+        if noise_scale > 0:
+            scores = scores + noise_scale * gumbel_noise((B, L), generator, confidence.device)
+    # A NaN confidence counts as least confident; known positions rank after every masked one,
+    # so they are never chosen.
+    scores = scores.masked_fill(scores.isnan(), float("-inf"))  # (B, L)
+    scores = scores.masked_fill(~still_masked, float("inf"))  # (B, L)
+    ranks = _rank_ascending(scores)  # (B, L)
+    return (ranks < k[:, None]) & still_masked  # (B, L)
+
+
+def refine_mask(
+    known: torch.Tensor,
+    ratio: float,
+    generator: torch.Generator | None = None,
+    editable: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Positions to re-mask for one refinement ("deep sampling") round, chosen at random.
+
+    In each row b, exactly round(ratio * n_b) positions are chosen uniformly at random among the
+    n_b candidates, the positions that are both known (decoded) and editable. Rounding is half
+    up: floor(ratio * n_b + 0.5), so ratio 0.3 of 5 positions is 2 (1.5 -> 2) and of 10 is 3.
+    Positions that are not editable (notes outside an inpainting region, structure given by the
+    user) and positions not yet known are never chosen. The caller masks the result again,
+    e.g. `masked = ~known | refine_mask(known, ratio, generator, editable)`.
+
+    Args:
+        known: (B, L) bool, True where the position holds a decoded value.
+        ratio: the fraction to re-mask, in [0, 1] (the config's refinement ratio, default 0.3).
+        generator: seeds the choice.
+        editable: (B, L) bool or None (= every position editable).
+
+    Returns:
+        (B, L) bool, True where the position is to be re-masked.
+    """
+    if not (isinstance(ratio, (int, float)) and 0.0 <= ratio <= 1.0):  # also rejects NaN
+        raise ValueError(f"refinement ratio must lie in [0, 1], got {ratio!r}")
+    if known.dim() != 2:
+        raise ValueError(f"known must be (B, L), got shape {tuple(known.shape)}")
+    candidates = known.bool()  # (B, L)
+    if editable is not None:
+        if editable.shape != known.shape:
+            raise ValueError(
+                f"editable must have known's shape {tuple(known.shape)}, got {tuple(editable.shape)}"
+            )
+        candidates = candidates & editable.bool().to(known.device)
+    B, L = candidates.shape
+    n = candidates.sum(-1).to(torch.float64)  # (B,)
+    k = torch.floor(n * ratio + 0.5).to(torch.int64)  # (B,) round half up
+    scores = _rand((B, L), generator, known.device).masked_fill(~candidates, float("inf"))  # (B, L)
+    return (_rank_ascending(scores) < k[:, None]) & candidates  # (B, L)

@@ -1,0 +1,393 @@
+"""Tests for fractalmidi.sampling: schedules, per-iteration counts, temperature, CFG, seeded
+sampling, MaskGIT re-masking and refinement masks. All CPU, all fast."""
+
+import math
+
+import pytest
+import torch
+
+from fractalmidi import sampling as S
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def empirical_entropy(samples: torch.Tensor, num_classes: int) -> float:
+    """Entropy (nats) of the histogram of integer samples."""
+    p = torch.bincount(samples.flatten(), minlength=num_classes).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum())
+
+
+# --------------------------------------------------------------------------- schedules
+@pytest.mark.parametrize("schedule", S.SCHEDULES)
+def test_mask_ratio_endpoints_and_monotone(schedule):
+    assert S.mask_ratio(0.0, schedule) == pytest.approx(1.0)
+    assert S.mask_ratio(1.0, schedule) == pytest.approx(0.0, abs=1e-12)
+    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    r = S.mask_ratio(t, schedule)
+    assert r.shape == t.shape
+    assert bool((r[1:] < r[:-1]).all())  # strictly decreasing
+    # the tensor and float paths agree
+    for x in (0.1, 0.37, 0.9):
+        assert float(S.mask_ratio(torch.tensor(x, dtype=torch.float64), schedule)) == pytest.approx(
+            S.mask_ratio(x, schedule)
+        )
+
+
+def test_mask_ratio_values():
+    assert S.mask_ratio(0.5, "cosine") == pytest.approx(math.cos(math.pi / 4))
+    assert S.mask_ratio(0.25, "linear") == pytest.approx(0.75)
+    assert S.mask_ratio(0.5, "square") == pytest.approx(0.75)
+    assert S.mask_ratio(0.5, "cubic") == pytest.approx(0.875)
+
+
+def test_mask_ratio_errors():
+    with pytest.raises(ValueError, match="cosine.*linear"):
+        S.mask_ratio(0.5, "exp")
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            S.mask_ratio(bad)
+    with pytest.raises(ValueError):
+        S.mask_ratio(torch.tensor([0.2, 1.2]))
+
+
+# --------------------------------------------------------------------------- masked counts
+PAIRS = [(n, it) for n in (0, 1, 2, 3, 5, 7, 16, 64, 100, 257, 1000) for it in (1, 2, 3, 4, 8, 12, 16, 50)]
+
+
+@pytest.mark.parametrize("schedule", S.SCHEDULES)
+def test_masked_counts_properties(schedule):
+    for n, it in PAIRS:
+        c = S.masked_counts(n, it, schedule)
+        assert len(c) == it and c[-1] == 0 and all(isinstance(x, int) for x in c)
+        prev = n
+        for x in c:
+            assert 0 <= x <= prev
+            if prev > 0:
+                assert x <= prev - 1, (n, it, c)  # at least one token unmasked while any remain
+            prev = x
+        if n >= it:
+            # strictly decreasing from n: every iteration has work to do
+            assert all(b < a for a, b in zip([n] + c[:-1], c)), (n, it, c)
+
+
+def test_masked_counts_follow_schedule():
+    # away from the edges the counts are the schedule's floor(n * ratio)
+    n, it = 1000, 10
+    c = S.masked_counts(n, it, "cosine")
+    for i in range(it - 1):
+        assert c[i] == math.floor(n * math.cos(math.pi / 2 * (i + 1) / it))
+    assert S.masked_counts(10, 5, "linear") == [8, 6, 4, 2, 0]
+    # cosine unmasks few tokens early and many late
+    steps = [a - b for a, b in zip([n] + c[:-1], c)]
+    assert steps[0] < steps[-1]
+
+
+def test_masked_counts_edge_cases():
+    assert S.masked_counts(0, 5) == [0, 0, 0, 0, 0]
+    assert S.masked_counts(7, 1) == [0]
+    assert S.masked_counts(1, 4) == [0, 0, 0, 0]
+    assert S.masked_counts(3, 6) == [2, 1, 0, 0, 0, 0]
+    assert S.masked_counts(4, 4) == [3, 2, 1, 0]
+    for bad_it in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="num_iterations"):
+            S.masked_counts(10, bad_it)
+    with pytest.raises(ValueError, match="num_tokens"):
+        S.masked_counts(-1, 4)
+
+
+@pytest.mark.parametrize("schedule", S.SCHEDULES)
+def test_masked_counts_batched_matches_per_sequence(schedule):
+    tokens = [n for n, _ in PAIRS[:: len(PAIRS) // 11]] + [0, 1, 3, 31, 500]
+    t = torch.tensor(tokens)
+    for it in (1, 2, 5, 8, 16, 50):
+        out = S.masked_counts_batched(t, it, schedule)
+        assert out.shape == (it, len(tokens)) and out.dtype == torch.int64
+        for b, n in enumerate(tokens):
+            assert out[:, b].tolist() == S.masked_counts(n, it, schedule)
+
+
+def test_masked_counts_batched_errors():
+    with pytest.raises(ValueError):
+        S.masked_counts_batched(torch.tensor([1.0, 2.0]), 4)
+    with pytest.raises(ValueError):
+        S.masked_counts_batched(torch.tensor([[1, 2]]), 4)
+    with pytest.raises(ValueError, match=">= 0"):
+        S.masked_counts_batched(torch.tensor([3, -1]), 4)
+
+
+# --------------------------------------------------------------------------- temperature and CFG
+def test_apply_temperature():
+    x = torch.tensor([[1.0, -2.0, 4.0]])
+    assert torch.equal(S.apply_temperature(x, 1.0), x)
+    assert torch.allclose(S.apply_temperature(x, 2.0), x / 2)
+    for bad in (0, 0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="> 0") as e:
+            S.apply_temperature(x, bad)
+        assert repr(bad) in str(e.value)  # the message names the value
+    for fn in (S.sample_categorical, S.sample_bernoulli):
+        with pytest.raises(ValueError, match="> 0"):
+            fn(x, 0.0, gen(0))
+
+
+def test_cfg_logits():
+    cond = torch.randn(2, 5, 7, generator=gen(0))
+    uncond = torch.randn(2, 5, 7, generator=gen(1))
+    assert torch.allclose(S.cfg_logits(cond, uncond, 1.0), cond)
+    assert torch.allclose(S.cfg_logits(cond, uncond, 0.0), uncond)
+    assert torch.allclose(S.cfg_logits(cond, uncond, 3.0), 3 * cond - 2 * uncond, atol=1e-6)
+    with pytest.raises(ValueError):
+        S.cfg_logits(cond, uncond[:, :4], 2.0)
+    with pytest.raises(ValueError):
+        S.cfg_logits(cond, uncond, float("nan"))
+
+
+def test_entropy():
+    v = 8
+    assert float(S.entropy(torch.zeros(v))) == pytest.approx(math.log(v), rel=1e-5)
+    peaked = torch.full((v,), float("-inf"))
+    peaked[3] = 0.0
+    assert float(S.entropy(peaked)) == pytest.approx(0.0, abs=1e-6)
+    assert S.entropy(torch.randn(2, 3, v)).shape == (2, 3)
+
+
+# --------------------------------------------------------------------------- categorical
+def test_sample_categorical_shapes_and_probs():
+    logits = torch.randn(3, 10, 6, generator=gen(0))
+    s, p = S.sample_categorical(logits, 1.5, gen(1))
+    assert s.shape == (3, 10) and s.dtype == torch.int64 and p.shape == (3, 10)
+    expect = torch.softmax(logits / 1.5, -1).gather(-1, s[..., None])[..., 0]
+    assert torch.allclose(p, expect)
+    assert bool(((s >= 0) & (s < 6)).all())
+
+
+def test_sample_categorical_matches_distribution():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    s, _ = S.sample_categorical(logits.expand(40000, 4), 1.0, gen(0))
+    freq = torch.bincount(s, minlength=4).double() / s.numel()
+    assert torch.allclose(freq, torch.softmax(logits.double(), -1), atol=0.01)
+
+
+def test_sample_categorical_never_picks_neg_inf():
+    logits = torch.tensor([0.0, float("-inf"), 0.0, float("-inf")]).expand(5000, 4)
+    s, p = S.sample_categorical(logits, 3.0, gen(0))
+    assert set(s.unique().tolist()) == {0, 2}
+    assert torch.allclose(p, torch.full_like(p, 0.5))
+
+
+def test_higher_temperature_gives_higher_entropy():
+    logits = torch.tensor([3.0, 1.5, 0.5, 0.0, -1.0, -2.0]).expand(20000, 6)
+    ents = [empirical_entropy(S.sample_categorical(logits, t, gen(0))[0], 6) for t in (0.25, 0.5, 1.0, 2.0, 5.0)]
+    assert all(b > a for a, b in zip(ents, ents[1:])), ents
+    # the model's own entropy moves the same way
+    model_ents = [float(S.entropy(S.apply_temperature(logits[0], t))) for t in (0.25, 0.5, 1.0, 2.0, 5.0)]
+    assert all(b > a for a, b in zip(model_ents, model_ents[1:]))
+
+
+def test_tiny_temperature_is_argmax():
+    logits = torch.randn(4, 50, 9, generator=gen(3))
+    s, p = S.sample_categorical(logits, 1e-4, gen(0))
+    assert torch.equal(s, logits.argmax(-1))
+    assert bool((p > 0.99).all())
+
+
+def test_categorical_seeded():
+    logits = torch.randn(2, 64, 12, generator=gen(0))
+    a = S.sample_categorical(logits, 1.0, gen(7))
+    b = S.sample_categorical(logits, 1.0, gen(7))
+    c = S.sample_categorical(logits, 1.0, gen(8))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_generator_is_used_not_global_rng():
+    logits = torch.randn(2, 64, 12, generator=gen(0))
+    torch.manual_seed(1)
+    a = S.sample_categorical(logits, 1.0, gen(7))[0]
+    torch.manual_seed(2)
+    b = S.sample_categorical(logits, 1.0, gen(7))[0]
+    assert torch.equal(a, b)
+    # and the global RNG is not advanced by a seeded call
+    torch.manual_seed(3)
+    x = torch.rand(3)
+    torch.manual_seed(3)
+    S.sample_bernoulli(torch.zeros(10), 1.0, gen(0))
+    S.choose_tokens_to_keep_masked(torch.rand(2, 8, generator=gen(1)), torch.ones(2, 8, dtype=torch.bool), 3, gen(0), "random")
+    S.refine_mask(torch.ones(2, 8, dtype=torch.bool), 0.5, gen(0))
+    assert torch.equal(torch.rand(3), x)
+
+
+# --------------------------------------------------------------------------- bernoulli
+def test_sample_bernoulli():
+    logits = torch.randn(3, 16, 88, generator=gen(0))
+    s, conf = S.sample_bernoulli(logits, 1.0, gen(1))
+    assert s.shape == logits.shape and s.dtype == torch.bool and conf.shape == logits.shape
+    p = torch.sigmoid(logits)
+    assert torch.allclose(conf, torch.where(s, p, 1 - p))
+    # frequency matches sigmoid(logit / T)
+    x = torch.tensor([-1.0, 0.0, 2.0])
+    s, _ = S.sample_bernoulli(x.expand(40000, 3), 2.0, gen(2))
+    assert torch.allclose(s.double().mean(0), torch.sigmoid(x.double() / 2), atol=0.01)
+    # seeded
+    a = S.sample_bernoulli(logits, 1.0, gen(5))[0]
+    assert torch.equal(a, S.sample_bernoulli(logits, 1.0, gen(5))[0])
+    assert not torch.equal(a, S.sample_bernoulli(logits, 1.0, gen(6))[0])
+    # tiny temperature thresholds at 0
+    assert torch.equal(S.sample_bernoulli(logits, 1e-5, gen(0))[0], logits > 0)
+
+
+def test_bernoulli_temperature_raises_variety():
+    x = torch.tensor([2.5]).expand(20000)
+    rates = [S.sample_bernoulli(x, t, gen(0))[0].double().mean().item() for t in (0.5, 1.0, 4.0)]
+    # the "on" rate moves towards 0.5 as temperature grows
+    assert rates[0] > rates[1] > rates[2] > 0.5
+
+
+# --------------------------------------------------------------------------- re-masking
+def random_masked(B: int, L: int, seed: int, frac: float = 0.6) -> torch.Tensor:
+    return torch.rand(B, L, generator=gen(seed)) < frac
+
+
+@pytest.mark.parametrize("mode,noise", [("confidence", 0.0), ("confidence", 2.0), ("random", 0.0)])
+def test_keep_masked_counts_and_never_remasks_known(mode, noise):
+    for seed in range(20):
+        B, L = 4, 37
+        masked = random_masked(B, L, seed)
+        conf = torch.rand(B, L, generator=gen(100 + seed))
+        avail = masked.sum(-1)
+        k = (avail.double() * torch.rand(B, generator=gen(200 + seed), dtype=torch.float64)).long()
+        out = S.choose_tokens_to_keep_masked(conf, masked, k, gen(seed), mode, noise)
+        assert out.shape == (B, L) and out.dtype == torch.bool
+        assert not bool((out & ~masked).any())  # known positions never re-masked
+        assert torch.equal(out.sum(-1), k)  # exactly num_to_mask per row
+
+
+def test_keep_masked_picks_least_confident_without_noise():
+    B, L = 3, 40
+    masked = random_masked(B, L, 0)
+    conf = torch.rand(B, L, generator=gen(1))
+    conf_known_low = conf.masked_fill(~masked, 0.0)  # known positions even less confident
+    k = torch.tensor([5, 0, int(masked[2].sum())])
+    out = S.choose_tokens_to_keep_masked(conf_known_low, masked, k, gen(0), "confidence", 0.0)
+    for b in range(B):
+        idx = masked[b].nonzero().flatten()
+        least = idx[conf[b, idx].argsort()[: k[b]]]
+        expect = torch.zeros(L, dtype=torch.bool)
+        expect[least] = True
+        assert torch.equal(out[b], expect)
+
+
+def test_keep_masked_with_int_and_full_row():
+    masked = torch.ones(2, 10, dtype=torch.bool)
+    conf = torch.arange(20.0).reshape(2, 10) / 20
+    out = S.choose_tokens_to_keep_masked(conf, masked, 3, None, "confidence")
+    assert torch.equal(out[:, :3], torch.ones(2, 3, dtype=torch.bool)) and out.sum() == 6
+    # no masked positions at all: nothing to choose
+    none = torch.zeros(2, 10, dtype=torch.bool)
+    assert not S.choose_tokens_to_keep_masked(conf, none, 0, gen(0)).any()
+
+
+def test_keep_masked_noise_and_random_modes_are_seeded():
+    B, L = 2, 64
+    masked = torch.ones(B, L, dtype=torch.bool)
+    conf = torch.rand(B, L, generator=gen(0))
+    for mode, noise in (("random", 0.0), ("confidence", 5.0)):
+        a = S.choose_tokens_to_keep_masked(conf, masked, 20, gen(1), mode, noise)
+        b = S.choose_tokens_to_keep_masked(conf, masked, 20, gen(1), mode, noise)
+        c = S.choose_tokens_to_keep_masked(conf, masked, 20, gen(2), mode, noise)
+        assert torch.equal(a, b) and not torch.equal(a, c)
+    # noise actually changes the choice away from pure confidence
+    plain = S.choose_tokens_to_keep_masked(conf, masked, 20, gen(1), "confidence", 0.0)
+    noisy = S.choose_tokens_to_keep_masked(conf, masked, 20, gen(1), "confidence", 5.0)
+    assert not torch.equal(plain, noisy)
+    # random mode ignores confidence: every position is chosen about equally often
+    hits = torch.zeros(L)
+    for s in range(400):
+        hits += S.choose_tokens_to_keep_masked(conf[:1], masked[:1], 16, gen(s), "random")[0].float()
+    assert hits.min() > 400 * 0.25 * 0.5 and hits.max() < 400 * 0.25 * 1.6
+
+
+def test_keep_masked_errors():
+    masked = torch.tensor([[True, True, False]])
+    conf = torch.rand(1, 3)
+    with pytest.raises(ValueError, match="confidence.*random"):
+        S.choose_tokens_to_keep_masked(conf, masked, 1, mode="topk")
+    with pytest.raises(ValueError, match="num_to_mask"):
+        S.choose_tokens_to_keep_masked(conf, masked, 3)  # only 2 masked
+    with pytest.raises(ValueError, match="num_to_mask"):
+        S.choose_tokens_to_keep_masked(conf, masked, -1)
+    with pytest.raises(ValueError, match="noise_scale"):
+        S.choose_tokens_to_keep_masked(conf, masked, 1, noise_scale=-1.0)
+
+
+def test_annealed_noise_scale():
+    assert S.annealed_noise_scale(4.5, 0.0) == 4.5
+    assert S.annealed_noise_scale(4.5, 1.0) == 0.0
+    assert S.annealed_noise_scale(4.0, 0.25) == pytest.approx(3.0)
+
+
+def test_full_decode_loop_unmasks_everything():
+    # the schedule and the re-masking step together decode every position in num_iterations
+    B, L, V, it = 3, 50, 11, 8
+    to_generate = random_masked(B, L, 0, 0.7)
+    to_generate[1] = False  # a row with nothing to generate
+    counts = S.masked_counts_batched(to_generate.sum(-1), it)
+    masked = to_generate.clone()
+    x = torch.full((B, L), -1)
+    x[~to_generate] = 0
+    g = gen(0)
+    for i in range(it):
+        logits = torch.randn(B, L, V, generator=g)
+        tokens, conf = S.sample_categorical(logits, 1.0, g)
+        x = torch.where(masked, tokens, x)
+        new = S.choose_tokens_to_keep_masked(
+            conf, masked, counts[i], g, noise_scale=S.annealed_noise_scale(4.5, (i + 1) / it)
+        )
+        assert not bool((new & ~masked).any())
+        masked = new
+        assert torch.equal(masked.sum(-1), counts[i])
+    assert not masked.any() and bool((x >= 0).all())
+
+
+# --------------------------------------------------------------------------- refinement
+def test_refine_mask_respects_editable_and_ratio():
+    for seed in range(20):
+        B, L = 5, 33
+        known = random_masked(B, L, seed, 0.9)
+        editable = random_masked(B, L, 50 + seed, 0.5)
+        editable[0] = False  # nothing editable in row 0
+        for ratio in (0.0, 0.1, 0.3, 0.5, 0.77, 1.0):
+            out = S.refine_mask(known, ratio, gen(seed), editable)
+            assert out.shape == (B, L) and out.dtype == torch.bool
+            assert not bool((out & ~editable).any()) and not bool((out & ~known).any())
+            n = (known & editable).sum(-1).tolist()
+            assert out.sum(-1).tolist() == [math.floor(ratio * m + 0.5) for m in n]
+    assert torch.equal(S.refine_mask(known, 1.0, gen(0), editable), known & editable)
+
+
+def test_refine_mask_rounding_and_default_editable():
+    known = torch.ones(3, 10, dtype=torch.bool)
+    known[1, 5:] = False  # 5 known
+    known[2] = False
+    out = S.refine_mask(known, 0.3, gen(0))
+    assert out.sum(-1).tolist() == [3, 2, 0]  # 3.0 -> 3, 1.5 -> 2 (half up), 0
+    assert not bool((out & ~known).any())
+
+
+def test_refine_mask_seeded_and_uniform():
+    known = torch.ones(2, 100, dtype=torch.bool)
+    a = S.refine_mask(known, 0.3, gen(1))
+    assert torch.equal(a, S.refine_mask(known, 0.3, gen(1)))
+    assert not torch.equal(a, S.refine_mask(known, 0.3, gen(2)))
+    assert not torch.equal(a[0], a[1])  # rows are chosen independently
+
+
+def test_refine_mask_errors():
+    known = torch.ones(1, 4, dtype=torch.bool)
+    for bad in (-0.1, 1.1, float("nan")):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            S.refine_mask(known, bad, gen(0))
+    with pytest.raises(ValueError, match="editable"):
+        S.refine_mask(known, 0.3, gen(0), torch.ones(1, 5, dtype=torch.bool))
