@@ -217,7 +217,7 @@ def cmd_evaluate(args) -> int:
             print(f"{'file':40s} " + " ".join(f"{short.get(k, k):>10s}" for k in keys))
             for r in rows:
                 name = r["file"] if len(r["file"]) <= 40 else "..." + r["file"][-37:]
-                print(f"{name:40s} " + " ".join(f"{_fmt(r[k]):>10s}" for k in keys))
+                print(f"{name:40s} " + " ".join(f"{_fmt(int(r[k]) if k.startswith('n_') else r[k]):>10s}" for k in keys))
         print(f"\n{len(rows)} files evaluated on the beat grid where a beat file was found "
               f"({sum(r['beats'] is not None for r in rows)} with one); groove on the {args.steps_per_beat}-steps-per-beat grid")
         for k in keys:
