@@ -1,6 +1,6 @@
 """Benchmark: build the training dataset from a MIDI folder and print what it took.
 
-    python scripts/bench_build_dataset.py /work/shared/data/pop909 /tmp/pop909_ds [--num-proc 2]
+    python scripts/bench_build_dataset.py ../shared/data/pop909 /tmp/pop909_ds [--num-proc 2]
 
 Runs `fractalmidi.data.build_dataset` (read every file, skip bad ones, split, save_to_disk
 atomically with build_report.json) and prints one table: songs, skipped, notes, bars,

@@ -12,7 +12,7 @@ from fractalmidi import metrics as M
 from fractalmidi.errors import InputError
 from fractalmidi.piece import Piece, normalize_notes
 
-POP909_MIDI = Path(__file__).resolve().parents[2] / "shared/data/pop909/001/001.mid"
+POP909_MIDI = Path(__file__).resolve().parent / "data/pop909/001/001.mid"
 STEPS_PER_BEAT = 4  # a 4/4 bar is 16 steps, muspy's measure_resolution=16
 MUSPY_METRICS = ("pitch_entropy", "pitch_class_entropy", "scale_consistency", "polyphony", "empty_beat_rate")
 
