@@ -1,8 +1,11 @@
 """FractalMIDI: hierarchical piano music generation, structure first, then notes.
 
-The grid, MIDI reading and writing, and metrics are importable without torch:
+    from fractalmidi import FractalMIDIModel, Piece, read_midi
+    model = FractalMIDIModel.from_pretrained("checkpoints/fractalmidi-pop909-small")
+    model.generate(num_bars=16, seed=0).to_midi("out.mid")
 
-    from fractalmidi import Piece, read_midi, write_midi
+The grid, MIDI reading and writing, and metrics import without torch; the model classes are
+loaded on first use (and registered with transformers' AutoConfig / AutoModel then).
 """
 
 from .errors import InputError
@@ -11,7 +14,28 @@ from .piece import PIANO_RANGE, Piece, bar_length_steps, normalize_notes, roll_t
 
 __version__ = "0.1.0"
 
+_MODEL_NAMES = ("FractalMIDIConfig", "FractalMIDIModel", "FractalMIDIGeneration", "FractalMIDIOutput")
+
+
+def __getattr__(name):
+    """The torch / transformers side, imported on first use."""
+    if name not in _MODEL_NAMES:
+        raise AttributeError(f"module 'fractalmidi' has no attribute {name!r}")
+    from transformers import AutoConfig, AutoModel
+
+    from .configuration_fractalmidi import FractalMIDIConfig
+    from .generation_fractalmidi import FractalMIDIGeneration
+    from .modeling_fractalmidi import FractalMIDIModel, FractalMIDIOutput
+
+    AutoConfig.register("fractalmidi", FractalMIDIConfig, exist_ok=True)
+    AutoModel.register(FractalMIDIConfig, FractalMIDIModel, exist_ok=True)
+    return locals()[name]
+
 __all__ = [
+    "FractalMIDIConfig",
+    "FractalMIDIGeneration",
+    "FractalMIDIModel",
+    "FractalMIDIOutput",
     "InputError",
     "PIANO_RANGE",
     "Piece",

@@ -1,0 +1,272 @@
+"""FractalMIDIModel: losses, attention implementations, save / load, and `generate`'s promises
+(seeded, temperature and guidance act, inpainting keeps the rest, passes independent of length).
+All on the CPU with hub_configs/tiny.json."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fractalmidi import FractalMIDIConfig, FractalMIDIModel, read_midi
+from fractalmidi.data import collate, dense_example
+from fractalmidi.metrics import pitch_entropy
+from fractalmidi.modeling_fractalmidi import WindowedSelfAttention
+
+ROOT = Path(__file__).resolve().parents[1]
+SONG = ROOT / "tests" / "data" / "pop909" / "001"
+TINY = ROOT / "hub_configs" / "tiny.json"
+
+
+def tiny_config(**kw) -> FractalMIDIConfig:
+    return FractalMIDIConfig(**{**json.loads(TINY.read_text()), **kw})
+
+
+def batch_of(*pieces):
+    b = collate([dense_example(p) for p in pieces])
+    return {k: torch.from_numpy(v) for k, v in b.items() if isinstance(v, np.ndarray)}
+
+
+@pytest.fixture(scope="module")
+def song():
+    piece, _ = read_midi(SONG / "001.mid", beats=SONG / "beat_midi.txt")
+    return piece
+
+
+@pytest.fixture(scope="module")
+def trained(song):
+    """A tiny model overfitted on one 8-bar crop of a real song: (model, losses per step)."""
+    torch.manual_seed(0)
+    model = FractalMIDIModel(tiny_config(cond_drop_prob=0.2))
+    batch = batch_of(song.crop_bars(8, 16), song.crop_bars(16, 24))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    model.train()
+    for _ in range(80):
+        out = model(**batch)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(out.loss.item())
+    return model.eval(), losses
+
+
+# ------------------------------------------------------------------------------ training
+def test_loss_is_finite_and_has_every_part(song):
+    torch.manual_seed(0)
+    model = FractalMIDIModel(tiny_config())
+    out = model(**batch_of(song.crop_bars(0, 4), song.crop_bars(4, 10)))  # different lengths: padding
+    assert torch.isfinite(out.loss)
+    assert set(out.losses) == {"tempo", "density", "structure", "harmony", "notes", "velocity"}
+    expected = out.losses["structure"] + out.losses["harmony"] + out.losses["notes"] + out.losses["velocity"]
+    assert torch.allclose(out.loss, expected)
+    out0 = model(**batch_of(song.crop_bars(0, 4)), structure_weight=0.0)
+    assert torch.allclose(out0.loss, out0.losses["harmony"] + out0.losses["notes"] + out0.losses["velocity"])
+
+
+def test_loss_falls_when_overfitting_one_crop(trained):
+    _, losses = trained
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_model_without_harmony_level(song):
+    model = FractalMIDIModel(tiny_config(levels=["structure", "notes"], num_iterations=[2, 2]))
+    out = model(**batch_of(song.crop_bars(0, 4)))
+    assert torch.isfinite(out.loss) and "harmony" not in out.losses
+    g = model.eval().generate(num_bars=2, seed=0)
+    assert g.harmony is None and g.to_piece().num_bars == 2
+
+
+def test_bars_longer_than_max_bar_len_are_refused(song):
+    model = FractalMIDIModel(tiny_config(max_bar_len=12))
+    with pytest.raises(ValueError, match="16 steps is longer than max_bar_len = 12"):
+        model(**batch_of(song.crop_bars(0, 2)))
+    with pytest.raises(ValueError, match="longer than max_bar_len"):
+        model.generate(num_bars=2, time_signature=(4, 4))
+
+
+# ------------------------------------------------------------------------------ attention
+def test_eager_and_sdpa_agree(song):
+    torch.manual_seed(0)
+    model = FractalMIDIModel(tiny_config()).eval()
+    for p in model.parameters():  # leave adaLN-Zero's identity start so attention matters
+        torch.nn.init.normal_(p, std=0.05)
+    batch = batch_of(song.crop_bars(0, 6), song.crop_bars(6, 9))
+    outs = {}
+    for impl in ("eager", "sdpa"):
+        model.config._attn_implementation = impl
+        torch.manual_seed(1)
+        outs[impl] = model(**batch).losses
+    for k in outs["eager"]:
+        assert torch.allclose(outs["eager"][k], outs["sdpa"][k], atol=1e-5), k
+
+
+def test_windowed_attention_stays_inside_its_window():
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    attn = WindowedSelfAttention(cfg, 32, 2, window=8, shifted=False).eval()
+    x = torch.randn(1, 24, 32)
+    valid = torch.ones(1, 24, dtype=torch.bool)
+    y = attn(x, valid)
+    x2 = x.clone()
+    x2[:, 16:] += 1.0  # change the third window only
+    y2 = attn(x2, valid)
+    assert torch.allclose(y[:, :16], y2[:, :16])
+    assert not torch.allclose(y[:, 16:], y2[:, 16:])
+    shifted = WindowedSelfAttention(cfg, 32, 2, window=8, shifted=True).eval()
+    shifted.load_state_dict(attn.state_dict())
+    y3, y4 = shifted(x, valid), shifted(x2, valid)
+    assert not torch.allclose(y3[:, 12:16], y4[:, 12:16])  # shifted windows cross the border
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash_attention_2 needs a CUDA GPU and flash-attn")
+def test_flash_attention_matches_sdpa_on_gpu(song):  # pragma: no cover - no GPU in CI
+    model = FractalMIDIModel(tiny_config()).to("cuda", torch.bfloat16).eval()
+    a = model.generate(num_bars=4, seed=0).states
+    model.config._attn_implementation = "flash_attention_2"
+    b = model.generate(num_bars=4, seed=0).states
+    assert (a == b).float().mean() > 0.95
+
+
+# ------------------------------------------------------------------------------ save / load
+def test_save_load_and_auto_model_give_identical_generations(tmp_path, trained):
+    model, _ = trained
+    model.save_pretrained(tmp_path / "m")
+    files = set(os.listdir(tmp_path / "m"))
+    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    assert {"modeling_fractalmidi.py", "configuration_fractalmidi.py", "generation_fractalmidi.py"} <= files
+    expected = model.generate(num_bars=4, seed=11).states
+    again = FractalMIDIModel.from_pretrained(tmp_path / "m").eval()
+    assert torch.equal(again.generate(num_bars=4, seed=11).states, expected)
+    # AutoModel with the files the checkpoint carries, in a fresh process that never imports
+    # the fractalmidi package's model code
+    np.save(tmp_path / "expected.npy", expected.numpy())
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from transformers import AutoModel\n"
+        f"m = AutoModel.from_pretrained({str(tmp_path / 'm')!r}, trust_remote_code=True).eval()\n"
+        "assert type(m).__module__.startswith('transformers_modules'), type(m).__module__\n"
+        f"assert np.array_equal(m.generate(num_bars=4, seed=11).states.numpy(), np.load({str(tmp_path / 'expected.npy')!r}))\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------ generate
+def test_same_seed_same_piece_other_seed_other_piece(trained):
+    model, _ = trained
+    a = model.generate(num_bars=4, seed=3)
+    b = model.generate(num_bars=4, seed=3)
+    c = model.generate(num_bars=4, seed=4)
+    assert torch.equal(a.states, b.states) and torch.equal(a.bar_tempo, b.bar_tempo)
+    assert not torch.equal(a.states, c.states)
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(model.generate(num_bars=4, generator=g).states, a.states)
+
+
+def test_higher_temperature_gives_higher_note_entropy(trained):
+    model, _ = trained
+
+    def mean_entropy(t):
+        return np.mean([pitch_entropy(model.generate(num_bars=4, seed=s, temperature=t).to_piece()) for s in range(4)])
+
+    low, high = mean_entropy(0.3), mean_entropy(1.5)
+    assert high > low + 0.3, (low, high)
+
+
+def test_forward_passes_do_not_grow_with_length(trained):
+    model, _ = trained
+    short = model.generate(num_bars=16, seed=0)
+    long = model.generate(num_bars=256, seed=0)
+    assert short.num_forward_passes == long.num_forward_passes
+    assert long.to_piece().num_bars == 256
+    guided = model.generate(num_bars=16, seed=0, cfg=2.0)
+    assert guided.num_forward_passes == short.num_forward_passes  # cond + uncond are one batched pass
+
+
+def test_user_structure_is_kept(trained):
+    model, _ = trained
+    density = [0.25, 0.5, 1.0, 0.75]
+    tempo = [80.0, 90.0, None, 120.0]
+    g = model.generate(num_bars=4, seed=0, structure={"density": density, "tempo": tempo})
+    assert torch.allclose(g.requested_density[0], torch.tensor(density))
+    assert g.bar_tempo[0, 0].item() == 80.0 and g.bar_tempo[0, 3].item() == 120.0
+    piece = g.to_piece()
+    assert np.allclose(piece.bar_tempo()[[0, 1, 3]], [80.0, 90.0, 120.0])
+
+
+def test_time_signatures_and_intermediates(trained):
+    model, _ = trained
+    g = model.generate(time_signatures=[(3, 4), (6, 8), (7, 8)], seed=0, return_intermediates=True)
+    piece = g.to_piece()
+    assert piece.bar_lengths.tolist() == [12, 12, 14]
+    levels = [step["level"] for step in g.intermediates]
+    assert levels[0] == "structure" and levels[-1] == "notes" and "harmony" in levels
+
+
+def test_inpainting_keeps_every_note_outside_the_bars(trained, song):
+    model, _ = trained
+    prompt = song.crop_bars(0, 16)
+    g = model.generate(prompt=prompt, inpaint_bars=[(4, 8), (10, 12)], seed=0)
+    out = g.to_piece()
+    s = prompt.bar_starts
+
+    def outside(notes):
+        start = notes[:, 1]
+        inside = ((start >= s[4]) & (start < s[8])) | ((start >= s[10]) & (start < s[12]))
+        return notes[~inside]
+
+    assert np.array_equal(outside(prompt.notes), outside(out.notes))
+    assert np.array_equal(out.bar_starts, prompt.bar_starts)
+    assert np.array_equal(out.tempo_bpm, prompt.tempo_bpm)
+
+
+def test_continuation_keeps_the_whole_prompt(trained, song):
+    model, _ = trained
+    prompt = song.crop_bars(0, 8)
+    out = model.generate(prompt=prompt, num_bars=12, seed=0).to_piece()
+    assert out.num_bars == 12
+    assert np.array_equal(out.bar_starts[:9], prompt.bar_starts)
+    before = out.notes[out.notes[:, 1] < prompt.num_steps]
+    assert np.array_equal(before, prompt.notes)
+
+
+def test_to_midi_writes_a_readable_file(trained, tmp_path):
+    model, _ = trained
+    g = model.generate(num_bars=4, seed=0)
+    path = g.to_midi(tmp_path / "x.mid")
+    back, _ = read_midi(path)
+    assert back.num_bars == 4 and np.array_equal(back.notes, g.to_piece().notes)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_bars=0), "num_bars must be a whole number >= 1"),
+        (dict(num_bars=4, temperature=0), "temperature must be > 0"),
+        (dict(num_bars=4, cfg=-1), "cfg must be >= 0"),
+        (dict(num_bars=4, refine_ratio=1.5), "refine_ratio must lie in 0-1"),
+        (dict(num_bars=4, num_iterations=[2, 2]), "one count >= 1 per level"),
+        (dict(num_bars=4, structure={"density": [0.5]}), "has 1 values for 4 bars"),
+        (dict(num_bars=4, structure={"loudness": [1] * 4}), "unknown key 'loudness'"),
+        (dict(num_bars=4, time_signature=(5, 3)), "time signature 5/3"),
+        (dict(num_bars=4, inpaint_bars=[(0, 2)]), "inpaint_bars needs a prompt"),
+    ],
+)
+def test_bad_generate_arguments(trained, kwargs, message):
+    model, _ = trained
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        model.generate(**kwargs)
+
+
+def test_inpaint_range_outside_the_piece_is_refused(trained, song):
+    model, _ = trained
+    with pytest.raises(ValueError, match="inpaint bars 7-20 lie outside the piece's bars 1-8"):
+        model.generate(prompt=song.crop_bars(0, 8), inpaint_bars=[(6, 20)])
