@@ -4,6 +4,9 @@
     fractalmidi quantize IN.mid OUT.mid [--beats FILE]        the file put on the grid
     fractalmidi evaluate FILE_OR_DIR... [--json]              musical metrics, mean and std
     fractalmidi build-dataset MIDI_DIR OUT_DIR                a HF dataset from a MIDI folder
+    fractalmidi generate --bars N --seed S --out x.mid         a new piece (the shipped model by default)
+    fractalmidi inpaint --input IN.mid --bars 16-32 --out OUT.mid
+    fractalmidi continue --input IN.mid --bars 8 --out OUT.mid
 
 Expected problems (a bad file, a bad argument) print one line, `fractalmidi: error: ...`,
 and exit with status 2; they never show a traceback.
@@ -244,6 +247,198 @@ def cmd_build_dataset(args) -> int:
     return 0
 
 
+
+# ----------------------------------------------------------------------------- generation
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "fractalmidi-pop909-small"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return v
+
+
+def _time_signature(text: str) -> tuple[int, int]:
+    try:
+        n, d = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"time signature must look like 4/4 or 6/8, got {text!r}") from None
+    return n, d
+
+
+def _bar_ranges(text: str) -> list[tuple[int, int]]:
+    """'16-32,40-48' (bars counted from 1, both ends included) -> [(15, 32), (39, 48)] (0-based, half-open)."""
+    out = []
+    for part in text.split(","):
+        try:
+            a, _, b = part.strip().partition("-")
+            first, last = int(a), int(b or a)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bar ranges must look like 16-32,40-48 (bars from 1), got {text!r}") from None
+        if first < 1 or last < first:
+            raise argparse.ArgumentTypeError(f"bar range {part.strip()}: bars count from 1 and the range must not run backwards")
+        out.append((first - 1, last))
+    return out
+
+
+def _curve(text: str | None, what: str) -> list | None:
+    """A per-bar curve: a comma list ('0.5,0.8,1.0'; empty entries are left to the model) or
+    a JSON file holding a list."""
+    if text is None:
+        return None
+    path = Path(text)
+    if path.suffix.lower() == ".json":
+        if not path.is_file():
+            raise InputError(f"{path}: {what} curve file not found")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(values, list):
+            raise InputError(f"{path}: a {what} curve must be a JSON list, one value per bar")
+    else:
+        values = [v.strip() for v in text.split(",")]
+    out = []
+    for i, v in enumerate(values):
+        if v in ("", None):
+            out.append(None)
+            continue
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise InputError(f"{what} curve, bar {i + 1}: {v!r} is not a number") from None
+        if not (x == x) or x < 0 or (what == "tempo" and not 10 <= x <= 1000):
+            limits = "10-1000 BPM" if what == "tempo" else ">= 0 onsets per step"
+            raise InputError(f"{what} curve, bar {i + 1}: {x:g} is outside the allowed range {limits}")
+        out.append(x)
+    return out
+
+
+def _load_model(path):
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from . import FractalMIDIModel
+
+    hf_logging.disable_progress_bar()
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    if not (path / "config.json").is_file():
+        hint = " (the shipped default model is missing: is this a full clone?)" if path == DEFAULT_MODEL else ""
+        raise InputError(f"{path}: no model there (expected config.json and model.safetensors){hint}")
+    torch.set_grad_enabled(False)
+    return FractalMIDIModel.from_pretrained(path).eval()
+
+
+def _generation_kwargs(args, num_bars) -> dict:
+    structure = {}
+    for what in ("density", "tempo"):
+        curve = _curve(getattr(args, what), what)
+        if curve is not None:
+            if len(curve) != num_bars:
+                raise InputError(f"the {what} curve has {len(curve)} values for {num_bars} bars")
+            structure[what] = curve
+    kw = dict(temperature=args.temperature, cfg=args.cfg, structure=structure or None,
+              refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds)
+    if args.iterations:
+        kw["num_iterations"] = [int(x) for x in args.iterations.split(",")]
+    return kw
+
+
+def _write_results(result, args, stem: str) -> list[Path]:
+    """Write each sample (out, or out_dir/stem_NNN.mid), optionally evaluate and plot."""
+    from .metrics import evaluate_piece, structure_adherence
+
+    paths = []
+    for i in range(result.num_samples):
+        if result.num_samples == 1 and args.out:
+            path = Path(args.out)
+        else:
+            path = Path(args.out_dir or ".") / f"{stem}_{i + 1:03d}.mid"
+        piece = result.to_piece(i)
+        result.to_midi(path, i)
+        paths.append(path)
+        line = f"{path}: {piece.num_bars} bars, {len(piece.notes)} notes, {piece.duration_seconds:.1f} s"
+        if args.evaluate:
+            m = evaluate_piece(piece)
+            m.update(structure_adherence(piece, density=result.requested_density[i].tolist()))
+            line += "\n  " + ", ".join(f"{k} {_fmt(v)}" for k, v in m.items() if not k.startswith("n_"))
+        if getattr(args, "plot", False):
+            from .plot import plot_piece
+
+            png = plot_piece(piece, path.with_suffix(".png"), requested_density=result.requested_density[i].tolist())
+            line += f"\n  plot: {png}"
+        print(line)
+    print(f"{result.num_forward_passes} sequential network passes per generation")
+    return paths
+
+
+def cmd_generate(args) -> int:
+    if args.bars < 1:
+        raise InputError(f"--bars must be at least 1, got {args.bars}")
+    model = _load_model(args.model)
+    kw = _generation_kwargs(args, args.bars)
+    result = model.generate(num_bars=args.bars, time_signature=args.time_signature, seed=args.seed,
+                            num_samples=args.num_samples, progress=not args.quiet, **kw)
+    _write_results(result, args, "fractalmidi")
+    return 0
+
+
+def _read_prompt(args):
+    from .midi_io import read_midi
+
+    beats = args.beats if args.beats is not None else (None if args.no_beats else _find_beats(args.input))
+    piece, report = read_midi(args.input, beats=beats)
+    return piece
+
+
+def _find_beats(path):
+    from .midi_io import find_beat_file
+
+    return find_beat_file(path)
+
+
+def cmd_inpaint(args) -> int:
+    prompt = _read_prompt(args)
+    for first, stop in args.bars:
+        if stop > prompt.num_bars:
+            raise InputError(
+                f"bars {first + 1}-{stop} lie outside {args.input}, which has bars 1-{prompt.num_bars} (bars count from 1)"
+            )
+    model = _load_model(args.model)
+    kw = _generation_kwargs(args, prompt.num_bars)
+    result = model.generate(prompt=prompt, inpaint_bars=args.bars, seed=args.seed, num_samples=args.num_samples,
+                            progress=not args.quiet, **kw)
+    _write_results(result, args, Path(args.input).stem + "_inpainted")
+    return 0
+
+
+def cmd_continue(args) -> int:
+    if args.bars < 1:
+        raise InputError(f"--bars must be at least 1 (bars to add), got {args.bars}")
+    prompt = _read_prompt(args)
+    model = _load_model(args.model)
+    total = prompt.num_bars + args.bars
+    kw = _generation_kwargs(args, total)
+    result = model.generate(prompt=prompt, num_bars=total, time_signature=args.time_signature, seed=args.seed,
+                            num_samples=args.num_samples, progress=not args.quiet, **kw)
+    _write_results(result, args, Path(args.input).stem + "_continued")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -312,6 +507,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-proc", type=_positive_int, default=1, help="worker processes (default 1)")
     p.add_argument("--validation-fraction", type=float, default=0.05, help="share of songs in validation")
     p.set_defaults(func=cmd_build_dataset)
+
+    def generation_options(p):
+        p.add_argument("--model", metavar="PATH", help="model folder (default: the shipped checkpoints/fractalmidi-pop909-small)")
+        p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same piece (default 0)")
+        p.add_argument("--temperature", type=_positive_float, default=1.0, help="> 0; higher = more varied (default 1.0)")
+        p.add_argument("--cfg", type=_non_negative_float, default=1.0,
+                       help="classifier-free guidance scale (default 1: none); higher follows the structure more closely")
+        p.add_argument("--iterations", metavar="N,N,N", help="decoding iterations per level (structure,harmony,notes)")
+        p.add_argument("--refine-ratio", type=float, default=None, help="fraction re-masked per refinement round (default 0.3)")
+        p.add_argument("--refine-rounds", type=int, default=None, help="refinement rounds per content level (default 1)")
+        p.add_argument("--density", metavar="CURVE",
+                       help="per-bar density in onsets per step: a comma list (empty = free) or a .json list")
+        p.add_argument("--tempo", metavar="CURVE", help="per-bar tempo in BPM: a comma list or a .json list")
+        p.add_argument("--num-samples", type=_positive_int, default=1, help="pieces to generate (written to --out-dir)")
+        p.add_argument("--out", metavar="OUT.mid", help="output file (one sample)")
+        p.add_argument("--out-dir", metavar="DIR", help="output folder for several samples")
+        p.add_argument("--evaluate", action="store_true", help="print the metrics of each result")
+        p.add_argument("--plot", action="store_true", help="write a PNG of the piano roll with the structure curves")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("generate", help="generate a new piece with a model",
+                       description="Generate a piece: structure per bar first, then harmony, then notes.")
+    p.add_argument("--bars", type=int, required=True, help="number of bars")
+    p.add_argument("--time-signature", type=_time_signature, default=(4, 4), help="e.g. 4/4, 3/4, 6/8 (default 4/4)")
+    generation_options(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("inpaint", help="regenerate bars of a MIDI file, keeping everything else note for note",
+                       description="Regenerate the given bars of IN.mid; every note that starts outside them is kept exactly.")
+    p.add_argument("--input", required=True, metavar="IN.mid")
+    p.add_argument("--beats", metavar="FILE", help="beat annotation of IN.mid (default: one beside it)")
+    p.add_argument("--no-beats", action="store_true", help="ignore beat files beside IN.mid")
+    p.add_argument("--bars", type=_bar_ranges, required=True, metavar="16-32[,40-48]",
+                   help="bars to regenerate, counted from 1, both ends included")
+    generation_options(p)
+    p.set_defaults(func=cmd_inpaint)
+
+    p = sub.add_parser("continue", help="add bars after a MIDI file, keeping all of it",
+                       description="Continue IN.mid by N bars; the whole input is kept note for note.")
+    p.add_argument("--input", required=True, metavar="IN.mid")
+    p.add_argument("--beats", metavar="FILE", help="beat annotation of IN.mid (default: one beside it)")
+    p.add_argument("--no-beats", action="store_true", help="ignore beat files beside IN.mid")
+    p.add_argument("--bars", type=int, required=True, metavar="N", help="bars to add")
+    p.add_argument("--time-signature", type=_time_signature, default=None,
+                   help="time signature of the new bars (default: the input's last bar)")
+    generation_options(p)
+    p.set_defaults(func=cmd_continue)
     return parser
 
 
@@ -320,7 +562,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except InputError as e:
+    except (InputError, ValueError) as e:  # ValueError: the model refusing an argument, with its reason
         print(f"fractalmidi: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -232,7 +232,7 @@ class FractalMIDIGenerationMixin:
         )
         valid_bars = torch.ones(N, B, dtype=torch.bool, device=device)
         h0 = self._pass(self.structure_state, tempo_cls, density_cls, lengths.to(device).expand(N, B), valid_bars)
-        self._progress("structure", iters[0] + 1)
+        self._progress("structure", 1)
 
         # ---- Level 1: harmony
         h1, pcs, level = None, None, 1

@@ -282,8 +282,11 @@ and note density per bar) first, then unfolds it level by level ({levels}) into 
 velocities. See the FractalMIDI repository for the model and the `fractalmidi` command line.
 
 ```python
+from transformers import AutoModel
+model = AutoModel.from_pretrained("path/or/hub-id", trust_remote_code=True)
+# or, with the fractalmidi package installed:
 from fractalmidi.modeling_fractalmidi import FractalMIDIModel
-model = FractalMIDIModel.from_pretrained("path/to/this/folder")
+model = FractalMIDIModel.from_pretrained("path/or/hub-id")
 ```
 
 ## Training data

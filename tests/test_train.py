@@ -1,0 +1,292 @@
+"""train_accelerate.py and fractalmidi.training: the schedules and data pieces as plain
+functions, then real runs of the script with the tiny config on the POP909 sample: one process,
+two processes (`accelerate launch`, DDP over gloo on the CPU), and runs killed mid-way and
+resumed, which must log the same losses and end with the same weights as runs left alone."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fractalmidi.data import build_dataset, collate, load_dataset_dir
+from fractalmidi.training import (
+    EpochSampler,
+    TrainingState,
+    TrainWindows,
+    ValidationWindows,
+    batch_to_tensors,
+    collate_tensors,
+    latest_checkpoint,
+    list_checkpoints,
+    lr_factor,
+    read_jsonl,
+    structure_weight_at,
+    truncate_log,
+)
+ROOT = Path(__file__).resolve().parents[1]
+POP909_DIR = ROOT / "tests" / "data" / "pop909"  # as in conftest.py
+SCRIPT = ROOT / "train_accelerate.py"
+TINY = ROOT / "hub_configs" / "tiny.json"
+MAX_STEPS = 8
+# the run every test trains: 8 steps of batch 2 on 4-bar windows, a log line per step, an
+# evaluation every 4 steps, a checkpoint every 3, both schedules moving inside the 8 steps
+ARGS = [
+    "--config", str(TINY), "--num_bars", "4", "--batch_size", "2", "--max_steps", str(MAX_STEPS),
+    "--logging_steps", "1", "--eval_steps", "4", "--checkpointing_steps", "3",
+    "--warmup_steps", "2", "--structure_warmup_steps", "2", "--structure_ramp_steps", "3",
+    "--learning_rate", "1e-3", "--log_with", "none", "--seed", "7",
+]
+
+
+# ----------------------------------------------------------------------------- schedules
+def test_lr_factor_warmup_then_cosine_to_floor():
+    f = [lr_factor(s, warmup_steps=10, max_steps=110, min_lr_ratio=0.1) for s in range(130)]
+    assert f[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])  # linear, no step at lr 0
+    assert f[10] == pytest.approx(1.0)  # the peak right after warmup
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # then never rises
+    assert f[60] == pytest.approx(0.55)  # half-way through the cosine: (1 + 0.1) / 2
+    assert f[110] == pytest.approx(0.1) and f[129] == pytest.approx(0.1)  # the floor, and it stays
+    assert min(f) == pytest.approx(0.1)
+    assert lr_factor(0, warmup_steps=0, max_steps=5) == pytest.approx(1.0)  # no warmup
+    assert lr_factor(3, warmup_steps=0, max_steps=5, min_lr_ratio=0.0) < lr_factor(2, 0, 5, 0.0)
+
+
+def test_structure_weight_zero_then_linear_ramp_to_one():
+    w = [structure_weight_at(s, warmup_steps=5, ramp_steps=4) for s in range(12)]
+    assert w == pytest.approx([0, 0, 0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1, 1])
+    assert structure_weight_at(4999) == 0.0 and structure_weight_at(5000) == pytest.approx(1 / 1000)
+    assert structure_weight_at(5999) == 1.0  # the defaults: 5,000 steps at 0, 1,000 to ramp
+    assert [structure_weight_at(s, 2, 0) for s in range(4)] == [0, 0, 1, 1]  # no ramp: a step
+
+
+# ----------------------------------------------------------------------------- data pieces
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    """The 5 POP909 songs, 4 for training and 1 (001) for validation."""
+    out = tmp_path_factory.mktemp("data") / "pop909"
+    ds, report = build_dataset(POP909_DIR, out, validation_fraction=0.5, progress=False)
+    assert report.splits == {"train": 4, "validation": 1}
+    return out
+
+
+def test_batch_to_tensors_types_and_list_keys(dataset_dir):
+    windows = TrainWindows(load_dataset_dir(dataset_dir, "train"), num_bars=4, max_shift=5, seed=0)
+    examples = [windows[(0, 0)], windows[(0, 1)]]
+    batch = collate(examples)
+    tensors = batch_to_tensors(batch)
+    assert set(tensors) == {"roll", "bar_position", "bar_index", "step_mask", "bar_tempo", "bar_density",
+                            "time_signatures", "bar_mask"}  # song_id, first_bar, shift dropped
+    assert {"song_id", "first_bar", "shift"} <= set(batch)
+    assert tensors["roll"].dtype == torch.uint8 and tensors["roll"].shape[:2] == (2, 3)
+    assert tensors["bar_index"].dtype == torch.int64 and tensors["step_mask"].dtype == torch.bool
+    assert tensors["bar_tempo"].dtype == torch.float32 and tensors["time_signatures"].shape[-1] == 2
+    for k, v in tensors.items():
+        np.testing.assert_array_equal(v.numpy(), batch[k])
+    assert collate_tensors(examples).keys() == tensors.keys()
+
+
+def test_train_examples_depend_on_seed_epoch_and_song_only(dataset_dir):
+    rows = load_dataset_dir(dataset_dir, "train")
+    a = TrainWindows(rows, num_bars=4, max_shift=5, seed=0)
+    b = TrainWindows(rows, num_bars=4, max_shift=5, seed=0)
+    keys = [(e, i) for e in range(3) for i in range(len(rows))]
+    first = {k: a[k] for k in keys}
+    for k in reversed(keys):  # another order of reads, another instance: the same examples
+        assert (b[k]["first_bar"], b[k]["shift"]) == (first[k]["first_bar"], first[k]["shift"])
+        np.testing.assert_array_equal(b[k]["roll"], first[k]["roll"])
+    # the epoch changes the draw (some song gets another window or shift)
+    assert any((first[(0, i)]["first_bar"], first[(0, i)]["shift"]) != (first[(1, i)]["first_bar"], first[(1, i)]["shift"])
+               for i in range(len(rows)))
+
+    sampler = EpochSampler(10, seed=3)
+    orders = []
+    for epoch in (0, 1, 0):
+        sampler.set_epoch(epoch)
+        keys = list(sampler)
+        assert [e for e, _ in keys] == [epoch] * 10 and sorted(i for _, i in keys) == list(range(10))
+        orders.append([i for _, i in keys])
+    assert orders[0] == orders[2] != orders[1]
+    assert len(sampler) == 10
+
+
+def test_validation_windows_cover_songs(dataset_dir):
+    rows = load_dataset_dir(dataset_dir, "validation")
+    windows = ValidationWindows(rows, num_bars=4)
+    n_bars = len(rows[0]["bar_starts"]) - 1
+    assert len(windows) == math.ceil(n_bars / 4)  # non-overlapping, the last one ends at the end
+    assert len(windows[0]["bar_tempo"]) == 4
+    assert len(ValidationWindows(rows, num_bars=4, max_windows=3)) == 3
+
+
+def test_checkpoint_folders_and_log_truncation(tmp_path):
+    for name in ("step_9", "step_10", "step_2", ".step_11.tmp", ".step_1.abcd.old", "other"):
+        (tmp_path / name).mkdir()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2, 9, 10]  # numeric order, no tmp / old
+    assert latest_checkpoint(tmp_path) == tmp_path / "step_10"
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "x": s / 2}) + "\n" for s in (1, 2, 3, 3, 4)))
+    truncate_log(log, 3)
+    assert [r["step"] for r in read_jsonl(log)] == [1, 2, 3, 3]
+
+    state = TrainingState()
+    state.add({"a": 1.0})
+    state.add({"a": 3.0})
+    copy = TrainingState()
+    copy.load_state_dict(state.state_dict())
+    assert copy.take_window() == {"a": 2.0} and copy.window_steps == 0
+
+
+# ----------------------------------------------------------------------------- real runs
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    # one thread per process: the tiny model gains nothing from more, and torch's OpenMP threads
+    # slow down ~100x when another process holds one of the cores they wait on
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
+               ACCELERATE_USE_CPU="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(out: Path, dataset: Path, *extra: str, processes: int = 1, expect: int = 0) -> str:
+    """Run the script (one process with python, else accelerate launch); return its output."""
+    script = [str(SCRIPT), *ARGS, "--dataset", str(dataset), "--output_dir", str(out), *extra]
+    if processes == 1:
+        cmd = [sys.executable, *script]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), *script]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(out.parent), capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == expect, output[-4000:]
+    return output
+
+
+def _train_records(out: Path) -> list[dict]:
+    return [r for r in read_jsonl(out / "training_log.jsonl") if "train/loss" in r]
+
+
+def _eval_records(out: Path) -> list[dict]:
+    return [r for r in read_jsonl(out / "training_log.jsonl") if "eval/loss" in r]
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Two runs logged the same losses at every step, each step once, and ended equal."""
+    ra, rb = _train_records(a), _train_records(b)
+    assert [r["step"] for r in rb] == list(range(1, MAX_STEPS + 1))  # none lost, none repeated
+    for x, y in zip(ra, rb):
+        for k in x:
+            if k.startswith("train/") or k in ("lr", "structure_weight", "grad_norm", "epoch"):
+                assert y[k] == pytest.approx(x[k], rel=1e-6, abs=1e-7), (x["step"], k)
+    ea, eb = _eval_records(a), _eval_records(b)
+    assert [r["step"] for r in eb] == [r["step"] for r in ea] == [4, 8]
+    for x, y in zip(ea, eb):
+        assert y == pytest.approx(x, rel=1e-6)
+    wa, wb = load_file(a / "final" / "model.safetensors"), load_file(b / "final" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-6, atol=1e-7)
+
+
+def _assert_finished(out: Path, processes: int) -> None:
+    final = out / "final"
+    assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in final.iterdir()}
+    assert not list(out.glob(".final*")) and not list((out / "checkpoints").glob(".*"))  # no temp folders
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3, 6]  # every 3 steps, last 2 kept
+    ckpt = out / "checkpoints" / "step_6"
+    assert {f"random_states_{i}.pkl" for i in range(processes)} <= {p.name for p in ckpt.iterdir()}
+    card = (final / "README.md").read_text()
+    assert card.startswith("---\nlicense: mit\nlibrary_name: transformers\n")
+    assert f"{MAX_STEPS} optimizer steps" in card and f"| processes | {processes} |" in card
+    assert "train_accelerate.py" in card and "--max_steps 8" in card  # the command that made it
+    records = _train_records(out)
+    assert [r["step"] for r in records] == list(range(1, MAX_STEPS + 1))
+    assert all(math.isfinite(r["train/loss"]) and r["tokens_per_sec"] > 0 for r in records)
+    assert {"train/structure", "train/notes", "train/velocity", "train/harmony"} <= set(records[0])
+    evals = _eval_records(out)
+    assert [r["step"] for r in evals] == [4, 8] and all(math.isfinite(r["eval/loss"]) for r in evals)
+
+
+@pytest.fixture(scope="module")
+def straight_run(dataset_dir, tmp_path_factory) -> Path:
+    """One process, 8 steps, never interrupted (the reference for the resume test)."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    _train(out, dataset_dir)
+    return out
+
+
+def test_one_process_trains_and_saves_a_loadable_model(straight_run):
+    _assert_finished(straight_run, processes=1)
+    # the schedules the log reports are the plain functions' (step s logs optimizer step s - 1)
+    for r in _train_records(straight_run):
+        s = r["step"] - 1
+        assert r["lr"] == pytest.approx(1e-3 * lr_factor(s, 2, MAX_STEPS, 0.1))
+        assert r["structure_weight"] == pytest.approx(structure_weight_at(s, 2, 3))
+    assert _train_records(straight_run)[0]["structure_weight"] == 0.0
+    # the structure part weighs 0 in the total during the warmup, fully after the ramp
+    first, last = _train_records(straight_run)[0], _train_records(straight_run)[-1]
+    parts = lambda r, w: w * r["train/structure"] + r["train/notes"] + r["train/velocity"] + r["train/harmony"]
+    assert first["train/loss"] == pytest.approx(parts(first, 0.0), rel=1e-5)
+    assert last["train/loss"] == pytest.approx(parts(last, 1.0), rel=1e-5)
+
+    from fractalmidi.modeling_fractalmidi import FractalMIDIModel
+
+    model = FractalMIDIModel.from_pretrained(straight_run / "final")
+    saved = load_file(straight_run / "final" / "model.safetensors")
+    for name, p in model.state_dict().items():
+        if name in saved:
+            torch.testing.assert_close(p, saved[name])
+
+
+def test_killed_run_resumes_exactly(straight_run, dataset_dir, tmp_path):
+    out = tmp_path / "run"
+    # dies right after step 5: checkpoint 3 is on disk, steps 4 and 5 are logged
+    _train(out, dataset_dir, "--stop_after_steps", "5", expect=3)
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
+    assert [r["step"] for r in _train_records(out)] == [1, 2, 3, 4, 5]
+    assert not (out / "final").exists()
+    # starting again without --resume refuses to mix two runs
+    assert "--resume auto" in _train(out, dataset_dir, expect=2)
+    # a checkpoint a kill interrupted while it was written is ignored, then cleaned away
+    (out / "checkpoints" / ".step_6.tmp").mkdir()
+    (out / "checkpoints" / ".step_6.tmp" / "model.safetensors").write_bytes(b"half")
+    output = _train(out, dataset_dir, "--resume", "auto")
+    assert f"resuming from {out / 'checkpoints' / 'step_3'}" in output
+    _assert_finished(out, processes=1)
+    _assert_same_run(straight_run, out)
+
+
+def test_two_processes_ddp_over_gloo_and_exact_resume(dataset_dir, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` with no CUDA device: two processes on
+    the CPU over gloo (`--cpu --num_processes 2` would start one: accelerate spawns CPU
+    processes only through mpirun), with gradient accumulation (DDP's no_sync) on top."""
+    accumulate = ("--gradient_accumulation_steps", "2")
+    straight = tmp_path / "straight"
+    output = _train(straight, dataset_dir, *accumulate, processes=2)
+    assert "2 process(es)" in output
+    _assert_finished(straight, processes=2)
+    assert "| effective batch size | 8 |" in (straight / "final" / "README.md").read_text()
+
+    out = tmp_path / "resumed"
+    _train(out, dataset_dir, *accumulate, "--stop_after_steps", "5", processes=2, expect=1)  # torchrun: a worker failed
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
+    _train(out, dataset_dir, *accumulate, "--resume", "auto", processes=2)
+    _assert_finished(out, processes=2)
+    _assert_same_run(straight, out)

@@ -1,0 +1,502 @@
+"""Train FractalMIDI with Accelerate on a dataset built by `fractalmidi build-dataset`.
+
+One process (CPU or one GPU):
+
+    python train_accelerate.py --config hub_configs/small.json --dataset data/pop909 --output_dir outputs/small
+
+Several processes (DDP; NCCL on GPUs; on a machine without CUDA the processes torchrun starts
+run on the CPU over gloo):
+
+    accelerate launch --multi_gpu --num_processes 2 train_accelerate.py --config ... --dataset ... --output_dir ...
+
+(`accelerate launch --cpu --num_processes 2` starts a single process unless MPI is set up:
+accelerate 1.15 spawns CPU processes only through mpirun.)
+
+The shape of accelerate's own examples: `training_function(config, args)` makes the
+Accelerator, starts the trackers, loads the data under `main_process_first`, seeds, builds the
+model, calls `prepare` once, then loops with `accumulate`, saves with `save_state`, and ends
+with `end_training`. The schedules, the data pipeline and the model card are plain pieces of
+`fractalmidi.training`.
+
+What lands in --output_dir:
+
+    training_log.jsonl          one JSON object per log step (train) and per evaluation (eval)
+    checkpoints/step_N/         accelerate save_state every --checkpointing_steps steps (the
+                                last --keep_checkpoints kept), written as .step_N.tmp, then renamed
+    final/                      save_pretrained of the model (config.json, model.safetensors) and
+                                a model card README.md, ready for push_to_hub
+    fractalmidi/                TensorBoard events (when --log_with tensorboard)
+
+`--resume auto` (or a checkpoint folder) continues a run exactly: the same optimizer step, the
+same data (every random window is drawn from (seed, epoch, song), and the epoch's order from
+(seed, epoch)), the same random state (torch's RNG, which draws the training masks, is restored
+by `load_state`), the same log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import GradientAccumulationPlugin, is_tensorboard_available, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fractalmidi.configuration_fractalmidi import FractalMIDIConfig
+from fractalmidi.data import load_dataset_dir
+from fractalmidi.modeling_fractalmidi import FractalMIDIModel
+from fractalmidi.training import (
+    EpochSampler,
+    TrainingState,
+    TrainWindows,
+    ValidationWindows,
+    append_jsonl,
+    collate_tensors,
+    latest_checkpoint,
+    list_checkpoints,
+    lr_factor,
+    model_card,
+    remove_dir,
+    replace_dir,
+    structure_weight_at,
+    truncate_log,
+)
+
+LOG_FILE = "training_log.jsonl"
+STOP_EXIT_CODE = 3  # --stop_after_steps: the exit status of the simulated crash
+
+
+# ----------------------------------------------------------------------------- helpers
+def fail(message: str) -> None:
+    """End with one line on stderr and exit status 2, as the fractalmidi command line does."""
+    print(f"train_accelerate.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def default_mixed_precision() -> str:
+    """bf16 where a CUDA device has it, else fp32 ("no"); on a CPU bf16 must be asked for."""
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def launched_without_cuda() -> bool:
+    """Started by torchrun (`accelerate launch --multi_gpu`) on a machine with no CUDA device:
+    accelerate then needs `cpu=True` to run the processes on the CPU (gloo)."""
+    return int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available()
+
+
+def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: weight decay on matrices (linear, embedding, convolution
+    weights), none on vectors (biases, norm scales, learned conditions)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def loss_vector(out) -> tuple[list[str], torch.Tensor]:
+    """Names and a (K,) float tensor of the total loss and its parts (sorted by name)."""
+    names = ["loss", *sorted(out.losses)]
+    values = [out.loss, *(out.losses[k] for k in names[1:])]
+    return names, torch.stack([v.detach().float() for v in values])
+
+
+def evaluate(model, dataloader, accelerator, seed: int) -> dict[str, float]:
+    """Mean validation losses (structure weight 1) over every validation window, each counted
+    once (`gather_for_metrics` drops the windows repeated to even out the processes' batches).
+    The masks are drawn from a fixed seed in a forked RNG: every evaluation sees the same masks,
+    and the training RNG is left untouched (so a resumed run draws what the first one did)."""
+    model.eval()
+    names, sums, count = None, None, 0
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for batch in dataloader:
+            out = model(**batch, structure_weight=1.0)
+            names, vec = loss_vector(out)
+            per_example = vec.expand(batch["roll"].shape[0], -1)  # (n, K): the batch mean per example
+            gathered = accelerator.gather_for_metrics(per_example)
+            sums = gathered.sum(0) if sums is None else sums + gathered.sum(0)
+            count += gathered.shape[0]
+    model.train()
+    if names is None:
+        return {}
+    return {f"eval/{k}": (sums[i] / count).item() for i, k in enumerate(names)}
+
+
+# the arguments that decide which data and which random numbers each step sees
+RESUME_KEYS = ("dataset", "num_bars", "max_shift", "batch_size", "gradient_accumulation_steps", "seed")
+ARGS_FILE = "training_args.json"
+
+
+def run_identity(args, accelerator) -> dict:
+    return {**{k: getattr(args, k) for k in RESUME_KEYS}, "num_processes": accelerator.num_processes}
+
+
+def save_checkpoint(accelerator, checkpoint_dir: Path, step: int, keep: int, identity: dict) -> Path:
+    """`save_state` into checkpoints/.step_N.tmp, then rename to checkpoints/step_N (a killed
+    run leaves a .tmp folder, never a half-written step_N), then delete all but the last `keep`.
+    training_args.json beside the state records what a resume must keep the same."""
+    final = checkpoint_dir / f"step_{step}"
+    tmp = checkpoint_dir / f".step_{step}.tmp"
+    if accelerator.is_main_process:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in checkpoint_dir.glob(".step_*"):  # from a run killed while saving
+            remove_dir(leftover)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # every process writes its RNG state; the main one the rest
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / ARGS_FILE).write_text(json.dumps(identity, indent=1) + "\n")
+        replace_dir(tmp, final)
+        for _, old in list_checkpoints(checkpoint_dir)[:-keep] if keep > 0 else []:
+            remove_dir(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def save_final(model, card: str, output_dir: Path) -> Path:
+    """save_pretrained (config.json, model.safetensors) and README.md into output_dir/final,
+    written as a temporary folder, then renamed into place."""
+    final = output_dir / "final"
+    tmp = output_dir / ".final.tmp"
+    if tmp.exists():
+        remove_dir(tmp)
+    model.save_pretrained(tmp)  # transformers 5 writes safetensors only
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    replace_dir(tmp, final)
+    return final
+
+
+def command_line(num_processes: int) -> str:
+    script = [Path(sys.argv[0]).name, *sys.argv[1:]]
+    if num_processes > 1:
+        return shlex.join(["accelerate", "launch", "--multi_gpu", "--num_processes", str(num_processes), *script])
+    return shlex.join(["python", *script])
+
+
+# ----------------------------------------------------------------------------- training
+def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> None:
+    output_dir = Path(args.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    log_path = output_dir / LOG_FILE
+
+    # 1. the Accelerator. Optimizer steps drive everything (schedules, logs, checkpoints), so
+    #    accumulation ignores epoch ends and the LR scheduler steps once per optimizer step.
+    log_with = args.log_with
+    if log_with == "auto":
+        log_with = "tensorboard" if is_tensorboard_available() else None
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        cpu=launched_without_cuda(),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False
+        ),
+        step_scheduler_with_optimizer=False,
+        log_with=None if log_with in (None, "none") else log_with,
+        project_dir=str(output_dir),
+    )
+    if (
+        accelerator.num_processes == 1
+        and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+        and "MASTER_ADDR" in os.environ
+    ):
+        accelerator.print(
+            "warning: `accelerate launch --cpu --num_processes N` starts one process without MPI; "
+            "for N processes on a CPU use `accelerate launch --multi_gpu --num_processes N`"
+        )
+
+    # resume or start: decided before anything is written
+    resume_from = None
+    if args.resume == "auto":
+        resume_from = latest_checkpoint(checkpoint_dir)
+        if resume_from is None:
+            accelerator.print(f"--resume auto: no checkpoint in {checkpoint_dir}, starting from step 0")
+    elif args.resume:
+        resume_from = Path(args.resume)
+        if not resume_from.is_dir():
+            fail(f"--resume {args.resume}: no such checkpoint folder")
+    elif list_checkpoints(checkpoint_dir):
+        fail(
+            f"{checkpoint_dir} holds checkpoints of an earlier run: "
+            "continue it with --resume auto, or choose another --output_dir"
+        )
+
+    # 2. trackers
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    hparams = {k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in vars(args).items() if v is not None}
+    accelerator.init_trackers("fractalmidi", config=hparams)
+
+    # 3. data: the main process loads (or downloads) first, the others then read its cache
+    with accelerator.main_process_first():
+        train_rows = load_dataset_dir(args.dataset, "train")
+        validation_rows = load_dataset_dir(args.dataset, "validation")
+    if len(train_rows) == 0:
+        fail(f"{args.dataset}: no songs in the train split")
+
+    # 4. seed: python, numpy and torch, one seed per process (each draws its own masks);
+    #    the data does not depend on it (see fractalmidi.training.TrainWindows)
+    set_seed(args.seed, device_specific=True)
+
+    # 5. model, optimizer, schedule, data loaders
+    model = FractalMIDIModel(config)
+    optimizer = torch.optim.AdamW(
+        optimizer_groups(model, args.weight_decay), lr=args.learning_rate, betas=tuple(args.betas)
+    )
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        partial(lr_factor, warmup_steps=args.warmup_steps, max_steps=args.max_steps, min_lr_ratio=args.min_lr_ratio),
+    )
+    train_sampler = EpochSampler(len(train_rows), args.seed)
+    train_dataloader = DataLoader(
+        TrainWindows(train_rows, args.num_bars, args.max_shift, args.seed),
+        batch_size=args.batch_size,
+        sampler=train_sampler,
+        collate_fn=collate_tensors,
+        num_workers=args.num_workers,
+        generator=torch.Generator().manual_seed(args.seed),  # not torch's global RNG: the masks use that
+    )
+    eval_dataloader = None
+    if args.eval_steps > 0 and len(validation_rows) > 0:
+        eval_dataloader = DataLoader(
+            ValidationWindows(validation_rows, args.num_bars, args.eval_max_windows),
+            batch_size=args.eval_batch_size or args.batch_size,
+            shuffle=False,
+            collate_fn=collate_tensors,
+            num_workers=args.num_workers,
+        )
+    elif args.eval_steps > 0:
+        accelerator.print(f"{args.dataset}: no validation songs, no evaluation")
+
+    # 6. one prepare
+    model, optimizer, train_dataloader, eval_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, eval_dataloader, lr_scheduler
+    )
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+
+    if resume_from is not None:
+        accelerator.print(f"resuming from {resume_from}")
+        accelerator.load_state(str(resume_from))
+        saved = json.loads((resume_from / ARGS_FILE).read_text()) if (resume_from / ARGS_FILE).exists() else {}
+        changed = {k: (saved[k], v) for k, v in run_identity(args, accelerator).items() if k in saved and saved[k] != v}
+        if changed:
+            accelerator.print(
+                "warning: resuming with " + ", ".join(f"{k} {new!r} (was {old!r})" for k, (old, new) in changed.items())
+                + ": training continues, but not as the first run would have"
+            )
+    if accelerator.is_main_process:
+        truncate_log(log_path, state.step)  # drop what a killed run logged after its checkpoint
+    accelerator.wait_for_everyone()
+
+    # 7. the loop: one micro-batch per iteration, one optimizer step per
+    #    --gradient_accumulation_steps micro-batches, epochs following each other seamlessly
+    num_parameters = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
+    accelerator.print(
+        f"{num_parameters / 1e6:.2f}M parameters, {len(train_rows)} training songs, "
+        f"{len(validation_rows)} validation songs, {accelerator.num_processes} process(es), "
+        f"mixed precision {accelerator.mixed_precision}, device {accelerator.device}"
+    )
+    batches_per_epoch = len(train_dataloader)  # of this process
+    epoch, skip = divmod(state.step * args.gradient_accumulation_steps, batches_per_epoch)
+    progress = tqdm(
+        total=args.max_steps, initial=state.step, desc="training", unit="step",
+        disable=not accelerator.is_local_main_process,
+    )
+    last_train, last_eval = {}, {}
+    micro_sum, micro_tokens, names = None, 0, None
+    window_tokens, window_start = 0, time.perf_counter()
+    step_start = time.perf_counter()
+    model.train()
+    while state.step < args.max_steps:
+        train_sampler.set_epoch(epoch)
+        train_dataloader.set_epoch(epoch)
+        # after a resume, the batches of this epoch that were already trained on are skipped
+        # unread (their examples depend on (seed, epoch, song) only, so nothing shifts)
+        batches = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+        skip = 0
+        for batch in batches:
+            weight = structure_weight_at(state.step, args.structure_warmup_steps, args.structure_ramp_steps)
+            with accelerator.accumulate(model):
+                out = model(**batch, structure_weight=weight)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr = lr_scheduler.get_last_lr()[0]  # the lr of this step
+                if accelerator.sync_gradients:
+                    lr_scheduler.step()
+                optimizer.zero_grad()
+
+            names, vec = loss_vector(out)
+            micro_sum = vec if micro_sum is None else micro_sum + vec
+            micro_tokens += int(batch["step_mask"].sum())
+            if not accelerator.sync_gradients:
+                continue
+
+            # ---- one optimizer step done
+            state.step += 1
+            now = time.perf_counter()
+            state.elapsed_seconds += now - step_start
+            step_start = now
+            # mean over the micro-batches and the processes (one small all-reduce per step)
+            summary = torch.cat([micro_sum / args.gradient_accumulation_steps, torch.tensor([float(micro_tokens)], device=micro_sum.device)])
+            summary = accelerator.reduce(summary, reduction="mean")
+            step_tokens = round(summary[-1].item() * accelerator.num_processes)
+            state.tokens += step_tokens
+            window_tokens += step_tokens
+            values = {f"train/{k}": summary[i].item() for i, k in enumerate(names)}
+            values["grad_norm"] = float(grad_norm)
+            state.add(values)
+            micro_sum, micro_tokens = None, 0
+            progress.update(1)
+
+            if state.step % args.logging_steps == 0 or state.step == args.max_steps:
+                last_train = state.take_window()
+                record = {
+                    "step": state.step,
+                    "epoch": epoch,
+                    "lr": lr,
+                    "structure_weight": weight,
+                    **last_train,
+                    "tokens_per_sec": window_tokens / max(1e-9, now - window_start),
+                    "elapsed_seconds": state.elapsed_seconds,
+                }
+                window_tokens, window_start = 0, now
+                accelerator.log(record, step=state.step)
+                if accelerator.is_main_process:
+                    append_jsonl(log_path, record)
+                progress.set_postfix(loss=f"{last_train['train/loss']:.4f}", lr=f"{lr:.2e}", w=f"{weight:.2f}")
+
+            if eval_dataloader is not None and (state.step % args.eval_steps == 0 or state.step == args.max_steps):
+                last_eval = evaluate(model, eval_dataloader, accelerator, args.seed)
+                record = {"step": state.step, **last_eval}
+                accelerator.log(record, step=state.step)
+                if accelerator.is_main_process:
+                    append_jsonl(log_path, record)
+                    progress.write(f"step {state.step}: validation loss {last_eval['eval/loss']:.4f}")
+
+            if args.checkpointing_steps and state.step % args.checkpointing_steps == 0:
+                path = save_checkpoint(accelerator, checkpoint_dir, state.step, args.keep_checkpoints, run_identity(args, accelerator))
+                if accelerator.is_main_process:
+                    progress.write(f"step {state.step}: saved {path}")
+
+            if args.stop_after_steps and state.step == args.stop_after_steps:
+                os._exit(STOP_EXIT_CODE)  # debugging: die here like a killed run (no cleanup)
+            step_start = time.perf_counter()  # logging, evaluation and saving are not training time
+            if state.step >= args.max_steps:
+                break
+        epoch += 1
+    progress.close()
+
+    # 8. the final model, with its model card
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        card = model_card(
+            config=config,
+            num_parameters=num_parameters,
+            dataset=args.dataset,
+            train_songs=len(train_rows),
+            validation_songs=len(validation_rows),
+            steps=state.step,
+            seconds=state.elapsed_seconds,
+            tokens=state.tokens,
+            train_losses={k.removeprefix("train/"): v for k, v in last_train.items() if k.startswith("train/")},
+            eval_losses={k.removeprefix("eval/"): v for k, v in last_eval.items()},
+            hyperparameters={
+                "processes": accelerator.num_processes,
+                "batch size per process": args.batch_size,
+                "gradient accumulation steps": args.gradient_accumulation_steps,
+                "effective batch size": args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes,
+                "num_bars": args.num_bars,
+                "max_shift": args.max_shift,
+                "learning rate": args.learning_rate,
+                "min_lr_ratio": args.min_lr_ratio,
+                "warmup_steps": args.warmup_steps,
+                "betas": " / ".join(str(b) for b in args.betas),
+                "weight decay": args.weight_decay,
+                "max_grad_norm": args.max_grad_norm,
+                "structure_warmup_steps": args.structure_warmup_steps,
+                "structure_ramp_steps": args.structure_ramp_steps,
+                "mixed precision": str(accelerator.mixed_precision),
+                "seed": args.seed,
+            },
+            command=command_line(accelerator.num_processes),
+        )
+        path = save_final(accelerator.unwrap_model(model), card, output_dir)
+        accelerator.print(f"saved {path} ({state.step} steps, {state.elapsed_seconds:.0f} s)")
+    accelerator.end_training()
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Train FractalMIDI with Accelerate (python train_accelerate.py ... or accelerate launch train_accelerate.py ...).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="model config JSON (hub_configs/tiny.json, small, base, large)")
+    p.add_argument("--dataset", required=True, help="a dataset folder from `fractalmidi build-dataset`, or a Hub dataset id")
+    p.add_argument("--output_dir", required=True, help="checkpoints, training_log.jsonl and the final model go here")
+    # data
+    p.add_argument("--num_bars", type=int, default=8, help="bars per training window")
+    p.add_argument("--max_shift", type=int, default=5, help="largest random transposition, semitones")
+    p.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    # optimisation
+    p.add_argument("--batch_size", type=int, default=8, help="windows per batch, per process")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--max_steps", type=int, default=10000, help="optimizer steps of the whole run")
+    p.add_argument("--learning_rate", type=float, default=1e-4, help="peak learning rate (AdamW)")
+    p.add_argument("--betas", type=float, nargs=2, default=[0.9, 0.95])
+    p.add_argument("--weight_decay", type=float, default=0.01, help="on weight matrices only")
+    p.add_argument("--warmup_steps", type=int, default=500, help="linear learning-rate warmup")
+    p.add_argument("--min_lr_ratio", type=float, default=0.1, help="the cosine decays to learning_rate times this")
+    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--structure_warmup_steps", type=int, default=5000, help="steps with structure loss weight 0")
+    p.add_argument("--structure_ramp_steps", type=int, default=1000, help="then steps to ramp it linearly to 1")
+    p.add_argument("--mixed_precision", choices=["no", "bf16"], default=None,
+                   help="default: bf16 on a CUDA device that has it, else no (on a CPU bf16 must be asked for)")
+    p.add_argument("--seed", type=int, default=0)
+    # evaluation, logging, checkpoints
+    p.add_argument("--logging_steps", type=int, default=10, help="log the mean of the losses every N steps")
+    p.add_argument("--eval_steps", type=int, default=500, help="validation loss every N steps (0: never)")
+    p.add_argument("--eval_batch_size", type=int, default=None, help="default: --batch_size")
+    p.add_argument("--eval_max_windows", type=int, default=512, help="validation windows used (evenly spaced)")
+    p.add_argument("--log_with", default="auto", help="accelerate tracker: auto (tensorboard when installed), none, tensorboard, wandb, ...")
+    p.add_argument("--checkpointing_steps", type=int, default=None, help="save_state every N steps")
+    p.add_argument("--keep_checkpoints", type=int, default=2, help="checkpoints kept (the latest)")
+    p.add_argument("--resume", default=None, help="auto (the latest checkpoint in output_dir, if any) or a checkpoint folder")
+    p.add_argument("--stop_after_steps", type=int, default=None,
+                   help=f"debugging: exit abruptly (status {STOP_EXIT_CODE}, no cleanup) after this step, as a killed run would")
+    args = p.parse_args(argv)
+    for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "num_bars", "logging_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    for name in ("warmup_steps", "structure_warmup_steps", "structure_ramp_steps", "eval_steps", "max_shift", "num_workers", "keep_checkpoints"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name} must be at least 0")
+    if args.checkpointing_steps is not None and args.checkpointing_steps < 1:
+        p.error("--checkpointing_steps must be at least 1")
+    if not 0.0 <= args.min_lr_ratio <= 1.0:
+        p.error("--min_lr_ratio must lie in 0-1")
+    if args.mixed_precision is None:
+        args.mixed_precision = default_mixed_precision()
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    config = FractalMIDIConfig.from_json_file(args.config)
+    training_function(config, args)
+
+
+if __name__ == "__main__":
+    main()
