@@ -145,3 +145,98 @@ def test_bad_arguments_are_refused_by_the_parser(capsys, argv):
         main(argv)
     assert e.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ generation commands
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny, untrained model folder (speed and file handling do not need a trained one)."""
+    import torch
+
+    from fractalmidi import FractalMIDIConfig, FractalMIDIModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model")
+    config = FractalMIDIConfig.from_json_file(Path(__file__).resolve().parents[1] / "hub_configs" / "tiny.json")
+    FractalMIDIModel(config).save_pretrained(path)
+    return path
+
+
+def test_generate_writes_the_bars_asked_for(capsys, tmp_path, tiny_model):
+    out_mid = tmp_path / "g.mid"
+    code, out, _ = run(capsys, "generate", "--model", tiny_model, "--bars", 6, "--time-signature", "3/4",
+                       "--seed", 3, "--out", out_mid, "--evaluate", "--plot", "--quiet",
+                       "--density", "0.5,0.5,,1,1,0.25", "--tempo", "90,90,100,100,110,110")
+    assert code == 0 and "pitch_entropy" in out and "density_pearson_r" in out
+    piece, _ = read_midi(out_mid)
+    assert piece.num_bars == 6 and piece.bar_lengths.tolist() == [12] * 6
+    np.testing.assert_allclose(piece.bar_tempo(), [90, 90, 100, 100, 110, 110], atol=1e-3)
+    assert out_mid.with_suffix(".png").stat().st_size > 1000
+    again = tmp_path / "again.mid"
+    run(capsys, "generate", "--model", tiny_model, "--bars", 6, "--time-signature", "3/4", "--seed", 3,
+        "--out", again, "--quiet", "--density", "0.5,0.5,,1,1,0.25", "--tempo", "90,90,100,100,110,110")
+    assert again.read_bytes() == out_mid.read_bytes()  # same seed, same file
+
+
+def test_generate_several_samples_into_a_folder(capsys, tmp_path, tiny_model):
+    code, _, _ = run(capsys, "generate", "--model", tiny_model, "--bars", 2, "--num-samples", 3,
+                     "--out-dir", tmp_path / "many", "--quiet")
+    assert code == 0 and len(list((tmp_path / "many").glob("*.mid"))) == 3
+
+
+def test_inpaint_keeps_every_note_outside_the_bars(capsys, tmp_path, tiny_model):
+    out_mid = tmp_path / "i.mid"
+    code, _, _ = run(capsys, "inpaint", "--model", tiny_model, "--input", SONG, "--bars", "5-8,20-20",
+                     "--out", out_mid, "--quiet")
+    assert code == 0
+    original, _ = read_midi(SONG, beats=DATA / "001" / "beat_midi.txt")
+    result, _ = read_midi(out_mid)
+    s = original.bar_starts
+    inside = lambda n: ((n[:, 1] >= s[4]) & (n[:, 1] < s[8])) | ((n[:, 1] >= s[19]) & (n[:, 1] < s[20]))
+    np.testing.assert_array_equal(original.notes[~inside(original.notes)], result.notes[~inside(result.notes)])
+    np.testing.assert_array_equal(original.bar_starts, result.bar_starts)
+    np.testing.assert_allclose(original.bar_tempo(), result.bar_tempo(), atol=1e-3)
+
+
+def test_continue_keeps_the_whole_prompt(capsys, tmp_path, tiny_model):
+    out_mid = tmp_path / "c.mid"
+    code, _, _ = run(capsys, "continue", "--model", tiny_model, "--input", SONG, "--bars", 4, "--out", out_mid, "--quiet")
+    assert code == 0
+    original, _ = read_midi(SONG, beats=DATA / "001" / "beat_midi.txt")
+    result, _ = read_midi(out_mid)
+    assert result.num_bars == original.num_bars + 4
+    before = result.notes[result.notes[:, 1] < original.num_steps]
+    np.testing.assert_array_equal(before, original.notes)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["inpaint", "--input", str(SONG), "--bars", "70-80", "--out", "{tmp}/o.mid"], "bars 70-80 lie outside"),
+        (["generate", "--bars", "0", "--out", "{tmp}/o.mid"], "--bars must be at least 1"),
+        (["generate", "--bars", "4", "--density", "1,2", "--out", "{tmp}/o.mid"], "has 2 values for 4 bars"),
+        (["generate", "--bars", "2", "--tempo", "5,100", "--out", "{tmp}/o.mid"], "tempo curve, bar 1: 5 is outside"),
+        (["generate", "--bars", "2", "--density", "{tmp}/nope.json", "--out", "{tmp}/o.mid"], "nope.json: density curve file not found"),
+        (["generate", "--bars", "2", "--iterations", "2,2", "--out", "{tmp}/o.mid"], "one count >= 1 per level"),
+        (["continue", "--input", "{tmp}/text.mid", "--bars", "2", "--out", "{tmp}/o.mid"], "text.mid: not a MIDI file"),
+    ],
+)
+def test_bad_generation_input_is_one_line(capsys, tmp_path, tiny_model, argv, message):
+    (tmp_path / "text.mid").write_text("hello")
+    code, _, err = run(capsys, *[a.format(tmp=tmp_path) for a in argv], "--model", tiny_model, "--quiet")
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o.mid").exists()
+
+
+def test_missing_model_is_named(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "--bars", 2, "--model", tmp_path / "none", "--out", tmp_path / "o.mid")
+    assert code == 2 and "none: no model there" in err
+
+
+@pytest.mark.parametrize("argv", [["generate", "--bars", "2", "--temperature", "0"],
+                                  ["generate", "--bars", "2", "--cfg", "-1"],
+                                  ["inpaint", "--input", "x.mid", "--bars", "0-3"]])
+def test_bad_generation_arguments_are_refused_by_the_parser(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
