@@ -133,6 +133,7 @@ class FractalMIDIGenerationMixin:
         time_signatures=None,
         temperature: float = 1.0,
         cfg: float = 1.0,
+        top_p: float = 1.0,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         num_iterations=None,
@@ -153,6 +154,9 @@ class FractalMIDIGenerationMixin:
             time_signature: (numerator, denominator) of the generated bars (default 4/4, or the
                 prompt's last bar when continuing), or `time_signatures`, one per bar.
             temperature: > 0; scales every level's logits (higher = more varied).
+            top_p: nucleus sampling of the structure classes, note states and velocities
+                (1 = off): per token only the most probable choices that cover `top_p` of the
+                probability, which keeps rare spurious onsets out.
             cfg: classifier-free guidance scale of the content levels: logits = uncond +
                 cfg * (cond - uncond); 1 = no guidance (one pass per iteration), higher = the
                 notes follow the structure more closely (a batched cond + uncond pass).
@@ -178,6 +182,9 @@ class FractalMIDIGenerationMixin:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not (isinstance(cfg, (int, float)) and cfg >= 0):
             raise ValueError(f"cfg must be >= 0, got {cfg}")
+        if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+            raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+        self._top_p = float(top_p)
         if generator is None:
             generator = torch.Generator(device="cpu")
             generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()))
@@ -378,8 +385,8 @@ class FractalMIDIGenerationMixin:
             ids_t = torch.where(masked[:, :B], cfg.tempo_bins, tokens[:, :B].clamp(min=0))
             ids_d = torch.where(masked[:, B:], cfg.density_bins, tokens[:, B:].clamp(min=0))
             _, tempo_logits, density_logits = self._pass(self.structure, ids_t, ids_d, lengths.expand(N, B), valid)
-            st, ct = sample_categorical(tempo_logits, temperature, generator)  # (N, B)
-            sd, cd = sample_categorical(density_logits, temperature, generator)
+            st, ct = sample_categorical(tempo_logits, temperature, generator, self._top_p)  # (N, B)
+            sd, cd = sample_categorical(density_logits, temperature, generator, self._top_p)
             sample, conf = torch.cat([st, sd], 1), torch.cat([ct, cd], 1)
             tokens = torch.where(masked, sample, tokens)
             masked = choose_tokens_to_keep_masked(conf, masked, counts[it], generator, cfg.remask_mode)
@@ -457,8 +464,8 @@ class FractalMIDIGenerationMixin:
                 if cfg_scale != 1.0:
                     s_logits = cfg_logits(s_logits, unc[1], cfg_scale)
                     v_logits = cfg_logits(v_logits, unc[2], cfg_scale)
-            s, conf = sample_categorical(s_logits, temperature, generator)  # (N, T, P)
-            v, _ = sample_categorical(v_logits, temperature, generator)
+            s, conf = sample_categorical(s_logits, temperature, generator, self._top_p)  # (N, T, P)
+            v, _ = sample_categorical(v_logits, temperature, generator, self._top_p)
             v = class_to_velocity(v, cfg) * (s == 1)
             step_conf = conf.clamp_min(1e-6).log().mean(-1).exp()  # (N, T): geometric mean over pitches
             return s, v, step_conf

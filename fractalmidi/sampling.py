@@ -239,8 +239,23 @@ def gumbel_noise(
     return -torch.log(-torch.log(u.clamp(min=tiny, max=1.0 - 1e-7)))
 
 
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filtering over the last dim: keep the most probable classes whose probabilities
+    add up to `top_p` (always at least the most probable one), set the others to -inf.
+    `top_p` = 1 keeps everything. (..., V) -> (..., V)."""
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+    if top_p >= 1.0:
+        return logits
+    ordered, order = logits.sort(dim=-1, descending=True)  # (..., V)
+    probs = ordered.softmax(dim=-1)
+    drop = probs.cumsum(dim=-1) - probs >= top_p  # mass before this class already reaches top_p
+    ordered = ordered.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
+
+
 def sample_categorical(
-    logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+    logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None, top_p: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one class per position from softmax(logits / temperature) over the last dim.
 
@@ -253,13 +268,14 @@ def sample_categorical(
         logits: (..., V) float tensor, e.g. (B, L, V).
         temperature: > 0 (see `apply_temperature`).
         generator: seeds the draw.
+        top_p: nucleus sampling after the temperature (`top_p_filter`); 1 = off.
 
     Returns:
         samples: (...) int64 class indices, e.g. (B, L).
         probs: (...) float32 probability of each sampled class under the tempered distribution
             softmax(logits / T) that it was drawn from (MaskGIT's confidence).
     """
-    scaled = apply_temperature(logits.float(), temperature)  # (..., V)
+    scaled = top_p_filter(apply_temperature(logits.float(), temperature), top_p)  # (..., V)
     noise = gumbel_noise(scaled.shape, generator, scaled.device)  # (..., V)
     samples = (scaled + noise).argmax(dim=-1)  # (...)
     probs = torch.softmax(scaled, dim=-1).gather(-1, samples.unsqueeze(-1)).squeeze(-1)  # (...)

@@ -391,3 +391,27 @@ def test_refine_mask_errors():
             S.refine_mask(known, bad, gen(0))
     with pytest.raises(ValueError, match="editable"):
         S.refine_mask(known, 0.3, gen(0), torch.ones(1, 5, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------- nucleus filtering
+def test_top_p_filter_keeps_the_smallest_nucleus():
+    from fractalmidi.sampling import top_p_filter
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(top_p_filter(logits, 0.75))
+    assert kept.tolist() == [[True, True, False, False]]
+    assert torch.isfinite(top_p_filter(logits, 0.1)).sum() == 1  # always the most probable one
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+    shuffled = logits[:, [2, 0, 3, 1]]
+    assert torch.isfinite(top_p_filter(shuffled, 0.75)).tolist() == [[False, True, False, True]]
+    with pytest.raises(ValueError, match="top_p must lie in"):
+        top_p_filter(logits, 0.0)
+
+
+def test_top_p_never_samples_the_tail():
+    logits = torch.log(torch.tensor([0.9, 0.06, 0.04])).expand(4000, 3)
+    g = torch.Generator().manual_seed(0)
+    s, _ = sample_categorical(logits, 1.0, g, top_p=0.9)
+    assert (s == 0).all()
+    s, _ = sample_categorical(logits, 1.0, g, top_p=1.0)
+    assert (s != 0).any()
