@@ -411,7 +411,7 @@ def test_top_p_filter_keeps_the_smallest_nucleus():
 def test_top_p_never_samples_the_tail():
     logits = torch.log(torch.tensor([0.9, 0.06, 0.04])).expand(4000, 3)
     g = torch.Generator().manual_seed(0)
-    s, _ = sample_categorical(logits, 1.0, g, top_p=0.9)
+    s, _ = S.sample_categorical(logits, 1.0, g, top_p=0.9)
     assert (s == 0).all()
-    s, _ = sample_categorical(logits, 1.0, g, top_p=1.0)
+    s, _ = S.sample_categorical(logits, 1.0, g, top_p=1.0)
     assert (s != 0).any()
