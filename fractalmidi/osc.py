@@ -28,7 +28,7 @@ Messages out (to reply_host:reply_port), after each generation, in this order
 | `/fractal/result/path` | `s` | absolute path of the MIDI file written |
 | `/fractal/result/bars` | `i` | number of bars |
 | `/fractal/result/notes` | `i` | number of notes; that many `/fractal/note` follow |
-| `/fractal/note` | `i i f f i` | pitch (MIDI), velocity (1-127), start (seconds), duration (seconds), start step (16th notes); one per note, in time order, 0.5 ms apart |
+| `/fractal/note` | `i i f f i` | pitch (MIDI), velocity (1-127), start (seconds), duration (seconds), start step (a 16th note at the default 4 steps per beat); one per note, in time order, 0.5 ms apart |
 | `/fractal/result/done` | `i` | number of notes again: the result is complete |
 | `/fractal/error` | `s` | a generation failed, or a `/fractal/generate` was refused (busy) |
 
@@ -41,9 +41,11 @@ Rules
 - More than `max_messages_per_second` messages in one second (a flood): the rest of that
   second is dropped, logged once.
 - A `/fractal/generate` that arrives while `max_queue` requests already wait is refused (busy).
-- OSC address patterns work (`/fractal/param/{temperature,cfg} f 1.0`); bundles are applied
-  at once (their time tags are ignored); UDP drops packets in unpaced bursts, so a sender
-  should pace bursts (about 0.5 ms apart).
+- OSC address patterns work (`/fractal/param/{temperature,cfg} f 1.0`), with at most 4 `*`
+  (python-osc's matching is exponential in them); bundles are applied at once (their time
+  tags are ignored) and count as the messages they hold; a datagram over 8192 bytes (python-osc's
+  receive size) arrives cut and is refused.
+- UDP drops packets in unpaced bursts: a sender should pace bursts (about 0.5 ms apart).
 """
 
 from __future__ import annotations
@@ -216,7 +218,7 @@ class FractalOSCServer:
         """Bind (raises OSError if the port is taken), start the server and worker threads."""
         if self._server is not None:
             raise RuntimeError("the OSC server is already started")
-        self._stop.clear()
+        self._stop = threading.Event()  # a fresh one, so a worker left from an earlier run still stops
         self._server = _UDPServer((self.host, self.port), self)
         try:  # a larger receive buffer loses fewer packets in bursts (the kernel may cap it)
             self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -225,7 +227,9 @@ class FractalOSCServer:
         self._server_thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="fractal-osc-server", daemon=True
         )
-        self._worker_thread = threading.Thread(target=self._work, name="fractal-osc-worker", daemon=True)
+        self._worker_thread = threading.Thread(
+            target=self._work, args=(self._stop,), name="fractal-osc-worker", daemon=True
+        )
         self._server_thread.start()
         self._worker_thread.start()
         host, port = self.address
@@ -233,12 +237,18 @@ class FractalOSCServer:
         return self
 
     def stop(self) -> None:
-        """Stop listening and stop the worker (a generation in progress is not interrupted)."""
+        """Stop listening and stop the worker; waiting requests are dropped, a generation in
+        progress is not interrupted (its result is still written and sent)."""
         if self._server is None:
             return
         self._stop.set()
         self._server.shutdown()
         self._server.server_close()
+        try:
+            while True:
+                self._jobs.get_nowait()
+        except queue.Empty:
+            pass
         self._server_thread.join(timeout=5)
         self._worker_thread.join(timeout=5)
         self._server = None
@@ -287,7 +297,7 @@ class FractalOSCServer:
             self._unlogged_refusals += 1
             return
         shown = ", ".join(repr(a) for a in args[:4]) + (", ..." if len(args) > 4 else "")
-        self._note("WARNING", f"refused {address} ({shown}): {reason}")
+        self._note("WARNING", f"refused {address}{f' ({shown})' if args else ''}: {reason}")
 
     def _next_window(self, now: float) -> None:
         if self._unlogged_refusals:
@@ -320,7 +330,7 @@ class FractalOSCServer:
         try:
             messages = [m.message for m in osc_packet.OscPacket(data).messages]
         except Exception as e:  # ParseError, or a RecursionError from absurdly nested bundles
-            self._refuse("(datagram)", [], f"not a valid OSC packet ({len(data)} bytes): {type(e).__name__}")
+            self._refuse(f"a datagram from {client_address[0]}", [], f"not a valid OSC packet ({len(data)} bytes, {type(e).__name__})")
             return
         for i, msg in enumerate(messages):
             if i and not self._admit():  # a bundle counts as the messages it holds
@@ -386,8 +396,8 @@ class FractalOSCServer:
         raise _Refused("unknown address (see fractalmidi.osc for the address space)")
 
     # ----------------------------------------------------------------- generation (worker thread)
-    def _work(self) -> None:
-        while not self._stop.is_set():
+    def _work(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
                 params = self._jobs.get(timeout=0.1)
             except queue.Empty:

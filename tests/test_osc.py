@@ -225,6 +225,20 @@ def test_all_refusals_then_still_serving(make_server):
     assert server.params.temperature == 1.5
 
 
+def test_refusal_logging_is_bounded(make_server):
+    """Past 50 refusals in one second they are counted, and the count is logged afterwards."""
+    server = make_server()
+    c = client_for(server)
+    for _ in range(200):
+        c.send_message("/fractal/param/cfg", "x")
+        time.sleep(PACE_S)
+    time.sleep(1.1)
+    send(c, "/fractal/nowhere", [])  # the next second's first refusal reports the count
+    refused = [m for _, _, m in server.log if m.startswith("refused /fractal/param/cfg")]
+    assert 1 <= len(refused) <= 100
+    assert "more refusals in the last second were not logged" in log_text(server)
+
+
 def test_flood_dropped_and_logged_once(make_server):
     server = make_server(max_messages_per_second=500)
     c = client_for(server)
@@ -388,13 +402,18 @@ def test_generate_error_reported_and_worker_survives(make_server, receiver):
     assert "on_result failed" in log_text(server)
 
 
-def test_stop_releases_the_port(make_server):
+def test_stop_releases_the_port_and_restarts(make_server, receiver):
     server = make_server()
     port = server.address[1]
     server.stop()
     assert not server.running
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", port))
+    server.start()
+    assert server.running
+    send(client_for(server), "/fractal/param/bars", [1])
+    send(client_for(server), "/fractal/generate", [])
+    assert receiver.wait("/fractal/result/done") is not None
 
 
 # ----------------------------------------------------------------------------- liblo-tools
