@@ -20,8 +20,10 @@ import torch
 
 from .tokens_fractalmidi import class_to_density, class_to_tempo, class_to_velocity, density_to_class, tempo_to_class
 from .sampling import (
+    apply_temperature,
     cfg_logits,
     choose_tokens_to_keep_masked,
+    fit_class_count,
     masked_counts_batched,
     refine_mask,
     sample_bernoulli,
@@ -121,6 +123,19 @@ def _kept_notes(notes, region):
     return notes[~inside].copy()
 
 
+def drop_orphan_holds(states: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """A "held" cell continues a note: it needs an onset before it with only held cells
+    between. Held cells that follow silence (or start the piece) are made silent, so every
+    note in the result begins with an onset and the onsets are the notes (fixed cells stay).
+    states (N, T, P) -> (N, T, P)."""
+    T = states.shape[1]
+    steps = torch.arange(T, device=states.device)[None, :, None]
+    last = torch.where(states != HELD, steps, -1).cummax(dim=1).values  # (N, T, P) last non-held step
+    anchor = states.gather(1, last.clamp(min=0))  # the state there
+    orphan = (states == HELD) & ((last < 0) | (anchor != 1)) & ~fixed
+    return states.masked_fill(orphan, 0)
+
+
 class FractalMIDIGenerationMixin:
     """`generate` for `FractalMIDIModel` (kept apart from the network, as diffusers keeps its
     pipelines apart from its models)."""
@@ -134,6 +149,7 @@ class FractalMIDIGenerationMixin:
         temperature: float = 1.0,
         cfg: float = 1.0,
         top_p: float = 1.0,
+        follow_structure: bool = True,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         num_iterations=None,
@@ -157,6 +173,11 @@ class FractalMIDIGenerationMixin:
             top_p: nucleus sampling of the structure classes, note states and velocities
                 (1 = off): per token only the most probable choices that cover `top_p` of the
                 probability, which keeps rare spurious onsets out.
+            follow_structure: the note level follows Level 0's density as a plan: at every
+                iteration each bar's onset logits get one shared offset so that the bar's
+                expected onset count is what its density asks for (the model still chooses
+                where and which pitches). False: notes are sampled from the model alone and
+                follow the structure only through their conditioning (and `cfg`).
             cfg: classifier-free guidance scale of the content levels: logits = uncond +
                 cfg * (cond - uncond); 1 = no guidance (one pass per iteration), higher = the
                 notes follow the structure more closely (a batched cond + uncond pass).
@@ -263,16 +284,18 @@ class FractalMIDIGenerationMixin:
 
         # ---- Level 2: notes
         parent = self.note_parent(h0, h1, bar_index.expand(N, T))
+        density = self._bar_density(density_cls, structure, prompt_density, gen_bars)  # (N, B)
+        plan = (bar_index, density * lengths.to(device)) if follow_structure else None  # onsets per bar
         states, velocity, influence = self._decode_notes(
             known_states, known_velocity, fixed, region, bar_position.expand(N, T), parent,
-            iters[level], temperature, cfg, refine_ratio, refine_rounds, generator, return_influence,
+            iters[level], temperature, cfg, refine_ratio, refine_rounds, generator, return_influence, plan,
         )
         self._progress.close()
 
         tempo = self._bar_tempo(tempo_cls, structure, prompt_tempo, gen_bars)
         return FractalMIDIGeneration(
             states=states, velocity=velocity, bar_tempo=tempo,
-            requested_density=self._bar_density(density_cls, structure, prompt_density, gen_bars),
+            requested_density=density,
             time_signatures=sigs, steps_per_beat=cfg_.steps_per_beat,
             pitch_low=cfg_.pitch_low, pitch_high=cfg_.pitch_high,
             num_forward_passes=self._passes, harmony=pcs, influence=influence,
@@ -443,7 +466,7 @@ class FractalMIDIGenerationMixin:
 
     # ------------------------------------------------------------------ Level 2
     def _decode_notes(self, known_states, known_velocity, fixed, region, bar_position, parent, num_iterations,
-                      temperature, cfg_scale, refine_ratio, refine_rounds, generator, return_influence):
+                      temperature, cfg_scale, refine_ratio, refine_rounds, generator, return_influence, plan=None):
         cfg = self.config
         N, T, P = known_states.shape
         states, velocity = known_states.clone(), known_velocity.clone()
@@ -464,7 +487,15 @@ class FractalMIDIGenerationMixin:
                 if cfg_scale != 1.0:
                     s_logits = cfg_logits(s_logits, unc[1], cfg_scale)
                     v_logits = cfg_logits(v_logits, unc[2], cfg_scale)
-            s, conf = sample_categorical(s_logits, temperature, generator, self._top_p)  # (N, T, P)
+            s_logits = apply_temperature(s_logits.float(), temperature)
+            if plan is not None:  # each bar's onsets: what is committed plus what is expected = the plan
+                bar_index, wanted = plan  # (T,), (N, B)
+                active = masked[..., None] & ~fixed  # (N, T, P) cells sampled now
+                onsets = ((states == 1) & ~active).float().sum(-1)  # (N, T) onsets already in place
+                have = torch.zeros_like(wanted).index_add_(1, bar_index, onsets)
+                offset = fit_class_count(s_logits, 1, bar_index, wanted - have, active)  # (N, B)
+                s_logits[..., 1] += offset[:, bar_index, None]
+            s, conf = sample_categorical(s_logits, 1.0, generator, self._top_p)  # (N, T, P)
             v, _ = sample_categorical(v_logits, temperature, generator, self._top_p)
             v = class_to_velocity(v, cfg) * (s == 1)
             step_conf = conf.clamp_min(1e-6).log().mean(-1).exp()  # (N, T): geometric mean over pitches
@@ -473,8 +504,8 @@ class FractalMIDIGenerationMixin:
         def commit(s, v, where):
             nonlocal states, velocity
             cells = where[..., None] & ~fixed
-            states = torch.where(cells, s, states)
-            velocity = torch.where(cells, v, velocity)
+            states = drop_orphan_holds(torch.where(cells, s, states), fixed)
+            velocity = torch.where(cells, v, velocity) * (states == 1)
 
         for it in range(num_iterations):
             s, v, conf = predict(last=(it == num_iterations - 1 and refine_rounds == 0))

@@ -254,6 +254,51 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
 
 
+def fit_class_count(
+    logits: torch.Tensor,
+    class_index: int,
+    group: torch.Tensor,
+    target: torch.Tensor,
+    active: torch.Tensor,
+    iterations: int = 30,
+    bound: float = 30.0,
+) -> torch.Tensor:
+    """The offset to add to one class's logit, shared by every position of a group, so that the
+    expected number of positions sampling that class equals the group's target.
+
+    Used to make the note level follow Level 0's plan: one offset per bar on the onset logits,
+    so that the bar's expected onset count is the count its density asks for; the model still
+    decides where the onsets go and which pitches. Found by bisection (the expectation grows
+    monotonically with the offset) within [-bound, bound].
+
+    Args:
+        logits: (N, L, K, V) logits (already divided by the temperature) of K labels at each of
+            L positions, e.g. (N, T, P, 3) note states.
+        class_index: the class whose count is fitted (e.g. 1 = onset).
+        group: (L,) int64 group of each position (e.g. its bar), 0 .. G-1.
+        target: (N, G) the expected count wanted per group (clamped at 0).
+        active: (N, L, K) bool: the labels being sampled; the others do not count.
+    Returns:
+        (N, G) offsets.
+    """
+    N, L, K, V = logits.shape
+    G = target.shape[1]
+    others = torch.cat([logits[..., :class_index], logits[..., class_index + 1 :]], dim=-1)
+    margin = logits[..., class_index] - torch.logsumexp(others, dim=-1)  # (N, L, K): p = sigmoid(margin + offset)
+    lo = torch.full((N, G), -bound, device=logits.device)
+    hi = torch.full((N, G), bound, device=logits.device)
+    target = target.clamp(min=0).to(lo.dtype)
+    act = active.to(margin.dtype)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2  # (N, G)
+        p = torch.sigmoid(margin + mid[:, group, None]) * act  # (N, L, K)
+        expected = torch.zeros(N, G, device=logits.device).index_add_(1, group, p.sum(-1))  # (N, G)
+        low = expected < target
+        lo = torch.where(low, mid, lo)
+        hi = torch.where(low, hi, mid)
+    return (lo + hi) / 2
+
+
 def sample_categorical(
     logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None, top_p: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:

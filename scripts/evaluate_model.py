@@ -51,12 +51,17 @@ def main():
     ap.add_argument("--bars", type=int, default=32)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--no-follow", action="store_true", help="generate(follow_structure=False): no onset plan")
+    ap.add_argument("--remask-mode", choices=["confidence", "random"], default=None,
+                    help="which tokens stay masked between iterations (default: the model's config)")
     ap.add_argument("--cfg", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
     ap.add_argument("--free-cfg", type=float, default=None, help="guidance for the free samples (default: the first --cfg)")
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     model = FractalMIDIModel.from_pretrained(args.model).eval()
+    if args.remask_mode:
+        model.config.remask_mode = args.remask_mode
     t0 = time.perf_counter()
 
     # ---- 1. free generation against the validation songs
@@ -65,11 +70,12 @@ def main():
     free_cfg = args.free_cfg if args.free_cfg is not None else args.cfg[0]
     gen = []
     for seed in range(args.num_samples):
-        piece = model.generate(num_bars=args.bars, seed=seed, temperature=args.temperature, cfg=free_cfg, top_p=args.top_p).to_piece()
+        piece = model.generate(num_bars=args.bars, seed=seed, temperature=args.temperature, cfg=free_cfg, top_p=args.top_p,
+                               follow_structure=not args.no_follow).to_piece()
         gen.append(evaluate_piece(piece))
     real_s, gen_s = summarize(real), summarize(gen)
     print(f"Musical metrics: {args.num_samples} generated pieces of {args.bars} bars (cfg {free_cfg}, "
-          f"temperature {args.temperature}, top_p {args.top_p}) vs {len(windows)} validation windows of {args.bars} bars (4/4)")
+          f"temperature {args.temperature}, top_p {args.top_p}, re-masking {model.config.remask_mode}) vs {len(windows)} validation windows of {args.bars} bars (4/4)")
     print(f"| metric | generated | validation | within 1 std |")
     print(f"|---|---|---|---|")
     rows = {}
@@ -92,7 +98,7 @@ def main():
         rs_, maes, req_all, got_all, tempo_err = [], [], [], [], []
         for i, (_, w) in enumerate(windows):
             density, tempo = w.bar_density().tolist(), w.bar_tempo().tolist()
-            piece = model.generate(num_bars=args.bars, seed=1000 + i, temperature=args.temperature, cfg=scale, top_p=args.top_p,
+            piece = model.generate(num_bars=args.bars, seed=1000 + i, temperature=args.temperature, cfg=scale, top_p=args.top_p, follow_structure=not args.no_follow,
                                    structure={"density": density, "tempo": tempo}).to_piece()
             a = density_adherence(density, piece.bar_density())
             if not math.isnan(a["pearson_r"]):

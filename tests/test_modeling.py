@@ -270,3 +270,26 @@ def test_inpaint_range_outside_the_piece_is_refused(trained, song):
     model, _ = trained
     with pytest.raises(ValueError, match="inpaint bars 7-20 lie outside the piece's bars 1-8"):
         model.generate(prompt=song.crop_bars(0, 8), inpaint_bars=[(6, 20)])
+
+
+def test_orphan_holds_become_silence():
+    from fractalmidi.generation_fractalmidi import drop_orphan_holds
+
+    s = torch.tensor([[0, 2, 2, 1, 2, 2, 0, 2, 1, 0]]).T[None]  # (1, T, 1): silent, held, held, onset, ...
+    fixed = torch.zeros_like(s, dtype=torch.bool)
+    out = drop_orphan_holds(s, fixed)
+    assert out[0, :, 0].tolist() == [0, 0, 0, 1, 2, 2, 0, 0, 1, 0]
+    fixed[0, 1, 0] = True  # a kept (prompt) cell stays as it is
+    assert drop_orphan_holds(s, fixed)[0, 1, 0] == 2
+
+
+def test_following_the_structure_realises_the_requested_density(trained):
+    model, _ = trained
+    from fractalmidi.metrics import density_adherence
+
+    density = [0.25, 1.5, 0.5, 2.0, 0.75, 1.0, 0.25, 1.75]
+    follow = model.generate(num_bars=8, seed=0, structure={"density": density}).to_piece()
+    free = model.generate(num_bars=8, seed=0, structure={"density": density}, follow_structure=False).to_piece()
+    a, b = density_adherence(density, follow.bar_density()), density_adherence(density, free.bar_density())
+    assert a["pearson_r"] > 0.9 and a["mae"] < 0.3, a
+    assert a["mae"] < b["mae"]

@@ -415,3 +415,20 @@ def test_top_p_never_samples_the_tail():
     assert (s == 0).all()
     s, _ = S.sample_categorical(logits, 1.0, g, top_p=1.0)
     assert (s != 0).any()
+
+
+# --------------------------------------------------------------------------- following a count plan
+def test_fit_class_count_meets_the_target_per_group():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 12, 5, 3, generator=g)  # (N, L, K, V)
+    group = torch.tensor([0] * 4 + [1] * 4 + [2] * 4)
+    target = torch.tensor([[1.0, 6.0, 0.0], [15.0, 2.5, 10.0]])
+    active = torch.ones(2, 12, 5, dtype=torch.bool)
+    active[0, :2] = False  # these labels do not count
+    offset = S.fit_class_count(logits, 1, group, target, active)
+    p = torch.softmax(torch.cat([logits[..., :1], logits[..., 1:2] + offset[:, group, None, None], logits[..., 2:]], -1), -1)[..., 1]
+    expected = torch.zeros(2, 3).index_add_(1, group, (p * active).sum(-1))
+    assert torch.allclose(expected[:, :], target.clamp(max=20.0), atol=1e-3)
+    # an impossible target saturates at the bound instead of failing
+    big = S.fit_class_count(logits, 1, group, torch.full((2, 3), 1000.0), active)
+    assert (big > 29).all()

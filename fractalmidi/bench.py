@@ -1,0 +1,518 @@
+"""`fractalmidi bench`: FractalMIDI `generate` against an autoregressive baseline, same machine, same run.
+
+    fractalmidi bench [--model PATH | --config hub_configs/small.json] [--device cpu|cuda]
+                      [--lengths 256 1024 4096] [--repeats 3] [--json]
+
+What is measured (batch 1, one process):
+- FractalMIDI: `model.generate(num_bars=L / bar_steps, time_signature=4/4, seed=r)` with the
+  model's own defaults (iterations, refinement, cfg 1 unless --cfg): L steps = L/16 bars of 4/4.
+- The baseline (`fractalmidi.baseline`): a decoder-only causal transformer over note-event
+  tokens with a KV cache, sampling every token, sized by `ar_config_matching` to FractalMIDI's
+  parameter count, making the same number of bars. A trained baseline (`--ar-model PATH`)
+  samples until it has opened that many bars ("sampled"). An untrained one cannot be trusted to
+  emit Bar tokens, so it is made to produce exactly as many tokens as real music of that many
+  bars takes ("forced"): the mean tokens per bar of the dataset (`--data`, encoded with the
+  baseline's tokenizer) times the bars. A step costs the same whatever the weights, so the time
+  is the time of a trained model making that music.
+- Timing: one warm-up run of each model at the smallest length, then for every length
+  `--repeats` runs of each (seeds 0, 1, ...), the median reported; wall-clock time of the
+  `generate` call alone (`time.perf_counter`, after `torch.cuda.synchronize` on CUDA), under
+  `torch.inference_mode()`. Turning the result into notes is not timed.
+- Sequential passes: FractalMIDI's `num_forward_passes`; the baseline's is one per token sampled.
+- Peak memory: on CPU, every measurement runs once more in a fresh Python subprocess
+  (`python -m fractalmidi.bench --memory-worker SPEC`) that builds the model, reads its resident
+  set size (VmRSS), runs `generate` once, and reports the peak RSS during it
+  (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) minus the RSS before: the working memory of
+  generation (activations, KV cache, outputs), not the interpreter and weights, which are
+  reported apart as the process peak. (tracemalloc does not see torch's allocations.) On CUDA,
+  `torch.cuda.max_memory_allocated()` minus the memory allocated before, in this process.
+- Seconds of music per second of compute: the piece's duration (its tempo per bar) divided by
+  the median time. The forced baseline has no real piece: its bars are counted at the duration
+  of FractalMIDI's piece of the same length.
+- On CUDA: bf16 (FractalMIDI's weights in bf16, or autocast where its generate is not
+  dtype-clean; the baseline's weights in bf16) and attention through sdpa, or flash_attention_2
+  where the flash_attn package is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO / "checkpoints" / "fractalmidi-pop909-small"
+DEFAULT_DATA = (REPO / "data_cache" / "pop909", REPO / "tests" / "data" / "pop909")
+WARMUP_SEED = 1000
+
+
+# ----------------------------------------------------------------------------- models
+def load_fractalmidi(model_path=None, config_path=None):
+    """(model, description, trained): --model, else --config (random weights), else the default."""
+    from transformers.utils import logging as hf_logging
+
+    from . import FractalMIDIConfig, FractalMIDIModel
+
+    hf_logging.disable_progress_bar()
+    if model_path is None and config_path is None:
+        if not (DEFAULT_MODEL / "config.json").is_file():
+            raise InputError(
+                f"the shipped model {DEFAULT_MODEL.relative_to(REPO)} is not there: give --model PATH, or "
+                "--config hub_configs/small.json to time an untrained model of that size (same speed, random music)"
+            )
+        model_path = DEFAULT_MODEL
+    if model_path is not None:
+        path = Path(model_path)
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path}: no model there (expected config.json and model.safetensors)")
+        return FractalMIDIModel.from_pretrained(path).eval(), f"trained model {path}", True
+    path = Path(config_path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such config file")
+    try:
+        config = FractalMIDIConfig.from_json_file(str(path))
+    except (ValueError, OSError) as e:
+        raise InputError(f"{path}: not a FractalMIDI config ({e})") from None
+    return FractalMIDIModel(config).eval(), f"untrained model (random weights) of config {path}", False
+
+
+def load_ar(fractalmidi_model, ar_model_path=None, attention_window: int = 0):
+    """(baseline, description, trained): a trained baseline from --ar-model, else an untrained
+    one sized to the FractalMIDI model."""
+    from .baseline import ARBaselineModel, ar_config_matching
+
+    if ar_model_path is not None:
+        path = Path(ar_model_path)
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path}: no baseline model there (expected config.json and model.safetensors)")
+        return ARBaselineModel.from_pretrained(path).eval(), f"trained baseline {path}", True
+    config = ar_config_matching(fractalmidi_model, attention_window=attention_window)
+    return ARBaselineModel(config).eval(), "untrained baseline (random weights) sized by ar_config_matching", False
+
+
+def _load_pieces(data):
+    """Pieces of a built dataset folder, or of a folder of MIDI files (POP909 beat files used)."""
+    path = Path(data)
+    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        from .data import load_dataset_dir, row_to_piece
+
+        return [row_to_piece(r) for r in load_dataset_dir(path)]
+    from .midi_io import find_midi_files, read_midi
+
+    files = find_midi_files(path)
+    if not files:
+        raise InputError(f"{path}: neither a dataset built by `fractalmidi build-dataset` nor a folder of MIDI files")
+    return [read_midi(midi, beats=beats)[0] for midi, beats in files]
+
+
+def measure_tokens_per_bar(tokenizer, data=None) -> dict:
+    """Tokens per bar of real music under the baseline's tokenizer (`baseline.tokens_per_bar`),
+    from `data` or the first of DEFAULT_DATA that exists; the source is recorded."""
+    from .baseline import tokens_per_bar
+
+    candidates = [Path(data)] if data is not None else [p for p in DEFAULT_DATA if p.exists()]
+    if not candidates or not candidates[0].exists():
+        raise InputError(f"no data to count tokens per bar on: give --data (tried {', '.join(map(str, candidates or DEFAULT_DATA))})")
+    pieces = []
+    for piece in _load_pieces(candidates[0]):
+        try:
+            tokenizer.encode(piece)
+        except ValueError:  # a bar or pitch the vocabulary cannot hold: not counted
+            continue
+        pieces.append(piece)
+    stats = tokens_per_bar(pieces, tokenizer)
+    stats["source"] = str(candidates[0])
+    return stats
+
+
+# ----------------------------------------------------------------------------- precision
+def prepare(model, kind: str, device: str):
+    """Move a model to the device; on CUDA choose bf16 and the attention kernel. Returns
+    (model, context factory for generate, description)."""
+    import torch
+
+    model = model.to(device)
+    if device != "cuda":
+        return model, contextlib.nullcontext, f"float32, attention {model.config._attn_implementation or 'sdpa'}"
+    from transformers.utils import is_flash_attn_2_available
+
+    impl = "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
+    with contextlib.suppress(Exception):
+        model.set_attn_implementation(impl)
+    impl = model.config._attn_implementation or impl
+    bf16 = model.to(torch.bfloat16)
+    try:
+        _generate(bf16, kind, 1, 4, 0, contextlib.nullcontext, 1.0)
+        return bf16, contextlib.nullcontext, f"bfloat16 weights, attention {impl}"
+    except RuntimeError:  # generate is not dtype-clean in bf16: autocast instead
+        model = model.to(torch.float32)
+        return model, (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), f"float32 weights under bf16 autocast, attention {impl}"
+
+
+def _generate(model, kind: str, bars: int, tokens: int | None, seed: int, context, cfg: float):
+    import torch
+
+    with torch.inference_mode(), context():
+        if kind == "fractalmidi":
+            return model.generate(num_bars=bars, time_signature=(4, 4), seed=seed, cfg=cfg)
+        if tokens is not None:
+            return model.generate(num_tokens=tokens, seed=seed)
+        return model.generate(num_bars=bars, max_new_tokens=model.config.max_position_embeddings - 1, seed=seed)
+
+
+def _passes(result, kind: str) -> int:
+    return int(result.num_forward_passes)
+
+
+def _sync(device: str):
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def timed(model, kind, bars, tokens, seed, context, cfg, device):
+    """(seconds, result) of one generate call."""
+    _sync(device)
+    t0 = time.perf_counter()
+    result = _generate(model, kind, bars, tokens, seed, context, cfg)
+    _sync(device)
+    return time.perf_counter() - t0, result
+
+
+# ----------------------------------------------------------------------------- memory
+def _rss_bytes() -> int | None:
+    """Resident set size now (Linux /proc), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _maxrss_bytes() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+def memory_worker(spec: dict) -> dict:
+    """Run in a fresh process: build the model of `spec`, run generate once, report the RSS."""
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    torch.set_grad_enabled(False)
+    if spec["kind"] == "fractalmidi":
+        from . import FractalMIDIConfig, FractalMIDIModel
+
+        if spec.get("model"):
+            model = FractalMIDIModel.from_pretrained(spec["model"]).eval()
+        else:
+            model = FractalMIDIModel(FractalMIDIConfig.from_json_file(spec["config"])).eval()
+    else:
+        from .baseline import ARBaselineConfig, ARBaselineModel
+
+        if spec.get("model"):
+            model = ARBaselineModel.from_pretrained(spec["model"]).eval()
+        else:
+            model = ARBaselineModel(ARBaselineConfig(**spec["config"])).eval()
+    import gc
+
+    gc.collect()
+    before, peak_before = _rss_bytes(), _maxrss_bytes()
+    result = _generate(model, spec["kind"], spec["bars"], spec.get("tokens"), spec["seed"], contextlib.nullcontext, spec["cfg"])
+    peak = _maxrss_bytes()
+    base = before if before is not None else peak_before
+    return {
+        "peak_delta_bytes": max(peak - base, 0),
+        # if the peak did not rise during generate, the true delta is at most the one given
+        "exact": peak > peak_before,
+        "process_peak_bytes": peak,
+        "rss_before_bytes": base,
+        "passes": _passes(result, spec["kind"]),
+    }
+
+
+def peak_memory_subprocess(spec: dict) -> dict:
+    cmd = [sys.executable, "-m", "fractalmidi.bench", "--memory-worker", json.dumps(spec)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if out.returncode != 0:
+        raise RuntimeError(f"memory measurement failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_memory_cuda(model, kind, bars, tokens, seed, context, cfg) -> dict:
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    _generate(model, kind, bars, tokens, seed, context, cfg)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    return {"peak_delta_bytes": peak - before, "exact": True, "process_peak_bytes": peak, "rss_before_bytes": before}
+
+
+# ----------------------------------------------------------------------------- the run
+def machine_info(device: str) -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    info = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    with contextlib.suppress(OSError, AttributeError):
+        info["load_average_at_start"] = round(os.getloadavg()[0], 2)
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _median(xs):
+    return float(statistics.median(xs))
+
+
+def run_benchmark(args, log=None) -> dict:
+    """The whole benchmark (see the module docstring); returns the JSON-able result."""
+    import torch
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: CUDA is not available here")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {args.repeats}")
+    torch.set_grad_enabled(False)
+    info = machine_info(device)
+
+    fm, fm_source, fm_trained = load_fractalmidi(args.model, args.config)
+    bar_steps = 4 * fm.config.steps_per_beat  # a bar of 4/4
+    lengths = sorted(set(args.lengths))
+    for L in lengths:
+        if L < bar_steps or L % bar_steps:
+            raise InputError(f"--lengths: {L} is not a whole number of 4/4 bars ({bar_steps} steps each)")
+    ar, ar_source, ar_trained = load_ar(fm, args.ar_model, args.ar_window)
+    from .baseline import count_parameters
+
+    fm_params, ar_params = count_parameters(fm), count_parameters(ar)
+    tpb = measure_tokens_per_bar(ar.tokenizer, args.data)
+    mode = "sampled" if ar_trained else "forced"
+    log(f"FractalMIDI: {fm_source}, {fm_params:,} parameters; baseline: {ar_source}, {ar_params:,} parameters "
+        f"({ar.config.num_layers} layers x {ar.config.hidden_size}); tokens per bar {tpb['mean']:.1f} ({tpb['source']})")
+
+    fm, fm_ctx, fm_precision = prepare(fm, "fractalmidi", device)
+    ar, ar_ctx, ar_precision = prepare(ar, "ar", device)
+
+    def tokens_for(bars):
+        return int(round(tpb["mean"] * bars)) if mode == "forced" else None
+
+    # warm-up: one run of each at the smallest length
+    b0 = lengths[0] // bar_steps
+    timed(fm, "fractalmidi", b0, None, WARMUP_SEED, fm_ctx, args.cfg, device)
+    timed(ar, "ar", b0, tokens_for(b0), WARMUP_SEED, ar_ctx, args.cfg, device)
+
+    rows = []
+    for L in lengths:
+        bars = L // bar_steps
+        tokens = tokens_for(bars)
+        fm_times, ar_times, ar_tokens, ar_stops = [], [], [], []
+        fm_result = None
+        for r in range(args.repeats):
+            t, res = timed(fm, "fractalmidi", bars, None, r, fm_ctx, args.cfg, device)
+            fm_times.append(t)
+            fm_result = fm_result or res
+            log(f"  {L} steps, run {r + 1}/{args.repeats}: FractalMIDI {t:.3f} s")
+        for r in range(args.repeats):
+            t, res = timed(ar, "ar", bars, tokens, r, ar_ctx, args.cfg, device)
+            ar_times.append(t)
+            ar_tokens.append(res.num_sampled)
+            ar_stops.append(res.stopped_by)
+            log(f"  {L} steps, run {r + 1}/{args.repeats}: AR {t:.3f} s, {res.num_sampled} tokens ({res.stopped_by})")
+        fm_piece = fm_result.to_piece()
+        music = fm_piece.duration_seconds
+        ar_music = music if mode == "forced" else res.to_piece().duration_seconds
+        row = {
+            "steps": L,
+            "bars": bars,
+            "fractalmidi_seconds": _median(fm_times),
+            "ar_seconds": _median(ar_times),
+            "ar_tokens": int(_median(ar_tokens)),
+            "fractalmidi_passes": int(fm_result.num_forward_passes),
+            "ar_passes": int(_median(ar_tokens)),
+            "fractalmidi_runs": fm_times,
+            "ar_runs": ar_times,
+            "ar_tokens_runs": ar_tokens,
+            "ar_stopped_by": ar_stops,
+            "music_seconds": music,
+            "ar_music_seconds": ar_music,
+            "fractalmidi_notes": int(len(fm_piece.notes)),
+        }
+        row["speedup"] = row["ar_seconds"] / row["fractalmidi_seconds"]
+        row["fractalmidi_music_per_second"] = music / row["fractalmidi_seconds"]
+        row["ar_music_per_second"] = ar_music / row["ar_seconds"]
+        if not args.no_memory:
+            for kind, model in (("fractalmidi", fm), ("ar", ar)):
+                if device == "cuda":
+                    ctx = fm_ctx if kind == "fractalmidi" else ar_ctx
+                    mem = peak_memory_cuda(model, kind, bars, tokens if kind == "ar" else None, 0, ctx, args.cfg)
+                else:
+                    spec = {"kind": kind, "bars": bars, "tokens": tokens if kind == "ar" else None, "seed": 0,
+                            "cfg": args.cfg, "threads": torch.get_num_threads()}
+                    if kind == "fractalmidi":
+                        spec.update(model=str(args.model or DEFAULT_MODEL) if fm_trained else None, config=args.config)
+                    else:
+                        spec.update(model=args.ar_model, config=None if ar_trained else ar.config.to_diff_dict())
+                    mem = peak_memory_subprocess(spec)
+                row[f"{kind}_peak_mb"] = mem["peak_delta_bytes"] / 2**20
+                row[f"{kind}_process_peak_mb"] = mem["process_peak_bytes"] / 2**20
+                row[f"{kind}_peak_exact"] = bool(mem["exact"])
+            log(f"  {L} steps: peak memory FractalMIDI {row['fractalmidi_peak_mb']:.1f} MiB, AR {row['ar_peak_mb']:.1f} MiB")
+        rows.append(row)
+
+    with contextlib.suppress(OSError, AttributeError):
+        info["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    notes = []
+    if not fm_trained:
+        notes.append("FractalMIDI is untrained (random weights): the same speed as a trained model of this config, not its music.")
+    if mode == "forced":
+        notes.append(f"The baseline is untrained, so it was made to sample exactly round({tpb['mean']:.1f} tokens per bar x bars) "
+                     f"tokens, the tokens per bar of real music ({tpb['source']}, {tpb['bars']} bars); its music seconds "
+                     "are FractalMIDI's piece's duration for the same bars.")
+    load = max(info.get("load_average_at_start", 0.0), info.get("load_average_at_end", 0.0))
+    if load > 0.5:
+        notes.append(f"Other work was running (load average up to {load:.2f} on {info['cpu_cores']} cores): absolute times "
+                     "are pessimistic, the ratio is from the same conditions.")
+    notes += list(args.note or [])
+    return {
+        "command": "fractalmidi bench " + " ".join(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else []),
+        "device": device,
+        "machine": info,
+        "fractalmidi": {
+            "source": fm_source, "trained": fm_trained, "parameters": fm_params, "precision": fm_precision,
+            "num_iterations": list(fm.config.num_iterations), "refine_rounds": fm.config.refine_rounds, "cfg": args.cfg,
+        },
+        "ar": {
+            "source": ar_source, "trained": ar_trained, "parameters": ar_params, "precision": ar_precision, "mode": mode,
+            "num_layers": ar.config.num_layers, "hidden_size": ar.config.hidden_size, "num_heads": ar.config.num_heads,
+            "attention_window": ar.config.attention_window, "vocab_size": ar.tokenizer.vocab_size,
+            "kv_cache": "per-layer key/value tensors, preallocated, one token fed per step",
+        },
+        "parameter_ratio": ar_params / fm_params,
+        "tokens_per_bar": tpb,
+        "repeats": args.repeats,
+        "timing": "median of --repeats runs after one warm-up run of each model at the smallest length; generate only",
+        "memory_method": (
+            "not measured (--no-memory)" if args.no_memory else
+            "torch.cuda.max_memory_allocated() - memory allocated before, in this process" if device == "cuda" else
+            "a fresh subprocess per measurement: resource.getrusage ru_maxrss after generate - VmRSS before it "
+            "(working memory of generate; the process peak, interpreter and weights included, apart)"
+        ),
+        "rows": rows,
+        "notes": notes,
+    }
+
+
+# ----------------------------------------------------------------------------- output
+def format_table(result: dict) -> str:
+    fm, ar = result["fractalmidi"], result["ar"]
+    m = result["machine"]
+    lines = [
+        f"machine: {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']} with {m['torch_threads']} thread(s)"
+        + (f", GPU {m['gpu']}" if "gpu" in m else "") + f"; device {result['device']}",
+        f"FractalMIDI: {fm['source']}; {fm['parameters']:,} parameters; {fm['precision']}; iterations "
+        f"{fm['num_iterations']}, refine rounds {fm['refine_rounds']}, cfg {fm['cfg']}",
+        f"AR baseline: {ar['source']}; {ar['parameters']:,} parameters ({result['parameter_ratio']:.3f}x); "
+        f"{ar['num_layers']} layers x {ar['hidden_size']} wide, {ar['num_heads']} heads, vocabulary {ar['vocab_size']}, "
+        f"{'full causal attention' if not ar['attention_window'] else 'window of %d tokens' % ar['attention_window']}, "
+        f"KV cache; tokens {ar['mode']}",
+        f"tokens per bar of real music: {result['tokens_per_bar']['mean']:.1f} (mean over {result['tokens_per_bar']['bars']} "
+        f"bars of {result['tokens_per_bar']['source']})",
+        f"timing: {result['timing']}; {result['repeats']} repeat(s)",
+        f"memory: {result['memory_method']}",
+        "",
+    ]
+    head = ["steps", "bars", "FM s", "AR s", "AR tokens", "speed-up", "FM passes", "AR passes",
+            "FM peak MiB", "AR peak MiB", "FM music s/s", "AR music s/s"]
+    table = [head]
+    for r in result["rows"]:
+        mem = lambda k: ("%.1f" % r[k] + ("" if r.get(k.replace("_mb", "_exact"), True) else "*")) if k in r else "-"
+        table.append([
+            str(r["steps"]), str(r["bars"]), f"{r['fractalmidi_seconds']:.3f}", f"{r['ar_seconds']:.2f}",
+            str(r["ar_tokens"]), f"{r['speedup']:.1f}x", str(r["fractalmidi_passes"]), str(r["ar_passes"]),
+            mem("fractalmidi_peak_mb"), mem("ar_peak_mb"),
+            f"{r['fractalmidi_music_per_second']:.0f}", f"{r['ar_music_per_second']:.1f}",
+        ])
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for i, row in enumerate(table):
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if any("fractalmidi_process_peak_mb" in r for r in result["rows"]):
+        lines.append("process peak RSS MiB (interpreter, weights and generate): " + ", ".join(
+            f"{r['steps']}: FM {r['fractalmidi_process_peak_mb']:.0f} / AR {r['ar_process_peak_mb']:.0f}" for r in result["rows"]))
+    if any(not r.get(k, True) for r in result["rows"] for k in ("fractalmidi_peak_exact", "ar_peak_exact")):
+        lines.append("* the process peak did not rise during generate: an upper bound")
+    for note in result["notes"]:
+        lines.append("note: " + note)
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", metavar="PATH",
+                       help=f"FractalMIDI model folder (default: {DEFAULT_MODEL.relative_to(REPO)} when present)")
+    which.add_argument("--config", metavar="JSON",
+                       help="time an untrained FractalMIDI model of this config (e.g. hub_configs/small.json): same speed, random music")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    p.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096], metavar="STEPS",
+                   help="lengths in grid steps, whole 4/4 bars (default 256 1024 4096)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each model per length; the median is reported (default 3)")
+    p.add_argument("--cfg", type=float, default=1.0, help="FractalMIDI's guidance scale (default 1: its default, no guidance)")
+    p.add_argument("--ar-model", metavar="PATH", help="a trained baseline (ARBaselineModel.save_pretrained folder): samples until the bars are made")
+    p.add_argument("--ar-window", type=int, default=0, metavar="N",
+                   help="untrained baseline only: sliding attention window in tokens (default 0: full causal attention)")
+    p.add_argument("--data", metavar="PATH",
+                   help="dataset folder or MIDI folder to count tokens per bar on (default data_cache/pop909, else tests/data/pop909)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, which follows OMP_NUM_THREADS)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    p.add_argument("--note", action="append", metavar="TEXT", help="a note to print with the results (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+
+
+def cmd_bench(args) -> int:
+    result = run_benchmark(args)
+    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--memory-worker":
+        print(json.dumps(memory_worker(json.loads(sys.argv[2]))))
+        sys.exit(0)
+    print("usage: fractalmidi bench ... (this module is the bench's implementation)", file=sys.stderr)
+    sys.exit(2)
