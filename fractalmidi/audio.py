@@ -4,8 +4,8 @@
 
 Renderers, first that works:
 1. symusic's `Synthesizer` (Prestosynth) with a soundfont file. (symusic 0.6.0's wheel cannot
-   return the rendered buffer to Python, "Unable to convert function return value"; it is
-   tried once and skipped after that, so a fixed symusic is used when it lands);
+   return the rendered buffer to Python, "Unable to convert function return value"; a
+   one-note probe runs once, so a fixed symusic is used when it lands);
 2. the `fluidsynth` command (Debian: `apt-get install fluidsynth`) with the soundfont;
 3. a simple additive sine synth in numpy, labelled as such, when no soundfont or no renderer
    is found.
@@ -38,7 +38,7 @@ _DEBIAN_SOUNDFONTS = (
     "/usr/share/sounds/sf3/MuseScore_General.sf3",
     "/usr/share/sounds/sf2/default-GM.sf2",
 )
-_symusic_broken = False  # set after the first failed symusic render
+_symusic_ok: bool | None = None  # whether symusic's synthesizer returns audio (probed once)
 
 
 def find_soundfont() -> Path | None:
@@ -62,8 +62,8 @@ def describe_renderer() -> str:
     sf = find_soundfont()
     if sf is None:
         return SINE_SYNTH
-    if not _symusic_broken and importlib.util.find_spec("symusic") is not None:
-        return f"{sf.name} (symusic, falling back to fluidsynth)" if shutil.which("fluidsynth") else f"{sf.name} (symusic)"
+    if _symusic_works(sf):
+        return f"{sf.name} (symusic)"
     if shutil.which("fluidsynth"):
         return f"{sf.name} (fluidsynth)"
     return "simple sine synth (no soundfont renderer: install fluidsynth)"
@@ -84,20 +84,34 @@ def render_audio(piece: Piece, path, sample_rate: int = SAMPLE_RATE) -> tuple[Pa
     return path, how
 
 
-def _render(piece: Piece, out: Path, sample_rate: int) -> str:
-    global _symusic_broken
-    sf = find_soundfont()
-    if sf is not None and not _symusic_broken:
+def _symusic_works(sf: Path) -> bool:
+    """Whether symusic's synthesizer renders here (a one-note probe, run once)."""
+    global _symusic_ok
+    if _symusic_ok is None:
         try:
-            from symusic import Synthesizer, dump_wav
+            from symusic import Note, Score, Synthesizer, Track
 
-            from .midi_io import piece_to_score
+            score = Score(480)
+            track = Track("probe", 0, False)
+            track.notes.append(Note(0, 240, 60, 64))
+            score.tracks.append(track)
+            buffer = Synthesizer(str(sf), 8000, 0).render(score, stereo=True)
+            _symusic_ok = np.asarray(buffer).size > 0
+        except Exception:  # symusic 0.6.0: "Unable to convert function return value to a Python type"
+            _symusic_ok = False
+    return _symusic_ok
 
-            buffer = Synthesizer(str(sf), sample_rate, 0).render(piece_to_score(piece), stereo=True)
-            dump_wav(str(out), np.asfortranarray(buffer, dtype=np.float32), sample_rate, True)
-            return f"{sf.name} (symusic)"
-        except (ImportError, TypeError, RuntimeError):
-            _symusic_broken = True
+
+def _render(piece: Piece, out: Path, sample_rate: int) -> str:
+    sf = find_soundfont()
+    if sf is not None and _symusic_works(sf):
+        from symusic import Synthesizer, dump_wav
+
+        from .midi_io import piece_to_score
+
+        buffer = Synthesizer(str(sf), sample_rate, 0).render(piece_to_score(piece), stereo=True)
+        dump_wav(str(out), np.asfortranarray(buffer, dtype=np.float32), sample_rate, True)
+        return f"{sf.name} (symusic)"
     fluidsynth = shutil.which("fluidsynth")
     if sf is not None and fluidsynth:
         from .midi_io import write_midi

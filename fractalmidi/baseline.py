@@ -209,14 +209,22 @@ class NoteEventTokenizer:
         return kind if kind in SPECIAL else f"{kind}_{v}"
 
     # ------------------------------------------------------------------ encode
-    def encode(self, piece: Piece, bos: bool = True, eos: bool = True) -> list[int]:
-        """Token ids of a `Piece`. Raises ValueError for what the vocabulary cannot hold (another
-        grid, a pitch outside the range, a bar longer than max_bar_len, an unknown time signature)."""
+    def check(self, piece: Piece) -> None:
+        """Raise ValueError for what the vocabulary cannot hold: another grid, a pitch outside
+        the range, a time signature without a token (a bar longer than max_bar_len)."""
         if piece.steps_per_beat != self.steps_per_beat:
             raise ValueError(f"the piece has {piece.steps_per_beat} steps per beat, the tokenizer {self.steps_per_beat}")
-        notes = piece.notes[np.lexsort((piece.notes[:, 0], piece.notes[:, 1]))]  # by start, then pitch
-        if len(notes) and (notes[:, 0].min() < self.pitch_low or notes[:, 0].max() > self.pitch_high):
+        if len(piece.notes) and (piece.notes[:, 0].min() < self.pitch_low or piece.notes[:, 0].max() > self.pitch_high):
             raise ValueError(f"pitches must lie in {self.pitch_low}-{self.pitch_high}")
+        for b, s in enumerate(piece.time_signatures.tolist()):
+            if tuple(s) not in self.sig_index:
+                raise ValueError(f"bar {b + 1}: time signature {s[0]}/{s[1]} has no token (bars up to "
+                                 f"{self.config.max_bar_len} steps, denominators {self.config.time_signature_denominators})")
+
+    def encode(self, piece: Piece, bos: bool = True, eos: bool = True) -> list[int]:
+        """Token ids of a `Piece` (`check` says what it refuses)."""
+        self.check(piece)
+        notes = piece.notes[np.lexsort((piece.notes[:, 0], piece.notes[:, 1]))]  # by start, then pitch
         off = self.offset
         tempo_cls = tempo_to_class(torch.as_tensor(piece.bar_tempo()), self.config).tolist()  # (B,)
         vel_cls = velocity_to_class(torch.as_tensor(notes[:, 3]), self.config).tolist()  # (N,)
@@ -227,9 +235,6 @@ class NoteEventTokenizer:
         for b in range(piece.num_bars):
             ids.append(BAR)
             s = tuple(int(x) for x in piece.time_signatures[b])
-            if s not in self.sig_index:
-                raise ValueError(f"bar {b + 1}: time signature {s[0]}/{s[1]} has no token (bars up to "
-                                 f"{self.config.max_bar_len} steps, denominators {self.config.time_signature_denominators})")
             if s != sig:
                 ids.append(off["TimeSig"] + self.sig_index[s])
                 sig = s
@@ -251,6 +256,18 @@ class NoteEventTokenizer:
         if eos:
             ids.append(EOS)
         return ids
+
+    def count_tokens(self, piece: Piece) -> int:
+        """len(encode(piece, bos=False, eos=False)) without building the list (for statistics):
+        one Bar per bar, a TimeSig and a Tempo where they change, a Position per onset step,
+        three tokens per note."""
+        self.check(piece)
+        sigs = piece.time_signatures
+        sig_changes = 1 + int(np.any(sigs[1:] != sigs[:-1], axis=1).sum())
+        tempo = tempo_to_class(torch.as_tensor(piece.bar_tempo()), self.config).numpy()
+        tempo_changes = 1 + int(np.count_nonzero(np.diff(tempo)))
+        onset_steps = len(np.unique(piece.notes[:, 1]))
+        return piece.num_bars + sig_changes + tempo_changes + onset_steps + 3 * len(piece.notes)
 
     # ------------------------------------------------------------------ decode
     def decode(self, ids, default_bpm: float = 120.0, default_velocity: int = 64) -> Piece:
@@ -312,7 +329,7 @@ def tokens_per_bar(pieces, tokenizer: NoteEventTokenizer) -> dict:
     and 90th percentile over pieces, and the totals."""
     per_piece, tokens, bars = [], 0, 0
     for piece in pieces:
-        n = len(tokenizer.encode(piece, bos=False, eos=False))
+        n = tokenizer.count_tokens(piece)
         tokens, bars = tokens + n, bars + piece.num_bars
         per_piece.append(n / piece.num_bars)
     if not bars:
@@ -449,7 +466,7 @@ class ARGeneration:
 
     sequences (N, T0 + K): the prompt then the generated tokens (PAD after a row stopped);
     num_generated (N,): tokens kept per row (a stopping Bar / EOS not counted);
-    num_bars (N,): bars opened by the generated tokens; num_sampled: tokens sampled, one per
+    num_bars (N,): bars opened by the kept tokens (as `decode` counts them); num_sampled: tokens sampled, one per
     network pass; num_forward_passes: sequential network passes (the prefill is one);
     stopped_by: "bars", "eos", "max_new_tokens" or "num_tokens" (the reason of the last row).
     """
@@ -570,7 +587,9 @@ class ARBaselineModel(ARBaselinePreTrainedModel):
 
         Args:
             num_bars: stop when the generated tokens open bar num_bars + 1 (that Bar token is
-                sampled, not kept) or at EOS: num_bars bars after the prompt.
+                sampled, not kept) or at EOS: num_bars bars after the prompt. Bars are counted
+                as `decode` counts them: every Bar token, and, after a prompt without bars,
+                content before the first Bar (an implicit bar).
             num_tokens: instead, sample exactly this many tokens, ignoring Bar and EOS (to time
                 a given amount of work, e.g. with an untrained model).
             max_new_tokens: a cap on sampled tokens (default: up to max_position_embeddings).
@@ -609,7 +628,10 @@ class ARBaselineModel(ARBaselinePreTrainedModel):
         cache = KVCache(self.config, N, capacity, self.embed_tokens.weight.dtype, device)
         passes = 1
         logits = self(prompt, cache=cache, last_only=True).logits[:, -1]  # (N, V): the prefill
+        # bars opened by the generated tokens, counted as `decode` counts them: each Bar, and
+        # content before the first Bar when the prompt holds no bar yet (an implicit bar)
         bars = torch.zeros(N, dtype=torch.long, device=device)
+        implicit = not bool((prompt > EOS).any())
         finished = torch.zeros(N, dtype=torch.bool, device=device)
         kept = torch.zeros(N, dtype=torch.long, device=device)
         out = torch.full((N, limit), PAD, dtype=torch.long, device=device)
@@ -624,8 +646,8 @@ class ARBaselineModel(ARBaselinePreTrainedModel):
             probs = torch.softmax(logits.float() / temperature, dim=-1)  # (N, V)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (N,)
             sampled += 1
-            if num_bars is not None:  # the (num_bars + 1)-th Bar or EOS ends a row
-                bars += token == BAR
+            bars += ((token == BAR) | (implicit & (bars == 0) & (token > BAR))) & ~finished
+            if num_bars is not None:  # the Bar that opens bar num_bars + 1, or EOS, ends a row
                 ends = (bars > num_bars) | (token == EOS)
                 token = torch.where(finished | ends, PAD, token)
                 finished |= ends
@@ -648,7 +670,7 @@ class ARBaselineModel(ARBaselinePreTrainedModel):
         return ARGeneration(
             sequences=torch.cat([prompt, generated], dim=1),
             num_generated=kept.cpu(),
-            num_bars=((generated == BAR).sum(1)).cpu(),
+            num_bars=(bars.clamp(max=num_bars) if num_bars is not None else bars).cpu(),
             num_sampled=sampled,
             num_forward_passes=passes,
             stopped_by=stopped_by,

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import statistics
@@ -126,7 +125,7 @@ def measure_tokens_per_bar(tokenizer, data=None) -> dict:
     pieces = []
     for piece in _load_pieces(candidates[0]):
         try:
-            tokenizer.encode(piece)
+            tokenizer.check(piece)
         except ValueError:  # a bar or pitch the vocabulary cannot hold: not counted
             continue
         pieces.append(piece)
@@ -150,12 +149,14 @@ def prepare(model, kind: str, device: str):
     with contextlib.suppress(Exception):
         model.set_attn_implementation(impl)
     impl = model.config._attn_implementation or impl
-    bf16 = model.to(torch.bfloat16)
+    import copy
+
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)  # a copy: the fp32 weights stay exact for autocast
     try:
         _generate(bf16, kind, 1, 4, 0, contextlib.nullcontext, 1.0)
         return bf16, contextlib.nullcontext, f"bfloat16 weights, attention {impl}"
     except RuntimeError:  # generate is not dtype-clean in bf16: autocast instead
-        model = model.to(torch.float32)
+        del bf16
         return model, (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), f"float32 weights under bf16 autocast, attention {impl}"
 
 
@@ -168,10 +169,6 @@ def _generate(model, kind: str, bars: int, tokens: int | None, seed: int, contex
         if tokens is not None:
             return model.generate(num_tokens=tokens, seed=seed)
         return model.generate(num_bars=bars, max_new_tokens=model.config.max_position_embeddings - 1, seed=seed)
-
-
-def _passes(result, kind: str) -> int:
-    return int(result.num_forward_passes)
 
 
 def _sync(device: str):
@@ -191,16 +188,26 @@ def timed(model, kind, bars, tokens, seed, context, cfg, device):
 
 
 # ----------------------------------------------------------------------------- memory
-def _rss_bytes() -> int | None:
-    """Resident set size now (Linux /proc), or None."""
+def _status_bytes(field: str) -> int | None:
+    """A size from /proc/self/status (Linux), e.g. VmRSS (resident now) or VmHWM (its peak), or None."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak RSS to its current RSS (Linux >= 4.0: `5` into /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _maxrss_bytes() -> int:
@@ -211,7 +218,13 @@ def _maxrss_bytes() -> int:
 
 
 def memory_worker(spec: dict) -> dict:
-    """Run in a fresh process: build the model of `spec`, run generate once, report the RSS."""
+    """Run in a fresh process: build the model of `spec`, run generate once, and report the
+    peak resident memory during generate above the resident memory before it.
+
+    On Linux the peak is reset just before generate (/proc/self/clear_refs), so the peak
+    after it (VmHWM, which `getrusage` reports as ru_maxrss) is generate's own: exact. Where
+    that is not possible, the peak since the process started is used: an upper bound
+    (`exact` false) when imports or the model's construction peaked higher."""
     import torch
 
     if spec.get("threads"):
@@ -234,17 +247,18 @@ def memory_worker(spec: dict) -> dict:
     import gc
 
     gc.collect()
-    before, peak_before = _rss_bytes(), _maxrss_bytes()
+    reset = _reset_peak_rss()
+    before = _status_bytes("VmRSS")
+    peak_before = _status_bytes("VmHWM") if reset else _maxrss_bytes()
     result = _generate(model, spec["kind"], spec["bars"], spec.get("tokens"), spec["seed"], contextlib.nullcontext, spec["cfg"])
-    peak = _maxrss_bytes()
+    peak = max(_status_bytes("VmHWM") or 0, _maxrss_bytes() if not reset else 0)
     base = before if before is not None else peak_before
     return {
         "peak_delta_bytes": max(peak - base, 0),
-        # if the peak did not rise during generate, the true delta is at most the one given
-        "exact": peak > peak_before,
-        "process_peak_bytes": peak,
+        "exact": reset or peak > peak_before,
+        "process_peak_bytes": _maxrss_bytes(),
         "rss_before_bytes": base,
-        "passes": _passes(result, spec["kind"]),
+        "passes": int(result.num_forward_passes),
     }
 
 
@@ -409,7 +423,7 @@ def run_benchmark(args, log=None) -> dict:
                      "are pessimistic, the ratio is from the same conditions.")
     notes += list(args.note or [])
     return {
-        "command": "fractalmidi bench " + " ".join(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else []),
+        "command": command_line(args),
         "device": device,
         "machine": info,
         "fractalmidi": {
@@ -429,8 +443,9 @@ def run_benchmark(args, log=None) -> dict:
         "memory_method": (
             "not measured (--no-memory)" if args.no_memory else
             "torch.cuda.max_memory_allocated() - memory allocated before, in this process" if device == "cuda" else
-            "a fresh subprocess per measurement: resource.getrusage ru_maxrss after generate - VmRSS before it "
-            "(working memory of generate; the process peak, interpreter and weights included, apart)"
+            "a fresh subprocess per measurement: peak RSS during generate (VmHWM = getrusage ru_maxrss, reset just "
+            "before via /proc/self/clear_refs) - RSS before it: generate's working memory; the process peak "
+            "(interpreter, libraries, weights and generate) apart"
         ),
         "rows": rows,
         "notes": notes,
@@ -438,6 +453,24 @@ def run_benchmark(args, log=None) -> dict:
 
 
 # ----------------------------------------------------------------------------- output
+def command_line(args) -> str:
+    """The bench command that reproduces this run (the options that were given)."""
+    parts = ["fractalmidi bench"]
+    for flag, value in (("--model", args.model), ("--config", args.config), ("--ar-model", args.ar_model),
+                        ("--data", args.data), ("--threads", args.threads)):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    parts.append(f"--device {args.device} --lengths {' '.join(map(str, args.lengths))} --repeats {args.repeats}")
+    if args.cfg != 1.0:
+        parts.append(f"--cfg {args.cfg}")
+    if args.ar_window:
+        parts.append(f"--ar-window {args.ar_window}")
+    if args.no_memory:
+        parts.append("--no-memory")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + " ".join(parts)
+
+
 def format_table(result: dict) -> str:
     fm, ar = result["fractalmidi"], result["ar"]
     m = result["machine"]

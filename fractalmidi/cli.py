@@ -7,6 +7,7 @@
     fractalmidi generate --bars N --seed S --out x.mid         a new piece (the shipped model by default)
     fractalmidi inpaint --input IN.mid --bars 16-32 --out OUT.mid
     fractalmidi continue --input IN.mid --bars 8 --out OUT.mid
+    fractalmidi bench [--config hub_configs/small.json] [--lengths 256 1024 4096]   speed against an AR baseline
 
 Expected problems (a bad file, a bad argument) print one line, `fractalmidi: error: ...`,
 and exit with status 2; they never show a traceback.
@@ -439,6 +440,12 @@ def cmd_continue(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import cmd_bench as run
+
+    return run(args)
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -554,6 +561,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time signature of the new bars (default: the input's last bar)")
     generation_options(p)
     p.set_defaults(func=cmd_continue)
+
+    p = sub.add_parser("bench", help="time FractalMIDI generate against an autoregressive baseline of equal size",
+                       description="Batch 1, after a warm-up, the median of --repeats runs: FractalMIDI generate of "
+                                   "L steps (L/16 bars of 4/4) against a causal transformer over note-event tokens "
+                                   "(KV cache, sampling every token, as many parameters) making the same bars: "
+                                   "seconds, ratio, sequential passes, peak memory, seconds of music per second.")
+    from .bench import add_arguments as bench_arguments
+
+    bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -28,6 +28,8 @@ from .sampling import (
     refine_mask,
     sample_bernoulli,
     sample_categorical,
+    sample_note_states,
+    top_p_filter,
 )
 
 HELD = 2
@@ -495,7 +497,8 @@ class FractalMIDIGenerationMixin:
                 have = torch.zeros_like(wanted).index_add_(1, bar_index, onsets)
                 offset = fit_class_count(s_logits, 1, bar_index, wanted - have, active)  # (N, B)
                 s_logits[..., 1] += offset[:, bar_index, None]
-            s, conf = sample_categorical(s_logits, 1.0, generator, self._top_p)  # (N, T, P)
+            probs = top_p_filter(s_logits, self._top_p).softmax(-1)  # (N, T, P, 3)
+            s, conf = sample_note_states(probs, masked[..., None] & ~fixed, states, generator)  # (N, T, P)
             v, _ = sample_categorical(v_logits, temperature, generator, self._top_p)
             v = class_to_velocity(v, cfg) * (s == 1)
             step_conf = conf.clamp_min(1e-6).log().mean(-1).exp()  # (N, T): geometric mean over pitches

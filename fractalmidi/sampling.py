@@ -299,6 +299,52 @@ def fit_class_count(
     return (lo + hi) / 2
 
 
+def sample_note_states(
+    probs: torch.Tensor, active: torch.Tensor, known: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample note states (0 silent, 1 onset, 2 held) for the active cells of a roll, so that
+    a "held" cell always continues a note.
+
+    One network pass gives each cell's marginal p(silent), p(onset), p(held). Sampling every
+    cell on its own would scatter "held" cells after silence; instead each pitch is read as a
+    chain along time: a cell starts a note with p(onset); it continues the note sounding
+    before it with the continuation probability c_t = p_t(held) / p_{t-1}(sounding) (the
+    first-order factorisation of the marginals; when the cell before is already known, the
+    model saw it and c_t = p_t(held)); else it is silent. The chains are resolved with running
+    maxima, without a loop over time.
+
+    Args:
+        probs: (N, T, P, 3) state probabilities (after temperature, guidance, filtering).
+        active: (N, T, P) bool: cells to sample; the others keep `known`.
+        known: (N, T, P) int64 states of the cells that are not sampled.
+        generator: seeds the draw.
+    Returns:
+        states (N, T, P) int64, and the probability of each sampled state under `probs`.
+    """
+    N, T, P, _ = probs.shape
+    p_on, p_held = probs[..., 1], probs[..., 2]
+    sounding_prev = torch.zeros_like(p_on)  # (N, T, P) p(the cell before sounds)
+    sounding_prev[:, 1:] = torch.where(
+        active[:, :-1], p_on[:, :-1] + p_held[:, :-1], (known[:, :-1] > 0).to(p_on.dtype)
+    )
+    cont = torch.where(sounding_prev > 0, p_held / sounding_prev.clamp_min(1e-6), torch.zeros_like(p_held))
+    cont = torch.minimum(cont.clamp(0, 1), 1 - p_on)  # (N, T, P)
+    u = _rand((N, T, P), generator, probs.device)
+    onset = active & (u < p_on)
+    may_hold = active & ~onset & (u < p_on + cont)
+    # a cell that may hold sounds only if a note start (or a known sounding cell) comes before it
+    # with only sounding cells between: compare the last start with the last silence
+    steps = torch.arange(T, device=probs.device)[None, :, None]
+    start = onset | (~active & (known > 0))
+    silence = (active & ~onset & ~may_hold) | (~active & (known == 0))
+    last_start = torch.where(start, steps, -1).cummax(dim=1).values
+    last_silence = torch.where(silence, steps, -1).cummax(dim=1).values
+    held = may_hold & (last_start > last_silence)
+    states = torch.where(active, torch.where(onset, 1, torch.where(held, 2, 0)), known)
+    chosen = probs.gather(-1, states.clamp(0, 2).unsqueeze(-1)).squeeze(-1)  # (N, T, P)
+    return states, chosen
+
+
 def sample_categorical(
     logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None, top_p: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:

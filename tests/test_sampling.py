@@ -432,3 +432,25 @@ def test_fit_class_count_meets_the_target_per_group():
     # an impossible target saturates at the bound instead of failing
     big = S.fit_class_count(logits, 1, group, torch.full((2, 3), 1000.0), active)
     assert (big > 29).all()
+
+
+def test_sample_note_states_holds_only_continue_notes():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(3, 64, 10, 3, generator=g), -1)
+    active = torch.ones(3, 64, 10, dtype=torch.bool)
+    active[:, :8] = False  # known cells: a note sounding at the end of them on pitch 0
+    known = torch.zeros(3, 64, 10, dtype=torch.long)
+    known[:, 6, 0], known[:, 7, 0] = 1, 2
+    states, chosen = S.sample_note_states(probs, active, known, g)
+    assert torch.equal(states[:, :8], known[:, :8])  # known cells untouched
+    prev = torch.cat([torch.zeros_like(states[:, :1]), states[:, :-1]], 1)
+    assert not ((states == 2) & (prev == 0)).any()  # never a hold after silence
+    assert torch.allclose(chosen, probs.gather(-1, states[..., None]).squeeze(-1))
+    # onsets come at the model's marginal rate
+    flat = torch.tensor([0.5, 0.2, 0.3]).expand(1, 4000, 1, 3)
+    s, _ = S.sample_note_states(flat, torch.ones(1, 4000, 1, dtype=torch.bool), torch.zeros(1, 4000, 1, dtype=torch.long), g)
+    assert abs((s == 1).float().mean().item() - 0.2) < 0.03
+    # continuation p(held) / p(sounding before) = 0.3 / 0.5: held cells follow sounding ones at that rate
+    sounding_before = (s[:, :-1] > 0)
+    rate = ((s[:, 1:] == 2) & sounding_before).sum() / sounding_before.sum()
+    assert abs(rate.item() - 0.6) < 0.05

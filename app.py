@@ -1,0 +1,575 @@
+"""FractalMIDI in the browser: generate, see, hear, select bars and regenerate them, continue,
+download; watch the hierarchy unfold; and the OSC performance server beside it.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--model PATH] [--no-osc] [--osc-port 5005]
+
+Environment overrides: FRACTALMIDI_HOST, FRACTALMIDI_PORT, FRACTALMIDI_MODEL,
+FRACTALMIDI_NO_OSC=1, FRACTALMIDI_OSC_PORT, FRACTALMIDI_OSC_REPLY_PORT. The same file is a
+Hugging Face Space's entry point. Handlers are plain functions (tests call them without a
+server); every event has an `api_name`, so `gradio_client` can call /generate, /inpaint,
+/continue, /load_midi. One model is shared by all visitors and by the OSC server: the queue
+runs one generation at a time, and a lock keeps the OSC thread out while one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import gradio as gr
+from fractalmidi import InputError, Piece, bar_length_steps, read_midi, write_midi
+from fractalmidi.app_components import FractalState, FractalView, PianoRoll, roll_value, selection_of
+from fractalmidi.audio import describe_renderer, render_audio
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # uploads above this are refused
+MAX_BARS = 128  # per piece in the app (generation is O(length) work on a CPU)
+TIME_SIGNATURES = ["4/4", "3/4", "2/4", "6/8", "5/4", "7/8", "12/8"]
+OUT_ROOT = Path(tempfile.gettempdir()) / "fractalmidi_app"  # results, served by gradio from the temp dir
+OUT_MAX_AGE_S = 3600
+OSC_OUT_DIR = Path("outputs/osc").resolve()  # MIDI files of OSC generations (the OSC server's default)
+
+# ----------------------------------------------------------------------------- the model
+
+MODEL = None  # the FractalMIDIModel every handler and the OSC server share
+MODEL_PATH: Path | None = None
+MODEL_MESSAGE = "No model loaded."
+MODEL_LOCK = threading.Lock()  # one generation at a time (generate keeps per-call state on the model)
+OSC_SERVER = None  # the FractalOSCServer, when started
+
+
+def load_model(path=None):
+    """Load the model from `path` (default: $FRACTALMIDI_MODEL, else the shipped checkpoint).
+    Returns it, or None with `MODEL_MESSAGE` saying what is missing."""
+    global MODEL, MODEL_PATH, MODEL_MESSAGE
+    path = Path(path or os.environ.get("FRACTALMIDI_MODEL") or DEFAULT_MODEL)
+    if not (path / "config.json").is_file():
+        MODEL, MODEL_PATH = None, None
+        MODEL_MESSAGE = (
+            f"No model found at `{path}` (expected config.json and model.safetensors). Train one "
+            "(README, Training) or start the app with `--model PATH`."
+        )
+        return None
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from fractalmidi import FractalMIDIModel
+
+    hf_logging.disable_progress_bar()
+    torch.set_grad_enabled(False)
+    MODEL, MODEL_PATH = FractalMIDIModel.from_pretrained(path).eval(), path
+    MODEL_MESSAGE = f"Model: `{path}`"
+    return MODEL
+
+
+def set_model(model, path="(in memory)"):
+    """Use an already loaded model (tests)."""
+    global MODEL, MODEL_PATH, MODEL_MESSAGE
+    MODEL, MODEL_PATH, MODEL_MESSAGE = model, Path(str(path)), f"Model: `{path}`"
+
+
+def get_model():
+    if MODEL is None:
+        raise gr.Error(MODEL_MESSAGE)
+    return MODEL
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _new_out_dir() -> Path:
+    """A fresh folder for one result; folders older than an hour are removed."""
+    OUT_ROOT.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for d in OUT_ROOT.iterdir():
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > OUT_MAX_AGE_S:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix="r_", dir=OUT_ROOT))
+
+
+def read_upload(path) -> Piece:
+    """A MIDI file the user gave, as a Piece; refused with a clear message (gr.Error) when it
+    is missing, too big, not MIDI, or unusable."""
+    if path is None:
+        raise gr.Error("No MIDI file: generate a piece or upload a .mid file first.")
+    path = Path(getattr(path, "name", path))
+    if not path.is_file():
+        raise gr.Error(f"{path.name}: file not found.")
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise gr.Error(f"{path.name} is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
+    try:
+        piece, _ = read_midi(path, max_bytes=MAX_UPLOAD_BYTES)
+    except InputError as e:
+        raise gr.Error(f"Not a usable MIDI file: {e}") from None
+    except Exception as e:  # a parser failure on garbage input
+        raise gr.Error(f"{path.name} is not a MIDI file ({type(e).__name__}: {e}).") from None
+    if piece.num_bars > MAX_BARS:
+        raise gr.Error(f"{path.name} has {piece.num_bars} bars; the app takes up to {MAX_BARS}.")
+    return piece
+
+
+def _time_signature(text: str) -> tuple[int, int]:
+    try:
+        n, d = (int(x) for x in str(text).split("/"))
+        bar_length_steps(n, d)
+    except (ValueError, InputError):
+        raise gr.Error(f"Time signature must look like 4/4 or 6/8, got {text!r}.") from None
+    if n < 1 or d < 1 or d & (d - 1):
+        raise gr.Error(f"Time signature {text} is not valid.")
+    return n, d
+
+
+def _bar_range(text: str, num_bars: int) -> tuple[int, int]:
+    """'5-8' (bars from 1, both ends included) -> (4, 8), 0-based half-open."""
+    first, _, last = str(text or "").strip().partition("-")
+    try:
+        a, b = int(first), int(last or first)
+    except ValueError:
+        raise gr.Error(
+            f"Bars to regenerate must look like 5-8 (bars from 1), got {text!r}: drag over the roll to select them."
+        ) from None
+    if not 1 <= a <= b <= num_bars:
+        raise gr.Error(f"Bars {a}-{b} lie outside the piece's bars 1-{num_bars}.")
+    return a - 1, b
+
+
+def _curve(text, what: str, num_bars: int, generated: list[int]) -> list | None:
+    """A per-bar curve typed as a comma list (empty entries are left to the model), placed on
+    the piece's bars: one value per bar, one per generated bar, or any number of values
+    stretched (linear interpolation) over the generated bars."""
+    from fractalmidi.cli import _curve as parse_curve
+
+    if text is None or not str(text).strip():
+        return None
+    try:
+        values = parse_curve(str(text), what)
+    except InputError as e:
+        raise gr.Error(str(e)) from None
+    if len(values) == num_bars:
+        return values
+    out: list = [None] * num_bars
+    if len(values) != len(generated):
+        if any(v is None for v in values):
+            raise gr.Error(
+                f"The {what} curve has {len(values)} values; give one per bar ({num_bars}) or per generated bar "
+                f"({len(generated)}), or leave no empty entries so it can be stretched."
+            )
+        values = np.interp(np.linspace(0, len(values) - 1, len(generated)), np.arange(len(values)), values).tolist()
+    for i, v in zip(generated, values):
+        out[i] = v
+    return out
+
+
+def _structure(density, tempo, num_bars: int, generated: list[int]) -> dict | None:
+    s = {k: c for k, c in (("density", _curve(density, "density", num_bars, generated)),
+                           ("tempo", _curve(tempo, "tempo", num_bars, generated))) if c is not None}
+    return s or None
+
+
+def _sampling(seed, temperature, cfg, iterations, refine_ratio) -> dict:
+    """Checked sampling arguments of `generate`."""
+    model = get_model()
+    try:
+        temperature, cfg, refine_ratio = float(temperature), float(cfg), float(refine_ratio)
+    except (TypeError, ValueError):
+        raise gr.Error("Temperature, CFG and refinement must be numbers.") from None
+    if not 0.1 <= temperature <= 2.0:
+        raise gr.Error(f"Temperature must lie in 0.1-2.0, got {temperature:g}.")
+    if not 0.0 <= cfg <= 10.0:
+        raise gr.Error(f"CFG must lie in 0-10, got {cfg:g}.")
+    if not 0.0 <= refine_ratio <= 1.0:
+        raise gr.Error(f"Refinement fraction must lie in 0-1, got {refine_ratio:g}.")
+    kw = dict(temperature=temperature, cfg=cfg, refine_ratio=refine_ratio)
+    levels = len(model.config.levels)
+    if iterations is not None and str(iterations).strip():
+        try:
+            its = [int(x) for x in str(iterations).replace(" ", "").split(",")]
+        except ValueError:
+            its = []
+        if len(its) != levels or not all(1 <= n <= 64 for n in its):
+            raise gr.Error(f"Iterations: one whole number 1-64 per level ({', '.join(model.config.levels)}), e.g. 8,4,3.")
+        kw["num_iterations"] = its
+    try:
+        kw["seed"] = int(seed) if seed is not None and int(seed) >= 0 else int(np.random.randint(0, 2**31 - 1))
+    except (TypeError, ValueError):
+        raise gr.Error(f"Seed must be a whole number, got {seed!r}.") from None
+    return kw
+
+
+def _stream(kwargs: dict, view: FractalState, progress):
+    """Run `model.generate(**kwargs)` on a thread and yield `view` after every network pass
+    (the latest intermediate of the level being decoded); returns the result."""
+    model = get_model()
+    events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def on_progress(level, done, total):
+        # generate(return_intermediates=True) appends each level's tokens to this per-call list
+        # just before reporting progress; the lock keeps it ours
+        records = getattr(model, "_intermediates", None)
+        events.put(("pass", level, done, total, records[-1] if records else None))
+
+    def work():
+        try:
+            with MODEL_LOCK:
+                result = model.generate(**kwargs, progress=on_progress, return_intermediates=True, return_influence=True)
+            events.put(("result", result))
+        except Exception as e:  # reported on the page, never a crash
+            events.put(("error", e))
+
+    threading.Thread(target=work, name="fractalmidi-generate", daemon=True).start()
+    seen = None
+    while True:
+        event = events.get()
+        if event[0] == "error":
+            e = event[1]
+            if isinstance(e, ValueError):
+                raise gr.Error(str(e))
+            raise gr.Error(f"Generation failed: {type(e).__name__}: {e}")
+        if event[0] == "result":
+            return event[1]
+        _, level, done, total, record = event
+        if record is not None and record is not seen:
+            view.update(record)
+            seen = record
+        view.progress(level, done, total)
+        progress(done / max(total, 1), desc=f"{level}: pass {done}/{total}")
+        yield view.value()
+
+
+NO_CHANGE = gr.update()
+
+
+def _finish(result, view: FractalState, stem: str, title: str, seconds: float, generated=None, selection=None):
+    """Write the MIDI, render the audio; the final outputs (roll, view, midi, audio, status)."""
+    view.set_result(result)
+    piece = result.to_piece()
+    out = _new_out_dir()
+    midi = write_midi(piece, out / f"{stem}.mid")
+    wav, how = render_audio(piece, out / f"{stem}.wav")
+    roll = roll_value(piece, requested_density=result.requested_density[0].tolist(), selection=selection,
+                      generated=generated, title=title)
+    status = (
+        f"{title}: {piece.num_bars} bars, {len(piece.notes)} notes, {piece.duration_seconds:.1f} s of music; "
+        f"{result.num_forward_passes} network passes in {seconds:.1f} s. Audio: {how}."
+    )
+    return roll, view.value(), str(midi), str(wav), status
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def generate(bars, time_signature, seed, temperature, cfg, iterations, refine_ratio, density, tempo,
+             progress=gr.Progress()):
+    """A new piece. Yields (roll, fractal view, MIDI path, audio path, status) as it unfolds."""
+    model = get_model()
+    try:
+        bars = int(bars)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Bars must be a whole number, got {bars!r}.") from None
+    if not 1 <= bars <= MAX_BARS:
+        raise gr.Error(f"Bars must lie in 1-{MAX_BARS}, got {bars}.")
+    sig = _time_signature(time_signature)
+    kw = _sampling(seed, temperature, cfg, iterations, refine_ratio)
+    structure = _structure(density, tempo, bars, list(range(bars)))
+    starts = np.concatenate([[0], np.cumsum([bar_length_steps(*sig, model.config.steps_per_beat)] * bars)])
+    title = f"Generated, seed {kw['seed']}"
+    view = FractalState(starts, model.config, title=title)
+    yield NO_CHANGE, view.value(), NO_CHANGE, NO_CHANGE, "Generating..."
+    t0 = time.perf_counter()
+    stream = _Capture(_stream(dict(kw, num_bars=bars, time_signature=sig, structure=structure), view, progress))
+    for v in stream:
+        yield NO_CHANGE, v, NO_CHANGE, NO_CHANGE, f"Generating: {v['stage']}, pass {v['done']}/{v['total']}"
+    yield _finish(stream.value, view, f"fractalmidi_seed{kw['seed']}", title, time.perf_counter() - t0)
+
+
+def inpaint(midi_file, bars_to_regenerate, seed, temperature, cfg, iterations, refine_ratio, density, tempo,
+            progress=gr.Progress()):
+    """Regenerate bars of a MIDI file ('5-8', bars from 1); every note starting outside them
+    is kept exactly. Yields (roll, fractal view, MIDI path, audio path, status)."""
+    model = get_model()
+    prompt = read_upload(midi_file)
+    first, stop = _bar_range(bars_to_regenerate, prompt.num_bars)
+    kw = _sampling(seed, temperature, cfg, iterations, refine_ratio)
+    structure = _structure(density, tempo, prompt.num_bars, list(range(first, stop)))
+    region = (int(prompt.bar_starts[first]), int(prompt.bar_starts[stop]))
+    title = f"Bars {first + 1}-{stop} regenerated, seed {kw['seed']}"
+    view = FractalState(prompt.bar_starts, model.config, region=region, title=title)
+    yield NO_CHANGE, view.value(), NO_CHANGE, NO_CHANGE, f"Regenerating bars {first + 1}-{stop}..."
+    t0 = time.perf_counter()
+    stream = _Capture(_stream(dict(kw, prompt=prompt, inpaint_bars=[(first, stop)], structure=structure), view, progress))
+    for v in stream:
+        yield NO_CHANGE, v, NO_CHANGE, NO_CHANGE, f"Regenerating bars {first + 1}-{stop}: {v['stage']}, pass {v['done']}/{v['total']}"
+    yield _finish(stream.value, view, f"{_stem(midi_file)}_bars{first + 1}-{stop}_seed{kw['seed']}", title,
+                  time.perf_counter() - t0, generated=[(first, stop)], selection=(first, stop))
+
+
+def continue_piece(midi_file, more_bars, seed, temperature, cfg, iterations, refine_ratio, density, tempo,
+                   progress=gr.Progress()):
+    """Add `more_bars` bars after a MIDI file (kept whole), in its last bar's metre.
+    Yields (roll, fractal view, MIDI path, audio path, status)."""
+    model = get_model()
+    prompt = read_upload(midi_file)
+    try:
+        more = int(more_bars)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Bars to add must be a whole number, got {more_bars!r}.") from None
+    total = prompt.num_bars + more
+    if more < 1 or total > MAX_BARS:
+        raise gr.Error(f"Bars to add must lie in 1-{MAX_BARS - prompt.num_bars} (the app takes up to {MAX_BARS} bars).")
+    kw = _sampling(seed, temperature, cfg, iterations, refine_ratio)
+    structure = _structure(density, tempo, total, list(range(prompt.num_bars, total)))
+    last = bar_length_steps(*(int(x) for x in prompt.time_signatures[-1]), model.config.steps_per_beat)
+    starts = np.concatenate([prompt.bar_starts, prompt.num_steps + last * np.arange(1, more + 1)])
+    title = f"Continued by {more} bars, seed {kw['seed']}"
+    view = FractalState(starts, model.config, region=(prompt.num_steps, int(starts[-1])), title=title)
+    yield NO_CHANGE, view.value(), NO_CHANGE, NO_CHANGE, f"Adding {more} bars..."
+    t0 = time.perf_counter()
+    stream = _Capture(_stream(dict(kw, prompt=prompt, num_bars=total, structure=structure), view, progress))
+    for v in stream:
+        yield NO_CHANGE, v, NO_CHANGE, NO_CHANGE, f"Adding {more} bars: {v['stage']}, pass {v['done']}/{v['total']}"
+    yield _finish(stream.value, view, f"{_stem(midi_file)}_plus{more}_seed{kw['seed']}", title,
+                  time.perf_counter() - t0, generated=[(prompt.num_bars, total)])
+
+
+def load_midi(midi_file):
+    """An uploaded MIDI file becomes the piece on the roll (to inpaint or continue); a bad file
+    is refused with a message and leaves the page as it was.
+    Returns (roll, fractal view, MIDI path, audio path, status, bars to regenerate)."""
+    try:
+        piece = read_upload(midi_file)
+    except gr.Error as e:
+        return NO_CHANGE, NO_CHANGE, NO_CHANGE, NO_CHANGE, f"Upload refused: {e.message}", NO_CHANGE
+    name = Path(str(midi_file)).stem
+    out = _new_out_dir()
+    midi = write_midi(piece, out / f"{name}.mid")  # on the grid: what inpaint and continue will see
+    wav, how = render_audio(piece, out / f"{name}.wav")
+    roll = roll_value(piece, title=f"Uploaded: {name}")
+    status = (f"Loaded {name}: {piece.num_bars} bars, {len(piece.notes)} notes, {piece.duration_seconds:.1f} s. "
+              f"Select bars to regenerate, or continue it. Audio: {how}.")
+    return roll, None, str(midi), str(wav), status, ""
+
+
+def select_bars(roll):
+    """The bars selected on the roll as text for the inpaint box ('5-8', bars from 1)."""
+    sel = selection_of(roll)
+    return f"{sel[0] + 1}-{sel[1]}" if sel else ""
+
+
+def show_selection(bars_text, roll):
+    """The bars typed in the box, highlighted on the roll."""
+    if not isinstance(roll, dict) or not roll.get("bar_starts"):
+        return NO_CHANGE
+    try:
+        first, stop = _bar_range(bars_text, len(roll["bar_starts"]) - 1)
+    except gr.Error:
+        return NO_CHANGE
+    return dict(roll, selection=[first, stop])
+
+
+def drawn_curves(roll):
+    """The tempo / density curves drawn on the roll's lanes, as comma lists for the boxes."""
+    drawn = (roll or {}).get("drawn") or {} if isinstance(roll, dict) else {}
+
+    def text(xs, fmt):
+        return ",".join("" if x is None else fmt.format(float(x)) for x in xs) if xs else NO_CHANGE
+
+    return text(drawn.get("density"), "{:.2f}"), text(drawn.get("tempo"), "{:.0f}")
+
+
+def osc_generate(params):
+    """The OSC server's generation: the current performance parameters, a fresh seed."""
+    from fractalmidi.osc import resample_level0
+
+    model = get_model()
+    structure = {"density": resample_level0(params.level0, params.bars)} if params.level0 else None
+    with MODEL_LOCK:
+        result = model.generate(num_bars=int(params.bars), temperature=float(params.temperature),
+                                cfg=float(params.cfg), structure=structure)
+    return result.to_piece()
+
+
+def osc_status(shown):
+    """The OSC panel: parameters, recent log, and the last result when it is new.
+    Returns (parameters, log, last result roll, last result MIDI, the result shown)."""
+    server = OSC_SERVER
+    if server is None:
+        return "OSC server off (started without `--no-osc` it listens on 127.0.0.1:5005).", "", NO_CHANGE, NO_CHANGE, shown
+    p = server.params
+    host, port = server.address if server.running else (server.host, server.port)
+    level0 = "none (the model chooses)" if not p.level0 else ", ".join(f"{x:.2f}" for x in p.level0[:16]) + (
+        " ..." if len(p.level0) > 16 else "")
+    params = (f"**Listening** on `{host}:{port}`, replies to `{server.reply_host}:{server.reply_port}` · "
+              f"temperature **{p.temperature:.2f}** · cfg **{p.cfg:.2f}** · bars **{p.bars}** · level0 density: {level0} · "
+              f"waiting: {server.queued}" if server.running else "OSC server stopped.")
+    log = "\n".join(f"{time.strftime('%H:%M:%S', time.localtime(t))} {level:7s} {msg}" for t, level, msg in list(server.log)[-30:])
+    last = server.last_result
+    if last is None or str(last[0]) == shown:
+        return params, log, NO_CHANGE, NO_CHANGE, shown
+    path, piece = last
+    return params, log, roll_value(piece, title=f"OSC: {Path(path).name}"), str(path), str(path)
+
+
+def open_osc_result():
+    """The OSC server's last result, loaded into the editor."""
+    server = OSC_SERVER
+    if server is None or server.last_result is None:
+        raise gr.Error("No OSC result yet: send /fractal/generate to the OSC server.")
+    return load_midi(str(server.last_result[0]))
+
+
+def _stem(midi_file) -> str:
+    """A result's file name stem from its source's, without earlier edits' suffixes."""
+    return re.sub(r"(_(bars\d+-\d+|plus\d+)_seed\d+)+$", "", Path(str(midi_file)).stem) or "piece"
+
+
+class _Capture:
+    """Iterate a generator and keep its return value in `.value`."""
+
+    def __init__(self, gen):
+        self.gen, self.value = gen, None
+
+    def __iter__(self):
+        self.value = yield from self.gen
+
+
+# ----------------------------------------------------------------------------- layout
+
+HELP = """
+# FractalMIDI
+Piano music generated top-down: first the **structure** (tempo and density of every bar), then the
+**harmony** (pitch classes per beat), then the **notes**, each level decoded in parallel by iterative
+masked prediction. **Generate** a piece, listen, **drag over the roll** to select bars and
+**regenerate** them (every note outside stays), **continue** it, or upload your own MIDI. Drag in the
+tempo / density lanes to draw a curve for the next generation.
+"""
+
+with gr.Blocks(title="FractalMIDI", analytics_enabled=False) as demo:
+    gr.Markdown(HELP)
+    model_md = gr.Markdown()
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            with gr.Group():
+                bars = gr.Slider(1, 64, value=16, step=1, label="Bars")
+                time_signature = gr.Dropdown(TIME_SIGNATURES, value="4/4", label="Time signature")
+                seed = gr.Number(0, precision=0, label="Seed (-1: random)")
+            with gr.Group():
+                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
+                cfg = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="CFG (condition strength; 1 = none)")
+                iterations = gr.Textbox("", label="Iterations per level (structure, harmony, notes)", placeholder="8,4,3 (model default)")
+                refine_ratio = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Refinement fraction")
+            with gr.Group():
+                density = gr.Textbox("", label="Density curve (onsets per step, per bar)", placeholder="0.5,0.8,1.2,... or draw it under the roll")
+                tempo = gr.Textbox("", label="Tempo curve (BPM per bar)", placeholder="90,90,100,... or draw it under the roll")
+            generate_btn = gr.Button("Generate", variant="primary", elem_id="generate_btn")
+            with gr.Group():
+                bars_text = gr.Textbox("", label="Bars to regenerate (drag over the roll)", placeholder="5-8", elem_id="bars_text")
+                inpaint_btn = gr.Button("Regenerate selected bars", elem_id="inpaint_btn")
+            with gr.Group():
+                more_bars = gr.Slider(1, 32, value=8, step=1, label="Bars to add")
+                continue_btn = gr.Button("Continue the piece", elem_id="continue_btn")
+            upload = gr.File(label=f"Upload a MIDI to inpaint or continue (up to {MAX_UPLOAD_BYTES // 2**20} MB)",
+                             file_types=[".mid", ".midi"], type="filepath", elem_id="upload")
+        with gr.Column(scale=3):
+            roll = PianoRoll(elem_id="piano_roll")
+            status = gr.Markdown("Ready.", elem_id="status")
+            with gr.Row():
+                audio = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="audio")
+                midi_out = gr.File(label="MIDI (download; what inpaint and continue work on)", interactive=False,
+                                   elem_id="midi_out")
+            with gr.Accordion("The fractal unfolding: each level as it is decoded, and where the condition matters", open=True):
+                fractal = FractalView(elem_id="fractal_view")
+    with gr.Accordion("OSC performance server", open=False):
+        osc_md = gr.Markdown()
+        osc_log = gr.Textbox(label="Recent OSC messages and refusals", lines=8, max_lines=8, interactive=False)
+        osc_roll = PianoRoll(selectable=False, elem_id="osc_roll")
+        with gr.Row():
+            osc_file = gr.File(label="Last OSC result", interactive=False)
+            osc_open = gr.Button("Open the last OSC result in the editor")
+        osc_shown = gr.State("")
+        osc_timer = gr.Timer(1.0)
+
+    outputs = [roll, fractal, midi_out, audio, status]
+    sampling = [seed, temperature, cfg, iterations, refine_ratio, density, tempo]
+    # generations share one slot (concurrency_id): one model, one generation at a time
+    generate_btn.click(generate, [bars, time_signature] + sampling, outputs, api_name="generate",
+                       concurrency_id="model")
+    inpaint_btn.click(inpaint, [midi_out, bars_text] + sampling, outputs, api_name="inpaint", concurrency_id="model")
+    continue_btn.click(continue_piece, [midi_out, more_bars] + sampling, outputs, api_name="continue",
+                       concurrency_id="model")
+    upload.upload(load_midi, upload, outputs + [bars_text], api_name="load_midi")
+    roll.bars_selected(select_bars, roll, bars_text, api_name="select_bars", queue=False, show_progress="hidden")
+    roll.curve_drawn(drawn_curves, roll, [density, tempo], api_name="drawn_curves", queue=False, show_progress="hidden")
+    bars_text.submit(show_selection, [bars_text, roll], roll, api_name="show_selection", show_progress="hidden")
+    osc_timer.tick(osc_status, osc_shown, [osc_md, osc_log, osc_roll, osc_file, osc_shown], api_name="osc_status",
+                   show_progress="hidden", queue=False)
+    osc_open.click(open_osc_result, None, outputs + [bars_text], api_name="open_osc_result")
+    demo.load(lambda: MODEL_MESSAGE + f" · Audio: {describe_renderer()}", None, model_md, api_name=False)
+
+demo.queue(default_concurrency_limit=1, max_size=64)
+
+
+# ----------------------------------------------------------------------------- launch
+
+
+def parse_args(argv=None):
+    env = os.environ.get
+    p = argparse.ArgumentParser(description="FractalMIDI web app (and OSC server).")
+    p.add_argument("--host", default=env("FRACTALMIDI_HOST", "127.0.0.1"), help="address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(env("FRACTALMIDI_PORT", "7860")), help="port (default 7860; 0: a free one)")
+    p.add_argument("--model", default=env("FRACTALMIDI_MODEL"), help=f"model folder (default {DEFAULT_MODEL.relative_to(ROOT)})")
+    p.add_argument("--no-osc", action="store_true", default=env("FRACTALMIDI_NO_OSC", "") not in ("", "0"),
+                   help="do not start the OSC server")
+    p.add_argument("--osc-host", default=env("FRACTALMIDI_OSC_HOST", "127.0.0.1"), help="OSC listen address")
+    p.add_argument("--osc-port", type=int, default=int(env("FRACTALMIDI_OSC_PORT", "5005")), help="OSC port (default 5005)")
+    p.add_argument("--osc-reply-port", type=int, default=int(env("FRACTALMIDI_OSC_REPLY_PORT", "5006")),
+                   help="where OSC results are sent, on 127.0.0.1 (default 5006)")
+    return p.parse_args(argv)
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def main(argv=None):
+    global OSC_SERVER
+    args = parse_args(argv)
+    load_model(args.model)
+    print(MODEL_MESSAGE.replace("`", ""), flush=True)
+    if not args.no_osc:
+        from fractalmidi.osc import FractalOSCServer
+
+        try:
+            OSC_SERVER = FractalOSCServer(osc_generate, host=args.osc_host, port=args.osc_port,
+                                          reply_port=args.osc_reply_port, out_dir=OSC_OUT_DIR).start()
+            print(f"OSC server on {args.osc_host}:{OSC_SERVER.address[1]}", flush=True)
+        except OSError as e:
+            print(f"OSC server not started: {args.osc_host}:{args.osc_port}: {e}", flush=True)
+    port = args.port or _free_port(args.host)
+    try:
+        demo.launch(server_name=args.host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False,
+                    allowed_paths=[str(OUT_ROOT), str(OSC_OUT_DIR)])
+    finally:
+        if OSC_SERVER is not None:
+            OSC_SERVER.stop()
+
+
+if __name__ == "__main__":
+    main()

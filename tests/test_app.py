@@ -1,0 +1,391 @@
+"""The Gradio app: its handlers called directly, and the app served on loopback in a
+subprocess, driven by gradio_client (generate, inpaint, continue, 16 at once, OSC wiring).
+
+A tiny model (hub_configs/tiny.json) with its note head set to sparse output stands in for
+the shipped one, so every generation takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import wave
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fractalmidi import read_midi
+
+ROOT = Path(__file__).resolve().parent.parent
+POP909_SONG = ROOT / "tests" / "data" / "pop909" / "001" / "001.mid"
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def make_test_model(path: Path) -> Path:
+    """The tiny model, its note-state head set to mostly silence (a few hundred notes per 16
+    bars, as music has, instead of thousands), saved to `path`."""
+    import torch
+
+    from fractalmidi import FractalMIDIConfig, FractalMIDIModel
+
+    torch.manual_seed(0)
+    model = FractalMIDIModel(FractalMIDIConfig.from_json_file(ROOT / "hub_configs" / "tiny.json")).eval()
+    with torch.no_grad():
+        model.notes.state_head.weight.mul_(0.1)
+        model.notes.state_head.bias.view(-1, 3)[:] = torch.tensor([5.0, 0.0, 1.5])  # silent, onset, held
+    model.save_pretrained(path)
+    return path
+
+
+def load_app():
+    """app.py as a module (it lives at the repository root, outside the package)."""
+    if "fractalmidi_app" in sys.modules:
+        return sys.modules["fractalmidi_app"]
+    spec = importlib.util.spec_from_file_location("fractalmidi_app", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fractalmidi_app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_env(tmp: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HOME=str(tmp / "hf"), HF_HUB_OFFLINE="1",
+               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    for k in ("FRACTALMIDI_HOST", "FRACTALMIDI_PORT", "FRACTALMIDI_MODEL", "FRACTALMIDI_NO_OSC"):
+        env.pop(k, None)
+    return env
+
+
+@contextmanager
+def served_app(model_dir: Path, tmp: Path, osc_port: int | None = None, reply_port: int | None = None):
+    """`python app.py` on 127.0.0.1 (a free port) in a subprocess; yields its URL."""
+    cmd = [sys.executable, str(ROOT / "app.py"), "--model", str(model_dir), "--port", "0"]
+    cmd += ["--osc-port", str(osc_port), "--osc-reply-port", str(reply_port)] if osc_port else ["--no-osc"]
+    proc = subprocess.Popen(cmd, cwd=tmp, env=app_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if "Running on local URL" in line:
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        if not found.wait(90) or proc.poll() is not None:
+            raise AssertionError("the app did not start:\n" + "".join(lines))
+        url = re.search(r"(http://127\.0\.0\.1:\d+)", "".join(lines)).group(1)
+        yield url, lines
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def outside(notes: np.ndarray, start: int, stop: int) -> set:
+    """Notes (as tuples) that start outside steps [start, stop)."""
+    keep = (notes[:, 1] < start) | (notes[:, 1] >= stop)
+    return set(map(tuple, notes[keep].tolist()))
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_test_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def app(model_dir):
+    module = load_app()
+    module.load_model(model_dir)
+    yield module
+    module.load_model(model_dir)  # leave it loaded for the next test module
+
+
+SAMPLING = dict(temperature=1.0, cfg=1.5, iterations="", refine_ratio=0.3, density="", tempo="")
+
+
+def run(handler, *args, **kw):
+    """All the yields of a streaming handler."""
+    return list(handler(*args, **dict(SAMPLING, **kw)))
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def test_generate_streams_each_level_then_writes_midi_and_audio(app):
+    outs = run(app.generate, 8, "4/4", 3)
+    stages = [o[1]["stage"] for o in outs if isinstance(o[1], dict) and "stage" in o[1]]
+    # the view unfolds top down: structure, then harmony, then notes, then the result
+    firsts = [stages.index(s) for s in ("structure", "harmony", "notes", "done")]
+    assert firsts == sorted(firsts), stages
+    roll, view, midi, wav, status = outs[-1]
+    assert "8 bars" in status and "network passes" in status
+    piece, _ = read_midi(midi)
+    assert piece.num_bars == 8 and len(piece.notes) > 0
+    assert np.array_equal(np.asarray(roll["notes"]), piece.notes)  # the roll shows what the file holds
+    assert roll["bar_starts"] == list(range(0, 8 * 16 + 1, 16))
+    assert len(roll["tempo"]) == len(roll["density"]) == len(roll["requested_density"]) == 8
+    assert view["influence"]["T"] == 128 and view["influence"]["P"] == 88
+    assert len(view["harmony"]["masks"]) == 128 // 4
+    with wave.open(wav) as w:
+        seconds = w.getnframes() / w.getframerate()
+    assert abs(seconds - piece.duration_seconds) < 3.0
+    # the same seed gives the same piece
+    again = run(app.generate, 8, "4/4", 3)[-1]
+    assert again[0]["notes"] == roll["notes"]
+
+
+def test_generate_takes_time_signature_and_curves(app):
+    roll = run(app.generate, 4, "3/4", 1, density="0.5,1,1.5,2", tempo="80")[-1][0]
+    assert roll["time_signatures"] == [[3, 4]] * 4 and roll["bar_starts"][-1] == 48
+    assert roll["requested_density"] == [0.5, 1.0, 1.5, 2.0]
+    assert np.allclose(roll["tempo"], 80.0)  # one value stretched over every bar
+
+
+def test_inpaint_keeps_every_note_outside_the_selection(app):
+    midi = run(app.generate, 8, "4/4", 0)[-1][2]
+    before, _ = read_midi(midi)
+    outs = run(app.inpaint, midi, "3-5", 11)
+    roll, view, new_midi, wav, status = outs[-1]
+    after, _ = read_midi(new_midi)
+    start, stop = int(before.bar_starts[2]), int(before.bar_starts[5])
+    assert outside(after.notes, start, stop) == outside(before.notes, start, stop)
+    assert set(map(tuple, after.notes.tolist())) != set(map(tuple, before.notes.tolist()))  # bars 3-5 are new
+    assert roll["selection"] == [2, 5] and roll["generated"] == [[2, 5]]
+    assert view["region"] == [start, stop]
+    assert "Bars 3-5 regenerated" in status
+    assert Path(new_midi).name == "fractalmidi_seed0_bars3-5_seed11.mid"
+
+
+def test_inpaint_an_uploaded_song(app):
+    roll, _, midi, wav, status, bars_text = app.load_midi(str(POP909_SONG))
+    assert "Loaded 001" in status and bars_text == ""
+    song, _ = read_midi(midi)
+    first, stop = 4, 8
+    new_midi = run(app.inpaint, midi, f"{first + 1}-{stop}", 5)[-1][2]
+    after, _ = read_midi(new_midi)
+    s0, s1 = int(song.bar_starts[first]), int(song.bar_starts[stop])
+    assert outside(after.notes, s0, s1) == outside(song.notes, s0, s1)
+    assert np.array_equal(after.tempo_bpm, song.tempo_bpm)  # inpainting keeps the tempo map
+
+
+def test_continue_keeps_the_piece_and_adds_bars(app):
+    midi = run(app.generate, 4, "4/4", 2)[-1][2]
+    before, _ = read_midi(midi)
+    roll, _, new_midi, _, status = run(app.continue_piece, midi, 3, 4, density="1.0")[-1]
+    after, _ = read_midi(new_midi)
+    assert after.num_bars == 7 and "Continued by 3 bars" in status
+    assert set(map(tuple, before.notes.tolist())) <= set(map(tuple, after.notes.tolist()))
+    assert roll["generated"] == [[4, 7]]
+    assert roll["requested_density"][4:] == [1.0, 1.0, 1.0]
+
+
+def test_bad_uploads_are_refused_with_a_message(app, tmp_path):
+    import gradio as gr
+
+    text = tmp_path / "notes.mid"
+    text.write_text("this is not a MIDI file")
+    big = tmp_path / "big.mid"
+    big.write_bytes(b"MThd" + b"\0" * (3 * 2**20))
+    empty = tmp_path / "empty.mid"
+    empty.write_bytes(b"")
+    for path, words in ((text, "not a MIDI file"), (big, "the limit is 2 MB"), (empty, "MIDI")):
+        out = app.load_midi(str(path))
+        assert out[4].startswith("Upload refused") and words in out[4], out[4]
+        assert out[0] == app.NO_CHANGE  # the page keeps what it had
+        with pytest.raises(gr.Error, match=re.escape(words)):
+            run(app.inpaint, str(path), "1-2", 0)
+        with pytest.raises(gr.Error, match=re.escape(words)):
+            run(app.continue_piece, str(path), 4, 0)
+    with pytest.raises(gr.Error, match="No MIDI file"):
+        run(app.inpaint, None, "1-2", 0)
+
+
+def test_bad_parameters_are_refused_with_a_message(app):
+    import gradio as gr
+
+    midi = run(app.generate, 4, "4/4", 0)[-1][2]
+    cases = [
+        (lambda: run(app.inpaint, midi, "abc", 0), "must look like 5-8"),
+        (lambda: run(app.inpaint, midi, "3-9", 0), "outside the piece's bars 1-4"),
+        (lambda: run(app.generate, 4, "4/4", 0, temperature=3.0), "Temperature must lie in 0.1-2.0"),
+        (lambda: run(app.generate, 4, "5/3", 0), "4/4 or 6/8"),
+        (lambda: run(app.generate, 4, "4/4", 0, iterations="8,4"), "one whole number 1-64 per level"),
+        (lambda: run(app.generate, 4, "4/4", 0, density="1,,x"), "'x' is not a number"),
+        (lambda: run(app.generate, 4, "4/4", 0, density="1,,2"), "give one per bar"),
+        (lambda: run(app.generate, 500, "4/4", 0), "Bars must lie in 1-128"),
+        (lambda: run(app.continue_piece, midi, 0, 0), "Bars to add must lie in"),
+    ]
+    for call, words in cases:
+        with pytest.raises(gr.Error, match=re.escape(words)):
+            call()
+
+
+def test_no_model_gives_a_clear_message(app, tmp_path, model_dir):
+    import gradio as gr
+
+    try:
+        assert app.load_model(tmp_path / "nothing") is None
+        with pytest.raises(gr.Error, match="No model found at .*--model PATH"):
+            run(app.generate, 4, "4/4", 0)
+    finally:
+        app.load_model(model_dir)
+
+
+def test_selection_and_drawn_curves_reach_python(app):
+    roll = run(app.generate, 8, "4/4", 0)[-1][0]
+    assert app.select_bars(dict(roll, selection=[4, 8])) == "5-8"
+    assert app.select_bars(dict(roll, selection=[6, 99])) == ""  # out of range: ignored
+    assert app.select_bars(roll) == ""
+    assert app.show_selection("2-3", roll)["selection"] == [1, 3]
+    assert app.show_selection("nonsense", roll) == app.NO_CHANGE
+    drawn = dict(roll, drawn={"density": [None, 0.5, 1.25] + [None] * 5, "tempo": None})
+    density, tempo = app.drawn_curves(drawn)
+    assert density == ",0.50,1.25,,,,," and tempo == app.NO_CHANGE
+
+
+def test_osc_generate_and_status(app, tmp_path):
+    from fractalmidi.osc import FractalOSCServer, OSCParams
+
+    piece = app.osc_generate(OSCParams(temperature=0.8, cfg=1.0, level0=[0.5, 1.5], bars=6))
+    assert piece.num_bars == 6
+    server = FractalOSCServer(app.osc_generate, port=0, reply_port=free_udp_port(), out_dir=tmp_path)
+    app.OSC_SERVER = server
+    try:
+        server.start()
+        server.last_result = (tmp_path / "x.mid", piece)
+        params, log, roll, path, shown = app.osc_status("")
+        assert "temperature **1.00**" in params and "listening" in log
+        assert roll["bar_starts"][-1] == 6 * 16 and shown == str(tmp_path / "x.mid")
+        assert app.osc_status(shown)[2] == app.NO_CHANGE  # shown once, not re-sent every tick
+    finally:
+        server.stop()
+        app.OSC_SERVER = None
+
+
+def test_audio_soundfont_and_sine_fallback(tmp_path, monkeypatch):
+    from fractalmidi import audio
+
+    song, _ = read_midi(POP909_SONG)
+    piece = song.crop_bars(0, 4)
+    if audio.find_soundfont() is not None and shutil.which("fluidsynth"):
+        path, how = audio.render_audio(piece, tmp_path / "a.wav")
+        assert "TimGM6mb" in how or "sf" in how.lower(), how
+        assert "sine" not in how
+    monkeypatch.setattr(audio, "find_soundfont", lambda: None)
+    path, how = audio.render_audio(piece, tmp_path / "b.wav")
+    assert how == audio.SINE_SYNTH
+    with wave.open(str(path)) as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        assert abs(w.getnframes() / w.getframerate() - piece.duration_seconds) < 0.5
+    assert np.abs(data).max() > 1000  # audible
+
+
+# ----------------------------------------------------------------------------- served, gradio_client
+
+
+@pytest.fixture(scope="module")
+def served(model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("served")
+    osc_port, reply_port = free_udp_port(), free_udp_port()
+    with served_app(model_dir, tmp, osc_port, reply_port) as (url, lines):
+        yield url, osc_port, lines
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+
+    return Client(served[0], verbose=False, download_files=str(Path(served[0].split("//")[1].replace(":", "_"))))
+
+
+def _predict(client, api_name, *args):
+    return client.predict(*args, 1.0, 1.5, "", 0.3, "", "", api_name=api_name)
+
+
+def test_served_app_generate_inpaint_continue(client, tmp_path):
+    from gradio_client import handle_file
+
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/generate", "/inpaint", "/continue", "/load_midi"} <= set(api)
+    roll, view, midi, wav, status = client.predict(8, "4/4", 5, 1.0, 1.5, "", 0.3, "", "", api_name="/generate")
+    assert "8 bars" in status and Path(wav).stat().st_size > 1000
+    before, _ = read_midi(midi)
+    assert [list(n) for n in before.notes.tolist()] == roll["notes"]
+    roll2, _, midi2, _, status2 = _predict(client, "/inpaint", handle_file(midi), "2-4", 9)
+    after, _ = read_midi(midi2)
+    s0, s1 = int(before.bar_starts[1]), int(before.bar_starts[4])
+    assert outside(after.notes, s0, s1) == outside(before.notes, s0, s1)
+    assert roll2["selection"] == [1, 4]
+    roll3, _, midi3, _, status3 = _predict(client, "/continue", handle_file(midi2), 4, 2)
+    longer, _ = read_midi(midi3)
+    assert longer.num_bars == 12
+    assert set(map(tuple, after.notes.tolist())) <= set(map(tuple, longer.notes.tolist()))
+
+
+def test_served_app_refuses_a_bad_upload(client, tmp_path):
+    from gradio_client import handle_file
+
+    bad = tmp_path / "bad.mid"
+    bad.write_text("not midi")
+    out = client.predict(handle_file(str(bad)), api_name="/load_midi")
+    assert out[4].startswith("Upload refused") and "not a MIDI file" in out[4]
+    with pytest.raises(Exception, match="not a MIDI file"):
+        _predict(client, "/inpaint", handle_file(str(bad)), "1-2", 0)
+
+
+def test_served_app_sixteen_generations_at_once(client):
+    jobs = [client.submit(4, "4/4", seed, 1.0, 1.5, "", 0.3, "", "", api_name="/generate") for seed in range(16)]
+    results = [job.result(timeout=120) for job in jobs]
+    assert all("4 bars" in r[4] for r in results)
+    assert len({r[2] for r in results}) == 16  # each its own file
+    assert [f"seed {s}" in r[4] for s, r in enumerate(results)] == [True] * 16  # each its own request
+    notes = {tuple(map(tuple, r[0]["notes"])) for r in results}
+    assert len(notes) == 16  # 16 different seeds, 16 different pieces
+
+
+def test_served_app_runs_the_osc_server(served, client):
+    from pythonosc.udp_client import SimpleUDPClient
+
+    url, osc_port, lines = served
+    assert any(f"OSC server on 127.0.0.1:{osc_port}" in line for line in lines)
+    osc = SimpleUDPClient("127.0.0.1", osc_port)
+    osc.send_message("/fractal/param/bars", 3)
+    time.sleep(0.05)
+    osc.send_message("/fractal/param/temperature", 0.7)
+    time.sleep(0.05)
+    osc.send_message("/fractal/generate", [])
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        params, log, roll, path, shown = client.predict("", api_name="/osc_status")
+        if shown:
+            break
+        time.sleep(0.3)
+    assert "temperature **0.70**" in params and "bars **3**" in params
+    assert shown.endswith(".mid") and read_midi(shown)[0].num_bars == 3
+    assert roll["bar_starts"][-1] == 3 * 16
+    loaded = client.predict(api_name="/open_osc_result")
+    assert "Loaded fractal_" in loaded[4]
