@@ -27,13 +27,13 @@ import numpy as np
 
 import gradio as gr
 from fractalmidi import InputError, Piece, bar_length_steps, read_midi, write_midi
-from fractalmidi.app_components import FractalState, FractalView, PianoRoll, roll_value, selection_of
+from fractalmidi.app_components import FractalState, FractalView, PianoRoll, roll_value
 from fractalmidi.audio import describe_renderer, render_audio
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "checkpoints" / "fractalmidi-pop909-small"
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # uploads above this are refused
-MAX_BARS = 128  # per piece in the app (generation is O(length) work on a CPU)
+MAX_BARS = 256  # per piece in the app (generation is O(length) work: a CPU takes a while at 256)
 TIME_SIGNATURES = ["4/4", "3/4", "2/4", "6/8", "5/4", "7/8", "12/8"]
 OUT_ROOT = Path(tempfile.gettempdir()) / "fractalmidi_app"  # results, served by gradio from the temp dir
 OUT_MAX_AGE_S = 3600
@@ -60,13 +60,11 @@ def load_model(path=None):
             "(README, Training) or start the app with `--model PATH`."
         )
         return None
-    import torch
     from transformers.utils import logging as hf_logging
 
     from fractalmidi import FractalMIDIModel
 
     hf_logging.disable_progress_bar()
-    torch.set_grad_enabled(False)
     MODEL, MODEL_PATH = FractalMIDIModel.from_pretrained(path).eval(), path
     MODEL_MESSAGE = f"Model: `{path}`"
     return MODEL
@@ -363,10 +361,14 @@ def load_midi(midi_file):
     return roll, None, str(midi), str(wav), status, ""
 
 
-def select_bars(roll):
-    """The bars selected on the roll as text for the inpaint box ('5-8', bars from 1)."""
-    sel = selection_of(roll)
-    return f"{sel[0] + 1}-{sel[1]}" if sel else ""
+def select_bars(evt: gr.EventData):
+    """The bars dragged over on the roll (the `bars_selected` event's {first, stop}, 0-based,
+    half-open) as text for the inpaint box: '5-8', bars from 1."""
+    try:
+        first, stop = int(evt.first), int(evt.stop)
+    except (AttributeError, TypeError, ValueError):
+        return NO_CHANGE
+    return f"{first + 1}-{stop}" if 0 <= first < stop else NO_CHANGE
 
 
 def show_selection(bars_text, roll):
@@ -380,14 +382,23 @@ def show_selection(bars_text, roll):
     return dict(roll, selection=[first, stop])
 
 
-def drawn_curves(roll):
-    """The tempo / density curves drawn on the roll's lanes, as comma lists for the boxes."""
-    drawn = (roll or {}).get("drawn") or {} if isinstance(roll, dict) else {}
+def drawn_curve(evt: gr.EventData):
+    """A curve drawn in a lane of the roll (the `curve_drawn` event's {curve, values}, one
+    value or null per bar) as a comma list for its box. Returns (density, tempo)."""
+    name, values = getattr(evt, "_data", {}).get("curve"), getattr(evt, "_data", {}).get("values")
+    if name not in ("density", "tempo") or not isinstance(values, list):
+        return NO_CHANGE, NO_CHANGE
+    fmt = "{:.2f}" if name == "density" else "{:.0f}"
+    try:
+        text = ",".join("" if x is None else fmt.format(float(x)) for x in values)
+    except (TypeError, ValueError):
+        return NO_CHANGE, NO_CHANGE
+    return (text, NO_CHANGE) if name == "density" else (NO_CHANGE, text)
 
-    def text(xs, fmt):
-        return ",".join("" if x is None else fmt.format(float(x)) for x in xs) if xs else NO_CHANGE
 
-    return text(drawn.get("density"), "{:.2f}"), text(drawn.get("tempo"), "{:.0f}")
+def model_info():
+    """The model in use (or why there is none) and how audio is rendered."""
+    return f"{MODEL_MESSAGE} · Audio: {describe_renderer()}"
 
 
 def osc_generate(params):
@@ -465,14 +476,15 @@ with gr.Blocks(title="FractalMIDI", analytics_enabled=False) as demo:
             with gr.Group():
                 bars = gr.Slider(1, 64, value=16, step=1, label="Bars")
                 time_signature = gr.Dropdown(TIME_SIGNATURES, value="4/4", label="Time signature")
-                seed = gr.Number(0, precision=0, label="Seed (-1: random)")
+                seed = gr.Number(0, precision=0, label="Seed (-1: random)", elem_id="seed")
             with gr.Group():
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
                 cfg = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="CFG (condition strength; 1 = none)")
                 iterations = gr.Textbox("", label="Iterations per level (structure, harmony, notes)", placeholder="8,4,3 (model default)")
                 refine_ratio = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Refinement fraction")
             with gr.Group():
-                density = gr.Textbox("", label="Density curve (onsets per step, per bar)", placeholder="0.5,0.8,1.2,... or draw it under the roll")
+                density = gr.Textbox("", label="Density curve (onsets per step, per bar)", placeholder="0.5,0.8,1.2,... or draw it under the roll",
+                                     elem_id="density")
                 tempo = gr.Textbox("", label="Tempo curve (BPM per bar)", placeholder="90,90,100,... or draw it under the roll")
             generate_btn = gr.Button("Generate", variant="primary", elem_id="generate_btn")
             with gr.Group():
@@ -511,13 +523,14 @@ with gr.Blocks(title="FractalMIDI", analytics_enabled=False) as demo:
     continue_btn.click(continue_piece, [midi_out, more_bars] + sampling, outputs, api_name="continue",
                        concurrency_id="model")
     upload.upload(load_midi, upload, outputs + [bars_text], api_name="load_midi")
-    roll.bars_selected(select_bars, roll, bars_text, api_name="select_bars", queue=False, show_progress="hidden")
-    roll.curve_drawn(drawn_curves, roll, [density, tempo], api_name="drawn_curves", queue=False, show_progress="hidden")
+    # the roll's custom events carry the selection / the drawn curve as event data
+    roll.bars_selected(select_bars, None, bars_text, api_name="select_bars", queue=False, show_progress="hidden")
+    roll.curve_drawn(drawn_curve, None, [density, tempo], api_name="drawn_curve", queue=False, show_progress="hidden")
     bars_text.submit(show_selection, [bars_text, roll], roll, api_name="show_selection", show_progress="hidden")
     osc_timer.tick(osc_status, osc_shown, [osc_md, osc_log, osc_roll, osc_file, osc_shown], api_name="osc_status",
                    show_progress="hidden", queue=False)
     osc_open.click(open_osc_result, None, outputs + [bars_text], api_name="open_osc_result")
-    demo.load(lambda: MODEL_MESSAGE + f" · Audio: {describe_renderer()}", None, model_md, api_name=False)
+    demo.load(model_info, None, model_md, api_name="model_info")
 
 demo.queue(default_concurrency_limit=1, max_size=64)
 
@@ -528,11 +541,15 @@ demo.queue(default_concurrency_limit=1, max_size=64)
 def parse_args(argv=None):
     env = os.environ.get
     p = argparse.ArgumentParser(description="FractalMIDI web app (and OSC server).")
-    p.add_argument("--host", default=env("FRACTALMIDI_HOST", "127.0.0.1"), help="address to serve on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(env("FRACTALMIDI_PORT", "7860")), help="port (default 7860; 0: a free one)")
+    # a Hugging Face Space sets GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (0.0.0.0:7860) and SPACE_ID
+    p.add_argument("--host", default=env("FRACTALMIDI_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
+                   help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=int(env("FRACTALMIDI_PORT") or env("GRADIO_SERVER_PORT") or 7860),
+                   help="port (default 7860; 0: a free one)")
     p.add_argument("--model", default=env("FRACTALMIDI_MODEL"), help=f"model folder (default {DEFAULT_MODEL.relative_to(ROOT)})")
-    p.add_argument("--no-osc", action="store_true", default=env("FRACTALMIDI_NO_OSC", "") not in ("", "0"),
-                   help="do not start the OSC server")
+    p.add_argument("--no-osc", action="store_true",
+                   default=env("FRACTALMIDI_NO_OSC", "1" if env("SPACE_ID") else "") not in ("", "0"),
+                   help="do not start the OSC server (off by default in a Space)")
     p.add_argument("--osc-host", default=env("FRACTALMIDI_OSC_HOST", "127.0.0.1"), help="OSC listen address")
     p.add_argument("--osc-port", type=int, default=int(env("FRACTALMIDI_OSC_PORT", "5005")), help="OSC port (default 5005)")
     p.add_argument("--osc-reply-port", type=int, default=int(env("FRACTALMIDI_OSC_REPLY_PORT", "5006")),

@@ -4,11 +4,13 @@ js_on_load), and the plain functions that make their values.
 `PianoRoll`: notes over pitch and time (velocity as colour), bar lines and bar numbers, and the
 structure curves under the roll on the same time axis: tempo (BPM) and density (onsets per
 step, realised as bars, requested as a dashed line). Its value is a dict (see `roll_value`).
-Dragging over the roll or the bar numbers selects whole bars: the JavaScript writes
-`value["selection"] = [first, stop]` (0-based, half-open) and fires the custom event
-`bars_selected`, so `roll.bars_selected(fn, inputs=roll, ...)` receives the new selection in
-Python. Dragging in the tempo or density lane draws a per-bar curve into
-`value["drawn"][...]` and fires `curve_drawn`.
+Dragging over the roll or the bar numbers selects whole bars, snapped to bar lines: the
+JavaScript writes `value["selection"] = [first, stop]` (0-based, half-open; highlighted) and
+fires the custom event `bars_selected` with {first, stop} as its data, so a Python listener
+`roll.bars_selected(fn, ...)` whose `fn(evt: gr.EventData)` reads `evt.first`, `evt.stop`
+receives it (the roll's value, with the selection, is also there as an input). Dragging in the
+tempo or density lane draws a per-bar curve into `value["drawn"][...]` and fires
+`curve_drawn` with {curve, values}.
 
 `FractalView`: the hierarchy as it unfolds: Level 0 (tempo and density per bar), Level 1
 (the 12 pitch classes per beat), Level 2 (the notes), and the condition-influence map
@@ -65,29 +67,6 @@ def roll_value(
         "title": title,
         "drawn": None,
     }
-
-
-def selection_of(value: Any) -> tuple[int, int] | None:
-    """The selected bars (first, stop) of a `PianoRoll` value, checked, or None."""
-    if not isinstance(value, dict):
-        return None
-    sel, starts = value.get("selection"), value.get("bar_starts") or []
-    if not (isinstance(sel, (list, tuple)) and len(sel) == 2):
-        return None
-    try:
-        first, stop = int(sel[0]), int(sel[1])
-    except (TypeError, ValueError):
-        return None
-    if not 0 <= first < stop <= max(len(starts) - 1, 0):
-        return None
-    return first, stop
-
-
-def notes_of(value: Any) -> np.ndarray:
-    """(N, 4) notes of a `PianoRoll` value."""
-    if not isinstance(value, dict) or not value.get("notes"):
-        return np.zeros((0, 4), np.int64)
-    return np.asarray(value["notes"], dtype=np.int64).reshape(-1, 4)
 
 
 class FractalState:
@@ -324,10 +303,14 @@ function draw() {
   const drawn = v.drawn || {};
   perBar(drawn.density, 'density', '#ffe066', false, true);
   perBar(drawn.tempo, 'tempo', '#ffe066', false, true);
-  ctx.fillStyle = '#9aa'; ctx.font = '9px sans-serif';
-  ctx.fillText('realised', W - 150, LANES.density + 10);
-  ctx.fillStyle = '#ff6b6b'; ctx.fillText('requested', W - 105, LANES.density + 10);
-  ctx.fillStyle = '#ffe066'; ctx.fillText('drawn', W - 50, LANES.density + 10);
+  ctx.font = '9px sans-serif';
+  const legend = [['realised', '#9aa', true], ['requested', '#ff6b6b', !!v.requested_density], ['drawn', '#ffe066', selectable]];
+  let lx = W - 6;
+  for (const [word, colour, shown] of legend.reverse()) {
+    if (!shown) continue;
+    lx -= ctx.measureText(word).width + 8;
+    ctx.fillStyle = colour; ctx.fillText(word, lx, LANES.density + 10);
+  }
 }
 
 function where(e) { const r = canvas.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
@@ -392,7 +375,7 @@ function finish(e) {
   } else {
     props.value = Object.assign({}, v, { drawn: d.drawn });
     draw();
-    trigger('curve_drawn', { curve: d.mode });
+    trigger('curve_drawn', { curve: d.mode, values: d.drawn[d.mode] });
   }
 }
 canvas.addEventListener('pointerup', finish);
@@ -417,7 +400,8 @@ class PianoRoll(gr.HTML):
 
     Value: None, or a dict made by `roll_value`, which the browser changes in two places:
     `selection` ([first, stop] bars, 0-based, half-open) and `drawn` ({"tempo": [...],
-    "density": [...]}, one entry or null per bar). Events: `bars_selected`, `curve_drawn`.
+    "density": [...]}, one entry or null per bar). Events, with their data: `bars_selected`
+    ({first, stop}), `curve_drawn` ({curve: "tempo" | "density", values}).
     `selectable=False` makes it display-only.
     """
 

@@ -418,7 +418,8 @@ class PianoRoll(gr.HTML):
 
     Value: None, or a dict made by `roll_value`, which the browser changes in two places:
     `selection` ([first, stop] bars, 0-based, half-open) and `drawn` ({"tempo": [...],
-    "density": [...]}, one entry or null per bar). Events: `bars_selected`, `curve_drawn`.
+    "density": [...]}, one entry or null per bar). Events, with their data: `bars_selected`
+    ({first, stop}), `curve_drawn` ({curve: "tempo" | "density", values}).
     `selectable=False` makes it display-only.
     """
 

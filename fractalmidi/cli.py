@@ -143,7 +143,7 @@ def cmd_inspect(args) -> int:
     print(f"  grid:      {report.grid}, {piece.steps_per_beat} steps per quarter note")
     print(f"  tracks:    {', '.join(report.tracks_used)} (merged)")
     print(f"  length:    {piece.num_bars} bars, {piece.num_steps} steps, {piece.duration_seconds:.1f} s")
-    print(f"  metre:     " + ", ".join(f"{k} x{v}" for k, v in sigs.items()))
+    print("  metre:     " + ", ".join(f"{k} x{v}" for k, v in sigs.items()))
     t = s["tempo"]
     print(f"  tempo:     {t.min():.1f}-{t.max():.1f} BPM per bar, {len(piece.tempo_bpm)} tempo events")
     print(f"  notes:     {report.kept_notes} kept of {report.source_notes}")
@@ -330,7 +330,6 @@ def _curve(text: str | None, what: str) -> list | None:
 
 
 def _load_model(path):
-    import torch
     from transformers.utils import logging as hf_logging
 
     from . import FractalMIDIModel
@@ -340,7 +339,6 @@ def _load_model(path):
     if not (path / "config.json").is_file():
         hint = " (the shipped default model is missing: is this a full clone?)" if path == DEFAULT_MODEL else ""
         raise InputError(f"{path}: no model there (expected config.json and model.safetensors){hint}")
-    torch.set_grad_enabled(False)
     return FractalMIDIModel.from_pretrained(path).eval()
 
 

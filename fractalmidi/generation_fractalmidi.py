@@ -200,7 +200,7 @@ class FractalMIDIGenerationMixin:
             a `FractalMIDIGeneration` (`.to_piece()`, `.to_midi(path)`, `.num_forward_passes`).
         """
         cfg_ = self.config
-        device = self.pitch_classes.device
+        device = self.device
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not (isinstance(cfg, (int, float)) and cfg >= 0):

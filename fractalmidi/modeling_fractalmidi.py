@@ -325,7 +325,6 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         self.structure = StructureLevel(config)
         self.harmony = HarmonyLevel(config) if config.use_harmony else None
         self.notes = NoteLevel(config)
-        self.register_buffer("pitch_classes", pitch_class_matrix(config), persistent=False)
         self.post_init()
 
     # ---------------------------------------------------------------- targets from a roll
@@ -343,7 +342,7 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         H = -(-T // hp)
         sounding = F.pad((states > 0).float(), (0, 0, 0, H * hp - T))  # (N, H*hp, P)
         per_patch = sounding.view(N, H, hp, P).amax(dim=2)  # (N, H, P)
-        pcs = (per_patch @ self.pitch_classes > 0).float()  # (N, H, 12)
+        pcs = (per_patch @ pitch_class_matrix(self.config, per_patch.device) > 0).float()  # (N, H, 12)
         valid = F.pad(step_mask, (0, H * hp - T))[:, ::hp]  # patch valid if its first step is
         return pcs, valid
 
@@ -399,7 +398,7 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         roll (N, 3, T, P), bar_position / bar_index / step_mask (N, T), bar_tempo / bar_density /
         bar_mask (N, B), time_signatures (N, B, 2). Masks and condition drops use torch's RNG."""
         cfg = self.config
-        device = self.pitch_classes.device
+        device = self.device
         step_mask, bar_mask = step_mask.bool().to(device), bar_mask.bool().to(device)
         bar_index, bar_position = bar_index.long().to(device), bar_position.long().to(device)
         lengths = bar_lengths(time_signatures.to(device), cfg)

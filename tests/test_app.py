@@ -236,7 +236,7 @@ def test_bad_parameters_are_refused_with_a_message(app):
         (lambda: run(app.generate, 4, "4/4", 0, iterations="8,4"), "one whole number 1-64 per level"),
         (lambda: run(app.generate, 4, "4/4", 0, density="1,,x"), "'x' is not a number"),
         (lambda: run(app.generate, 4, "4/4", 0, density="1,,2"), "give one per bar"),
-        (lambda: run(app.generate, 500, "4/4", 0), "Bars must lie in 1-128"),
+        (lambda: run(app.generate, 300, "4/4", 0), "Bars must lie in 1-256"),
         (lambda: run(app.continue_piece, midi, 0, 0), "Bars to add must lie in"),
     ]
     for call, words in cases:
@@ -256,15 +256,21 @@ def test_no_model_gives_a_clear_message(app, tmp_path, model_dir):
 
 
 def test_selection_and_drawn_curves_reach_python(app):
+    import gradio as gr
+
+    def event(**data):
+        return gr.EventData(None, data)
+
+    assert app.select_bars(event(first=4, stop=8)) == "5-8"
+    assert app.select_bars(event(first=6, stop=6)) == app.NO_CHANGE
+    assert app.select_bars(event()) == app.NO_CHANGE
     roll = run(app.generate, 8, "4/4", 0)[-1][0]
-    assert app.select_bars(dict(roll, selection=[4, 8])) == "5-8"
-    assert app.select_bars(dict(roll, selection=[6, 99])) == ""  # out of range: ignored
-    assert app.select_bars(roll) == ""
     assert app.show_selection("2-3", roll)["selection"] == [1, 3]
     assert app.show_selection("nonsense", roll) == app.NO_CHANGE
-    drawn = dict(roll, drawn={"density": [None, 0.5, 1.25] + [None] * 5, "tempo": None})
-    density, tempo = app.drawn_curves(drawn)
+    density, tempo = app.drawn_curve(event(curve="density", values=[None, 0.5, 1.25] + [None] * 5))
     assert density == ",0.50,1.25,,,,," and tempo == app.NO_CHANGE
+    assert app.drawn_curve(event(curve="tempo", values=[90.4, None])) == (app.NO_CHANGE, "90,")
+    assert app.drawn_curve(event(curve="bogus", values=[1])) == (app.NO_CHANGE, app.NO_CHANGE)
 
 
 def test_osc_generate_and_status(app, tmp_path):
@@ -316,10 +322,10 @@ def served(model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(served):
+def client(served, tmp_path_factory):
     from gradio_client import Client
 
-    return Client(served[0], verbose=False, download_files=str(Path(served[0].split("//")[1].replace(":", "_"))))
+    return Client(served[0], verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
 def _predict(client, api_name, *args):
@@ -378,14 +384,16 @@ def test_served_app_runs_the_osc_server(served, client):
     osc.send_message("/fractal/param/temperature", 0.7)
     time.sleep(0.05)
     osc.send_message("/fractal/generate", [])
-    deadline = time.time() + 30
+    deadline, roll, path = time.time() + 30, None, None
     while time.time() < deadline:
-        params, log, roll, path, shown = client.predict("", api_name="/osc_status")
-        if shown:
+        params, log, new_roll, new_path = client.predict(api_name="/osc_status")
+        roll, path = new_roll or roll, new_path or path  # the result is sent once, then "no change"
+        if path and "generated 3 bars" in log:  # the log line follows the result
             break
         time.sleep(0.3)
     assert "temperature **0.70**" in params and "bars **3**" in params
-    assert shown.endswith(".mid") and read_midi(shown)[0].num_bars == 3
+    assert "generated 3 bars" in log
+    assert path.endswith(".mid") and read_midi(path)[0].num_bars == 3
     assert roll["bar_starts"][-1] == 3 * 16
     loaded = client.predict(api_name="/open_osc_result")
     assert "Loaded fractal_" in loaded[4]

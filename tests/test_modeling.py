@@ -293,3 +293,17 @@ def test_following_the_structure_realises_the_requested_density(trained):
     a, b = density_adherence(density, follow.bar_density()), density_adherence(density, free.bar_density())
     assert a["pearson_r"] > 0.9 and a["mae"] < 0.3, a
     assert a["mae"] < b["mae"]
+
+
+def test_a_loaded_model_reads_a_prompt_like_the_saved_one(tmp_path, trained, song):
+    """Nothing the model computes with may be left out of the checkpoint (a non-persistent
+    buffer once came back as uninitialised memory after from_pretrained)."""
+    model, _ = trained
+    model.save_pretrained(tmp_path / "m")
+    loaded = FractalMIDIModel.from_pretrained(tmp_path / "m").eval()
+    prompt = song.crop_bars(0, 8)
+    a = model.generate(prompt=prompt, inpaint_bars=[(2, 4)], seed=5)
+    b = loaded.generate(prompt=prompt, inpaint_bars=[(2, 4)], seed=5)
+    assert torch.equal(a.harmony, b.harmony) and torch.equal(a.states, b.states)
+    for name, t in loaded.state_dict().items():
+        assert torch.isfinite(t.float()).all(), name
