@@ -679,11 +679,14 @@ class ARBaselineModel(ARBaselinePreTrainedModel):
 
 
 # ============================================================================ sizing
+def _count(d: int, layers: int, vocab: int, mlp_ratio: int) -> int:
+    return 2 * vocab * d + layers * ((4 + 2 * mlp_ratio) * d * d + 2 * d) + d
+
+
 def ar_num_parameters(config: ARBaselineConfig) -> int:
     """The parameter count of `ARBaselineModel(config)`, without building it: embedding and
     head 2·V·d, per block (4 + 2·mlp_ratio)·d² weights and two norms of d, a final norm."""
-    d, V = config.hidden_size, NoteEventTokenizer(config).vocab_size
-    return 2 * V * d + config.num_layers * ((4 + 2 * config.mlp_ratio) * d * d + 2 * d) + d
+    return _count(config.hidden_size, config.num_layers, NoteEventTokenizer(config).vocab_size, config.mlp_ratio)
 
 
 def count_parameters(model_or_config) -> int:
@@ -719,16 +722,18 @@ def ar_config_matching(fractalmidi, tolerance: float = 0.05, aspect: float = 64.
     base = {k: getattr(config, k) for k in TOKENIZER_FIELDS if hasattr(config, k)}
     base.update({k: v for k, v in overrides.items() if k not in ("num_layers", "hidden_size", "num_heads")})
     step, head = (64, 64) if target >= 1_000_000 else (16, 16)
+    probe = ARBaselineConfig(**base)
+    vocab, mlp_ratio = NoteEventTokenizer(probe).vocab_size, probe.mlp_ratio
     widths = [overrides["hidden_size"]] if "hidden_size" in overrides else range(step, 4097, step)
     depths = [overrides["num_layers"]] if "num_layers" in overrides else range(1, 33)
-    shapes = []
+    shapes = []  # (relative error, distance of width / depth from the aspect, width, depth)
     for d in widths:
         for L in depths:
-            heads = overrides.get("num_heads", max(d // head, 1))
-            n = ar_num_parameters(ARBaselineConfig(hidden_size=d, num_layers=L, num_heads=heads, **base))
-            shapes.append((abs(n - target) / target, abs(math.log(d / L / aspect)), d, L, heads))
+            err = abs(_count(d, L, vocab, mlp_ratio) - target) / target
+            shapes.append((err, abs(math.log(d / L / aspect)), d, L))
     close = [s for s in shapes if s[0] <= tolerance]
-    err, _, d, L, heads = min(close, key=lambda s: s[1]) if close else min(shapes)
+    _, _, d, L = min(close, key=lambda s: s[1]) if close else min(shapes)
+    heads = overrides.get("num_heads", max(d // head, 1))
     return ARBaselineConfig(hidden_size=d, num_layers=L, num_heads=heads, **base)
 
 
@@ -809,7 +814,7 @@ def train_ar(model: ARBaselineModel, rows, steps: int, batch_size: int = 8, num_
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
         if log and (step + 1) % log_every == 0:
             log(f"step {step + 1}/{steps}: loss {np.mean(losses[-log_every:]):.4f}")
     model.eval()

@@ -56,6 +56,14 @@ WARMUP_SEED = 1000
 
 
 # ----------------------------------------------------------------------------- models
+def _shown(path: Path) -> str:
+    """A path relative to the repository when it lies inside it."""
+    try:
+        return str(Path(path).relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def load_fractalmidi(model_path=None, config_path=None):
     """(model, description, trained): --model, else --config (random weights), else the default."""
     from transformers.utils import logging as hf_logging
@@ -66,7 +74,7 @@ def load_fractalmidi(model_path=None, config_path=None):
     if model_path is None and config_path is None:
         if not (DEFAULT_MODEL / "config.json").is_file():
             raise InputError(
-                f"the shipped model {DEFAULT_MODEL.relative_to(REPO)} is not there: give --model PATH, or "
+                f"the shipped model {_shown(DEFAULT_MODEL)} is not there: give --model PATH, or "
                 "--config hub_configs/small.json to time an untrained model of that size (same speed, random music)"
             )
         model_path = DEFAULT_MODEL
@@ -321,7 +329,6 @@ def run_benchmark(args, log=None) -> dict:
         torch.set_num_threads(args.threads)
     if args.repeats < 1:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}")
-    torch.set_grad_enabled(False)
     info = machine_info(device)
 
     fm, fm_source, fm_trained = load_fractalmidi(args.model, args.config)
@@ -417,6 +424,10 @@ def run_benchmark(args, log=None) -> dict:
         notes.append(f"The baseline is untrained, so it was made to sample exactly round({tpb['mean']:.1f} tokens per bar x bars) "
                      f"tokens, the tokens per bar of real music ({tpb['source']}, {tpb['bars']} bars); its music seconds "
                      "are FractalMIDI's piece's duration for the same bars.")
+    short = [(r["steps"], stop) for r in rows for stop in r["ar_stopped_by"] if mode == "sampled" and stop != "bars"]
+    if short:
+        notes.append(f"The baseline stopped before making all the bars in {len(short)} run(s) ({short}): its times there "
+                     "are for less music.")
     load = max(info.get("load_average_at_start", 0.0), info.get("load_average_at_end", 0.0))
     if load > 0.5:
         notes.append(f"Other work was running (load average up to {load:.2f} on {info['cpu_cores']} cores): absolute times "
@@ -518,7 +529,7 @@ def format_table(result: dict) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", metavar="PATH",
-                       help=f"FractalMIDI model folder (default: {DEFAULT_MODEL.relative_to(REPO)} when present)")
+                       help=f"FractalMIDI model folder (default: {_shown(DEFAULT_MODEL)} when present)")
     which.add_argument("--config", metavar="JSON",
                        help="time an untrained FractalMIDI model of this config (e.g. hub_configs/small.json): same speed, random music")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
