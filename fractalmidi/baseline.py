@@ -46,7 +46,7 @@ from transformers.modeling_outputs import CausalLMOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .modeling_fractalmidi import eager_attention_forward
-from .piece import Piece, bar_length_steps, normalize_notes
+from .piece import Piece, normalize_notes
 from .tokens_fractalmidi import class_to_tempo, class_to_velocity, tempo_to_class, velocity_to_class
 
 PAD, BOS, EOS, BAR = 0, 1, 2, 3

@@ -20,11 +20,13 @@ What is measured (batch 1, one process):
   `torch.inference_mode()`. Turning the result into notes is not timed.
 - Sequential passes: FractalMIDI's `num_forward_passes`; the baseline's is one per token sampled.
 - Peak memory: on CPU, every measurement runs once more in a fresh Python subprocess
-  (`python -m fractalmidi.bench --memory-worker SPEC`) that builds the model, reads its resident
-  set size (VmRSS), runs `generate` once, and reports the peak RSS during it
-  (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) minus the RSS before: the working memory of
-  generation (activations, KV cache, outputs), not the interpreter and weights, which are
-  reported apart as the process peak. (tracemalloc does not see torch's allocations.) On CUDA,
+  (`python -m fractalmidi.bench --memory-worker SPEC`) that builds the model, resets its peak
+  RSS to its current RSS (Linux: /proc/self/clear_refs), runs `generate` once, and reports the
+  peak RSS during it (VmHWM) minus the RSS before: the working memory of generation
+  (activations, KV cache, outputs), not the interpreter and weights, which are reported apart
+  as the process peak. (tracemalloc does not see torch's allocations; `getrusage`'s ru_maxrss
+  cannot be reset and, after fork + exec, starts at the parent's RSS, so it is only the
+  fallback where /proc is missing, flagged as an upper bound.) On CUDA,
   `torch.cuda.max_memory_allocated()` minus the memory allocated before, in this process.
 - Seconds of music per second of compute: the piece's duration (its tempo per bar) divided by
   the median time. The forced baseline has no real piece: its bars are counted at the duration
@@ -255,6 +257,8 @@ def memory_worker(spec: dict) -> dict:
     import gc
 
     gc.collect()
+    # (ru_maxrss also holds the parent's RSS at fork, which exec keeps: VmHWM is this image's own)
+    startup_peak = _status_bytes("VmHWM") or 0
     reset = _reset_peak_rss()
     before = _status_bytes("VmRSS")
     peak_before = _status_bytes("VmHWM") if reset else _maxrss_bytes()
@@ -264,7 +268,7 @@ def memory_worker(spec: dict) -> dict:
     return {
         "peak_delta_bytes": max(peak - base, 0),
         "exact": reset or peak > peak_before,
-        "process_peak_bytes": _maxrss_bytes(),
+        "process_peak_bytes": max(startup_peak, peak),
         "rss_before_bytes": base,
         "passes": int(result.num_forward_passes),
     }
@@ -454,8 +458,8 @@ def run_benchmark(args, log=None) -> dict:
         "memory_method": (
             "not measured (--no-memory)" if args.no_memory else
             "torch.cuda.max_memory_allocated() - memory allocated before, in this process" if device == "cuda" else
-            "a fresh subprocess per measurement: peak RSS during generate (VmHWM = getrusage ru_maxrss, reset just "
-            "before via /proc/self/clear_refs) - RSS before it: generate's working memory; the process peak "
+            "a fresh subprocess per measurement: peak RSS during generate (VmHWM, reset just before via "
+            "/proc/self/clear_refs) - RSS before it: generate's working memory; the process peak "
             "(interpreter, libraries, weights and generate) apart"
         ),
         "rows": rows,

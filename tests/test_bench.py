@@ -1,0 +1,75 @@
+"""`fractalmidi bench` on tiny models: it runs, its JSON holds every field, passes do not grow."""
+
+import io
+import json
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+
+from fractalmidi import bench
+from fractalmidi.cli import main
+
+ROW_FIELDS = (
+    "steps", "bars", "fractalmidi_seconds", "ar_seconds", "ar_tokens", "speedup", "fractalmidi_passes",
+    "ar_passes", "fractalmidi_peak_mb", "ar_peak_mb", "fractalmidi_process_peak_mb", "ar_process_peak_mb",
+    "music_seconds", "fractalmidi_music_per_second", "ar_music_per_second",
+)
+
+
+@pytest.fixture(scope="module")
+def result():
+    """One run of the command of the brief (memory subprocesses included), as JSON."""
+    argv = ["bench", "--config", "hub_configs/tiny.json", "--lengths", "64", "128", "--repeats", "1", "--json"]
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(argv)
+    assert code == 0, err.getvalue()
+    return json.loads(out.getvalue())
+
+
+def test_json_has_every_field(result):
+    assert [r["steps"] for r in result["rows"]] == [64, 128]
+    assert [r["bars"] for r in result["rows"]] == [4, 8]
+    for row in result["rows"]:
+        for field in ROW_FIELDS:
+            assert field in row, field
+        assert row["fractalmidi_seconds"] > 0 and row["ar_seconds"] > 0
+        assert row["speedup"] == pytest.approx(row["ar_seconds"] / row["fractalmidi_seconds"])
+        assert row["fractalmidi_peak_mb"] > 0 and row["ar_peak_mb"] > 0
+        if sys.platform.startswith("linux"):
+            assert row["fractalmidi_peak_exact"] and row["ar_peak_exact"]
+    for key in ("machine", "fractalmidi", "ar", "tokens_per_bar", "memory_method", "command", "notes"):
+        assert key in result
+    assert not result["fractalmidi"]["trained"] and result["ar"]["mode"] == "forced"
+    assert 0.9 <= result["parameter_ratio"] <= 1.1
+
+
+def test_fractalmidi_passes_do_not_grow_and_ar_passes_are_tokens(result):
+    rows = result["rows"]
+    assert len({r["fractalmidi_passes"] for r in rows}) == 1
+    tpb = result["tokens_per_bar"]["mean"]
+    for r in rows:
+        assert r["ar_passes"] == r["ar_tokens"] == round(tpb * r["bars"])
+
+
+def test_table_names_the_columns(result):
+    table = bench.format_table(result)
+    for word in ("steps", "speed-up", "FM passes", "AR tokens", "peak MiB", "music s/s", "untrained"):
+        assert word in table
+
+
+def test_bad_arguments(capsys):
+    assert main(["bench", "--config", "hub_configs/tiny.json", "--lengths", "100", "--no-memory"]) == 2
+    assert "not a whole number of 4/4 bars" in capsys.readouterr().err
+    assert main(["bench", "--config", "no/such.json"]) == 2
+    assert "no such config" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--config", "hub_configs/tiny.json", "--model", "x"])
+
+
+def test_default_model_or_a_clear_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "DEFAULT_MODEL", tmp_path / "missing")
+    assert main(["bench", "--lengths", "64", "--no-memory"]) == 2
+    err = capsys.readouterr().err
+    assert "--config hub_configs/small.json" in err and "--model" in err
