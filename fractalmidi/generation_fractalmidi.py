@@ -498,9 +498,13 @@ class FractalMIDIGenerationMixin:
                 offset = fit_class_count(s_logits, 1, bar_index, wanted - have, active)  # (N, B)
                 s_logits[..., 1] += offset[:, bar_index, None]
             probs = top_p_filter(s_logits, self._top_p).softmax(-1)  # (N, T, P, 3)
-            s, conf = sample_note_states(probs, masked[..., None] & ~fixed, states, generator)  # (N, T, P)
-            v, _ = sample_categorical(v_logits, temperature, generator, self._top_p)
-            v = class_to_velocity(v, cfg) * (s == 1)
+            active = masked[..., None] & ~fixed  # (N, T, P)
+            s, conf = sample_note_states(probs, active, states, generator)  # (N, T, P)
+            onsets = (s == 1) & active  # velocities are drawn only where a note starts
+            v = torch.zeros_like(s)
+            if onsets.any():
+                v_cls, _ = sample_categorical(v_logits[onsets], temperature, generator, self._top_p)  # (K,)
+                v[onsets] = class_to_velocity(v_cls, cfg)
             step_conf = conf.clamp_min(1e-6).log().mean(-1).exp()  # (N, T): geometric mean over pitches
             return s, v, step_conf
 

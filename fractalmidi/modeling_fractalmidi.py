@@ -19,6 +19,7 @@ needs). Generation (`generate`) is in `generation_fractalmidi.py`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -51,12 +52,19 @@ def pitch_class_matrix(config: FractalMIDIConfig, device=None) -> torch.Tensor:
 
 
 # ============================================================================ building blocks
-def rotate(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding of x (..., L, D) at integer positions (L,) (RoFormer)."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / (base ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    angles = positions.float()[:, None] * inv_freq[None, :]  # (L, D/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+@functools.lru_cache(maxsize=32)
+def _rotary_tables(length: int, dim: int, device: torch.device, dtype: torch.dtype, base: float = 10000.0):
+    """cos and sin (L, D/2) of the rotary angles of positions 0..L-1, made once per shape (as
+    ordinary tensors even under inference mode, so training may reuse them)."""
+    with torch.inference_mode(False), torch.no_grad():
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+        angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]  # (L, D/2)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate(x: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (RoFormer) of x (..., L, D) at positions 0..L-1."""
+    cos, sin = _rotary_tables(x.shape[-2], x.shape[-1], x.device, x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
@@ -101,10 +109,9 @@ class WindowedSelfAttention(nn.Module):
             x = F.pad(x, (0, 0, shift, back))
             valid = F.pad(valid, (shift, back), value=False)
         nw = x.shape[1] // W
-        positions = torch.arange(W, device=x.device)  # rotary positions inside a window
         qkv = self.qkv(x).view(N * nw, W, 3, self.num_heads, self.head_dim)  # (N*nw, W, 3, H, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N*nw, H, W, hd)
-        q, k = rotate(q, positions), rotate(k, positions)
+        q, k = rotate(q), rotate(k)  # rotary positions 0..W-1 inside each window
         valid_w = valid.reshape(N * nw, W)  # (N*nw, W)
         impl = self.config._attn_implementation or "sdpa"
         if valid_w.all():

@@ -307,3 +307,12 @@ def test_a_loaded_model_reads_a_prompt_like_the_saved_one(tmp_path, trained, son
     assert torch.equal(a.harmony, b.harmony) and torch.equal(a.states, b.states)
     for name, t in loaded.state_dict().items():
         assert torch.isfinite(t.float()).all(), name
+
+
+def test_training_after_generating_in_the_same_process(song):
+    """Tables cached while generating (inference mode) must not break a later backward pass."""
+    model = FractalMIDIModel(tiny_config(note_window=8, harmony_window=4))
+    model.eval().generate(num_bars=3, seed=0)
+    out = model.train()(**batch_of(song.crop_bars(0, 3)))
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
