@@ -197,7 +197,7 @@ class StructureLevel(nn.Module):
         """tempo_ids, density_ids (N, B) classes or the mask id; lengths (N, B); valid (N, B).
         Returns hidden (N, B, d), tempo logits (N, B, tempo_bins), density logits (N, B, density_bins)."""
         x = self.tempo_embed(tempo_ids) + self.density_embed(density_ids) + self.length_embed(lengths)
-        cond = self.cond.expand_as(x)
+        cond = self.cond.view(1, 1, -1)  # (1, 1, d): the same for every bar, so modulated once, broadcast
         h = self.transformer(x, cond, valid)
         return h, self.tempo_head(h), self.density_head(h)
 
