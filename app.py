@@ -478,7 +478,7 @@ with gr.Blocks(title="FractalMIDI", analytics_enabled=False) as demo:
                 time_signature = gr.Dropdown(TIME_SIGNATURES, value="4/4", label="Time signature")
                 seed = gr.Number(0, precision=0, label="Seed (-1: random)", elem_id="seed")
             with gr.Group():
-                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
+                temperature = gr.Slider(0.1, 2.0, value=0.7, step=0.05, label="Temperature")
                 cfg = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="CFG (condition strength; 1 = none)")
                 iterations = gr.Textbox("", label="Iterations per level (structure, harmony, notes)", placeholder="8,4,3 (model default)")
                 refine_ratio = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Refinement fraction")

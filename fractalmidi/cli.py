@@ -516,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     def generation_options(p):
         p.add_argument("--model", metavar="PATH", help="model folder (default: the shipped checkpoints/fractalmidi-pop909-small)")
         p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same piece (default 0)")
-        p.add_argument("--temperature", type=_positive_float, default=1.0, help="> 0; higher = more varied (default 1.0)")
+        p.add_argument("--temperature", type=_positive_float, default=None,
+                       help="> 0; higher = more varied (default: the model's, 0.7 for the shipped one)")
         p.add_argument("--cfg", type=_non_negative_float, default=1.0,
                        help="classifier-free guidance scale (default 1: none); higher follows the structure more closely")
         p.add_argument("--iterations", metavar="N,N,N", help="decoding iterations per level (structure,harmony,notes)")

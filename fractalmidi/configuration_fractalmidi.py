@@ -109,6 +109,9 @@ class FractalMIDIConfig(PreTrainedConfig):
             by a learned null condition, which makes classifier-free guidance possible.
         structure_weight (`float`, *optional*, defaults to 1.0):
             Weight of the structure loss in the total loss (the trainer ramps it from 0).
+        default_temperature (`float`, *optional*, defaults to 0.7):
+            The sampling temperature `generate` uses when none is given (0.7 brought the POP909
+            model's pitch statistics closest to the validation songs; see README).
     """
 
     model_type = "fractalmidi"
@@ -155,6 +158,7 @@ class FractalMIDIConfig(PreTrainedConfig):
     refine_rounds: int = 1
     cond_drop_prob: float = 0.1
     structure_weight: float = 1.0
+    default_temperature: float = 0.7
 
     def __post_init__(self, **kwargs):
         self.levels = list(self.levels)
@@ -240,6 +244,7 @@ class FractalMIDIConfig(PreTrainedConfig):
         integer("refine_rounds", 0)
         number("cond_drop_prob", 0.0, 1.0)
         number("structure_weight", 0.0, 1e6)
+        number("default_temperature", 1e-3, 100.0)
 
 
 __all__ = ["FractalMIDIConfig"]

@@ -148,7 +148,7 @@ class FractalMIDIGenerationMixin:
         num_bars: int | None = None,
         time_signature: tuple[int, int] | None = None,
         time_signatures=None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         cfg: float = 1.0,
         top_p: float = 1.0,
         follow_structure: bool = True,
@@ -171,7 +171,8 @@ class FractalMIDIGenerationMixin:
             num_bars: bars to generate (with a prompt: the total, prompt bars included).
             time_signature: (numerator, denominator) of the generated bars (default 4/4, or the
                 prompt's last bar when continuing), or `time_signatures`, one per bar.
-            temperature: > 0; scales every level's logits (higher = more varied).
+            temperature: > 0; scales every level's logits (higher = more varied); default
+                `config.default_temperature` (0.7).
             top_p: nucleus sampling of the structure classes, note states and velocities
                 (1 = off): per token only the most probable choices that cover `top_p` of the
                 probability, which keeps rare spurious onsets out.
@@ -201,6 +202,8 @@ class FractalMIDIGenerationMixin:
         """
         cfg_ = self.config
         device = self.device
+        if temperature is None:
+            temperature = cfg_.default_temperature
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not (isinstance(cfg, (int, float)) and cfg >= 0):
@@ -490,6 +493,7 @@ class FractalMIDIGenerationMixin:
                     s_logits = cfg_logits(s_logits, unc[1], cfg_scale)
                     v_logits = cfg_logits(v_logits, unc[2], cfg_scale)
             s_logits = apply_temperature(s_logits.float(), temperature)
+            unbiased = top_p_filter(s_logits, self._top_p).softmax(-1) if plan is not None else None
             if plan is not None:  # each bar's onsets: what is committed plus what is expected = the plan
                 bar_index, wanted = plan  # (T,), (N, B)
                 active = masked[..., None] & ~fixed  # (N, T, P) cells sampled now
@@ -499,7 +503,7 @@ class FractalMIDIGenerationMixin:
                 s_logits[..., 1] += offset[:, bar_index, None]
             probs = top_p_filter(s_logits, self._top_p).softmax(-1)  # (N, T, P, 3)
             active = masked[..., None] & ~fixed  # (N, T, P)
-            s, conf = sample_note_states(probs, active, states, generator)  # (N, T, P)
+            s, conf = sample_note_states(probs, active, states, generator, unbiased)  # (N, T, P)
             onsets = (s == 1) & active  # velocities are drawn only where a note starts
             v = torch.zeros_like(s)
             if onsets.any():
@@ -511,8 +515,8 @@ class FractalMIDIGenerationMixin:
         def commit(s, v, where):
             nonlocal states, velocity
             cells = where[..., None] & ~fixed
-            states = drop_orphan_holds(torch.where(cells, s, states), fixed)
-            velocity = torch.where(cells, v, velocity) * (states == 1)
+            states = torch.where(cells, s, states)
+            velocity = torch.where(cells, v, velocity)
 
         for it in range(num_iterations):
             s, v, conf = predict(last=(it == num_iterations - 1 and refine_rounds == 0))
@@ -527,7 +531,9 @@ class FractalMIDIGenerationMixin:
             commit(s, v, masked)
             self._record("notes", num_iterations + r, states.clone())
             self._progress("notes", 1)
-        return states, velocity, influence
+        # a hold whose note start was re-sampled away in a later iteration is silence
+        states = drop_orphan_holds(states, fixed)
+        return states, velocity * (states == 1), influence
 
     # ------------------------------------------------------------------ helpers
     def _bar_tempo(self, tempo_cls, structure, prompt_tempo, gen_bars):

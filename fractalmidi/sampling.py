@@ -300,7 +300,12 @@ def fit_class_count(
 
 
 def sample_note_states(
-    probs: torch.Tensor, active: torch.Tensor, known: torch.Tensor, generator: torch.Generator | None = None
+    probs: torch.Tensor,
+    active: torch.Tensor,
+    known: torch.Tensor,
+    generator: torch.Generator | None = None,
+    continuation_probs: torch.Tensor | None = None,
+    max_gap: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample note states (0 silent, 1 onset, 2 held) for the active cells of a roll, so that
     a "held" cell always continues a note.
@@ -311,21 +316,29 @@ def sample_note_states(
     before it with the continuation probability c_t = p_t(held) / p_{t-1}(sounding) (the
     first-order factorisation of the marginals; when the cell before is already known, the
     model saw it and c_t = p_t(held)); else it is silent. The chains are resolved with running
-    maxima, without a loop over time.
+    maxima, without a loop over time. A sampled cell right before a known held cell always
+    sounds: a short gap back to the pitch's last sounding cell is bridged with holds (at most
+    `max_gap` cells), else the note starts there; so iterative decoding, which fixes some steps
+    before their neighbours, does not cut notes short.
 
     Args:
         probs: (N, T, P, 3) state probabilities (after temperature, guidance, filtering).
         active: (N, T, P) bool: cells to sample; the others keep `known`.
         known: (N, T, P) int64 states of the cells that are not sampled.
         generator: seeds the draw.
+        continuation_probs: (N, T, P, 3) the probabilities the continuation is computed from,
+            when they differ from `probs` (e.g. `probs` has its onsets pushed towards a planned
+            count; how long notes last should not change with that). Default: `probs`.
     Returns:
         states (N, T, P) int64, and the probability of each sampled state under `probs`.
     """
     N, T, P, _ = probs.shape
-    p_on, p_held = probs[..., 1], probs[..., 2]
+    p_on = probs[..., 1]
+    c_probs = probs if continuation_probs is None else continuation_probs
+    p_held = c_probs[..., 2]
     sounding_prev = torch.zeros_like(p_on)  # (N, T, P) p(the cell before sounds)
     sounding_prev[:, 1:] = torch.where(
-        active[:, :-1], p_on[:, :-1] + p_held[:, :-1], (known[:, :-1] > 0).to(p_on.dtype)
+        active[:, :-1], c_probs[:, :-1, :, 1] + p_held[:, :-1], (known[:, :-1] > 0).to(p_on.dtype)
     )
     cont = torch.where(sounding_prev > 0, p_held / sounding_prev.clamp_min(1e-6), torch.zeros_like(p_held))
     cont = torch.minimum(cont.clamp(0, 1), 1 - p_on)  # (N, T, P)
@@ -341,6 +354,23 @@ def sample_note_states(
     last_silence = torch.where(silence, steps, -1).cummax(dim=1).values
     held = may_hold & (last_start > last_silence)
     states = torch.where(active, torch.where(onset, 1, torch.where(held, 2, 0)), known)
+    # A known held cell needs its predecessor sounding. Where a sampled silent cell comes right
+    # before one, the note is bridged back to the last sounding cell of the pitch when that is
+    # at most `max_gap` sampled cells away (the hold continues that note); else the note
+    # starts there (an onset).
+    before_known_hold = torch.zeros_like(active)
+    before_known_hold[:, :-1] = ~active[:, 1:] & (known[:, 1:] == 2)
+    end = active & before_known_hold & (states == 0)  # (N, T, P) cells that must sound
+    if end.any():
+        last_sound = torch.where(states > 0, steps, -1).cummax(dim=1).values
+        last_fixed_silence = torch.where(~active & (known == 0), steps, -1).cummax(dim=1).values
+        next_end = torch.where(end, steps, T).flip(1).cummin(dim=1).values.flip(1)  # nearest end at or after
+        at = next_end.clamp(max=T - 1)
+        source = last_sound.gather(1, at)  # the note a bridge would continue
+        bridgeable = (source >= 0) & (at - source <= max_gap) & (last_fixed_silence.gather(1, at) < source)
+        fill = active & (states == 0) & (next_end < T) & (source < steps) & bridgeable
+        states = torch.where(fill, 2, states)
+        states = torch.where(end & ~bridgeable, 1, states)
     chosen = probs.gather(-1, states.clamp(0, 2).unsqueeze(-1)).squeeze(-1)  # (N, T, P)
     return states, chosen
 

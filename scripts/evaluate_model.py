@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--bars", type=int, default=32)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--iterations", type=int, nargs="+", default=None, help="decoding iterations per level")
+    ap.add_argument("--refine-rounds", type=int, default=None)
     ap.add_argument("--no-follow", action="store_true", help="generate(follow_structure=False): no onset plan")
     ap.add_argument("--remask-mode", choices=["confidence", "random"], default=None,
                     help="which tokens stay masked between iterations (default: the model's config)")
@@ -60,6 +62,10 @@ def main():
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     model = FractalMIDIModel.from_pretrained(args.model).eval()
+    if args.iterations:
+        model.config.num_iterations = args.iterations
+    if args.refine_rounds is not None:
+        model.config.refine_rounds = args.refine_rounds
     if args.remask_mode:
         model.config.remask_mode = args.remask_mode
     t0 = time.perf_counter()
@@ -75,7 +81,8 @@ def main():
         gen.append(evaluate_piece(piece))
     real_s, gen_s = summarize(real), summarize(gen)
     print(f"Musical metrics: {args.num_samples} generated pieces of {args.bars} bars (cfg {free_cfg}, "
-          f"temperature {args.temperature}, top_p {args.top_p}, re-masking {model.config.remask_mode}) vs {len(windows)} validation windows of {args.bars} bars (4/4)")
+          f"temperature {args.temperature}, top_p {args.top_p}, re-masking {model.config.remask_mode}, "
+          f"iterations {model.config.num_iterations}, refinement rounds {model.config.refine_rounds}) vs {len(windows)} validation windows of {args.bars} bars (4/4)")
     print(f"| metric | generated | validation | within 1 std |")
     print(f"|---|---|---|---|")
     rows = {}

@@ -454,3 +454,18 @@ def test_sample_note_states_holds_only_continue_notes():
     sounding_before = (s[:, :-1] > 0)
     rate = ((s[:, 1:] == 2) & sounding_before).sum() / sounding_before.sum()
     assert abs(rate.item() - 0.6) < 0.05
+
+
+def test_a_hold_fixed_before_its_neighbour_is_not_cut_off():
+    """Iterative decoding may fix a held cell before the cell in front of it: that cell must
+    then sound, bridging a short gap back to the note (no new onset) or starting the note."""
+    probs = torch.tensor([0.98, 0.01, 0.01]).expand(1, 6, 2, 3).clone()  # the model expects silence
+    active = torch.ones(1, 6, 2, dtype=torch.bool)
+    known = torch.zeros(1, 6, 2, dtype=torch.long)
+    active[0, 0, 0], known[0, 0, 0] = False, 1  # pitch 0: an onset at 0 ...
+    active[0, 3, 0], known[0, 3, 0] = False, 2  # ... and a hold fixed at 3: bridged by holds at 1, 2
+    active[0, 4, 1], known[0, 4, 1] = False, 2  # pitch 1: a hold at 4 with nothing before: onset at 3
+    g = torch.Generator().manual_seed(0)
+    states, _ = S.sample_note_states(probs, active, known, g)
+    assert states[0, :4, 0].tolist() == [1, 2, 2, 2]
+    assert states[0, 3, 1] == 1 and states[0, 4, 1] == 2
