@@ -49,7 +49,7 @@ def main():
     ap.add_argument("--dataset", required=True, help="a dataset folder from `fractalmidi build-dataset`")
     ap.add_argument("--num-samples", type=int, default=64)
     ap.add_argument("--bars", type=int, default=32)
-    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--temperature", type=float, default=None, help="default: the model's default_temperature")
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--iterations", type=int, nargs="+", default=None, help="decoding iterations per level")
     ap.add_argument("--refine-rounds", type=int, default=None)
@@ -62,6 +62,8 @@ def main():
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     model = FractalMIDIModel.from_pretrained(args.model).eval()
+    if args.temperature is None:
+        args.temperature = model.config.default_temperature
     if args.iterations:
         model.config.num_iterations = args.iterations
     if args.refine_rounds is not None:
