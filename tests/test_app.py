@@ -284,7 +284,7 @@ def test_osc_generate_and_status(app, tmp_path):
         server.start()
         server.last_result = (tmp_path / "x.mid", piece)
         params, log, roll, path, shown = app.osc_status("")
-        assert "temperature **1.00**" in params and "listening" in log
+        assert f"temperature **{OSCParams().temperature:.2f}**" in params and "listening" in log
         assert roll["bar_starts"][-1] == 6 * 16 and shown == str(tmp_path / "x.mid")
         assert app.osc_status(shown)[2] == app.NO_CHANGE  # shown once, not re-sent every tick
     finally:
