@@ -316,3 +316,21 @@ def test_training_after_generating_in_the_same_process(song):
     out = model.train()(**batch_of(song.crop_bars(0, 3)))
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+
+
+def test_the_shipped_model_carries_the_current_code():
+    """The checkpoint's copies of the model files are what `trust_remote_code` runs: they must
+    be the package's. After changing a model file, re-save the shipped model (README)."""
+    for name in ("configuration_fractalmidi.py", "modeling_fractalmidi.py", "generation_fractalmidi.py",
+                 "sampling.py", "tokens_fractalmidi.py"):
+        assert (SHIPPED / name).read_bytes() == (ROOT / "fractalmidi" / name).read_bytes(), name
+
+
+def test_the_shipped_model_loads_and_generates():
+    model = FractalMIDIModel.from_pretrained(SHIPPED).eval()
+    assert model.config.model_type == "fractalmidi" and model.num_parameters() > 9e6
+    piece = model.generate(num_bars=4, seed=0).to_piece()
+    assert piece.num_bars == 4 and len(piece.notes) > 0
