@@ -253,24 +253,24 @@ def cmd_build_dataset(args) -> int:
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "fractalmidi-pop909-small"
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str, allow_zero: bool) -> float:
+    """A finite number > 0 (or >= 0 with `allow_zero`), for argparse."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    ok = (v >= 0 if allow_zero else v > 0) and v != float("inf")  # NaN fails both comparisons
+    if not ok:
+        raise argparse.ArgumentTypeError(f"must be a number {'>=' if allow_zero else '>'} 0, got {text}")
     return v
+
+
+def _positive_float(text: str) -> float:
+    return _finite_float(text, allow_zero=False)
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return v
+    return _finite_float(text, allow_zero=True)
 
 
 def _time_signature(text: str) -> tuple[int, int]:
@@ -399,15 +399,8 @@ def cmd_generate(args) -> int:
 def _read_prompt(args):
     from .midi_io import read_midi
 
-    beats = args.beats if args.beats is not None else (None if args.no_beats else _find_beats(args.input))
-    piece, report = read_midi(args.input, beats=beats)
+    piece, _ = read_midi(args.input, beats=_beats_for(args))
     return piece
-
-
-def _find_beats(path):
-    from .midi_io import find_beat_file
-
-    return find_beat_file(path)
 
 
 def cmd_inpaint(args) -> int:
