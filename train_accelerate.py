@@ -248,7 +248,10 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
     set_seed(args.seed, device_specific=True)
 
     # 5. model, optimizer, schedule, data loaders
-    model = FractalMIDIModel(config)
+    if args.init_from:  # fine-tuning: the weights (and the config) of a saved model
+        model = FractalMIDIModel.from_pretrained(args.init_from)
+    else:
+        model = FractalMIDIModel(config)
     optimizer = torch.optim.AdamW(
         optimizer_groups(model, args.weight_decay), lr=args.learning_rate, betas=tuple(args.betas)
     )
@@ -425,6 +428,7 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
                 "betas": " / ".join(str(b) for b in args.betas),
                 "weight decay": args.weight_decay,
                 "max_grad_norm": args.max_grad_norm,
+                "initialised from": args.init_from or "random weights",
                 "structure_warmup_steps": args.structure_warmup_steps,
                 "structure_ramp_steps": args.structure_ramp_steps,
                 "mixed precision": str(accelerator.mixed_precision),
@@ -443,7 +447,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Train FractalMIDI with Accelerate (python train_accelerate.py ... or accelerate launch train_accelerate.py ...).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--config", required=True, help="model config JSON (hub_configs/tiny.json, small, base, large)")
+    p.add_argument("--config", default=None,
+                   help="model config JSON (hub_configs/tiny.json, small, base, large); required unless --init_from")
+    p.add_argument("--init_from", default=None,
+                   help="fine-tune: start from the weights and config of a saved model folder (save_pretrained) "
+                        "instead of random weights; the optimizer and schedule start fresh")
     p.add_argument("--dataset", required=True, help="a dataset folder from `fractalmidi build-dataset`, or a Hub dataset id")
     p.add_argument("--output_dir", required=True, help="checkpoints, training_log.jsonl and the final model go here")
     # data
@@ -494,7 +502,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    config = FractalMIDIConfig.from_json_file(args.config)
+    if args.init_from:
+        if args.config:
+            fail("give --config or --init_from, not both: a fine-tuned model keeps the config it was saved with")
+        path = Path(args.init_from)
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            fail(f"--init_from {args.init_from}: not a saved model folder (config.json and model.safetensors)")
+        config = FractalMIDIConfig.from_pretrained(path)
+    elif args.config:
+        config = FractalMIDIConfig.from_json_file(args.config)
+    else:
+        fail("give --config (a model config JSON) or --init_from (a saved model folder)")
     training_function(config, args)
 
 

@@ -290,3 +290,28 @@ def test_two_processes_ddp_over_gloo_and_exact_resume(dataset_dir, tmp_path):
     _train(out, dataset_dir, *accumulate, "--resume", "auto", processes=2)
     _assert_finished(out, processes=2)
     _assert_same_run(straight, out)
+
+
+def test_fine_tuning_starts_from_a_saved_model(straight_run, dataset_dir, tmp_path):
+    """--init_from: the weights and config of a saved model, a fresh optimizer; with a
+    vanishing learning rate the result is the starting model."""
+    base = [a for a in ARGS if a not in ("--config", str(TINY))]
+    start = straight_run / "final"
+    out = tmp_path / "ft"
+    cmd = [sys.executable, str(SCRIPT), *base, "--max_steps", "2", "--eval_steps", "0", "--learning_rate", "1e-12",
+           "--init_from", str(start), "--dataset", str(dataset_dir), "--output_dir", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    before, after = load_file(start / "model.safetensors"), load_file(out / "final" / "model.safetensors")
+    assert before.keys() == after.keys()
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=1e-8)
+    assert f"| initialised from | {start} |" in (out / "final" / "README.md").read_text()
+    # --config and --init_from together, or a folder that holds no model: one clear line, status 2
+    for extra, message in (
+        (["--config", str(TINY), "--init_from", str(start)], "give --config or --init_from, not both"),
+        (["--init_from", str(tmp_path)], "not a saved model folder"),
+    ):
+        cmd = [sys.executable, str(SCRIPT), *extra, "--dataset", str(dataset_dir), "--output_dir", str(tmp_path / "x")]
+        proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
