@@ -31,8 +31,11 @@ What is measured (batch 1, one process):
 - Seconds of music per second of compute: the piece's duration (its tempo per bar) divided by
   the median time. The forced baseline has no real piece: its bars are counted at the duration
   of FractalMIDI's piece of the same length.
-- On CUDA: bf16 (FractalMIDI's weights in bf16, or autocast where its generate is not
-  dtype-clean; the baseline's weights in bf16) and attention through sdpa, or flash_attention_2
+- Precision (`--dtype`, `--ar-dtype`): each model in the precision it runs fastest in; by
+  default FractalMIDI in bf16 on CUDA and on CPUs with native bf16 matmuls (AVX-512 BF16 or
+  AMX), else float32; the baseline as FractalMIDI on CUDA and in float32 on a CPU (its
+  one-token steps are matrix-vector products, slower in bf16 there); bf16 means the weights in bf16 (or autocast
+  where a generate is not dtype-clean). On CUDA, attention through sdpa, or flash_attention_2
   where the flash_attn package is installed.
 """
 
@@ -145,20 +148,49 @@ def measure_tokens_per_bar(tokenizer, data=None) -> dict:
 
 
 # ----------------------------------------------------------------------------- precision
-def prepare(model, kind: str, device: str):
-    """Move a model to the device; on CUDA choose bf16 and the attention kernel. Returns
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX), i.e. gains from it."""
+    import torch
+
+    with contextlib.suppress(Exception):
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """"auto" -> "bfloat16" on CUDA and on CPUs with native bf16, else "float32"."""
+    if dtype != "auto":
+        return dtype
+    if device == "cuda":
+        return "bfloat16"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def resolve_ar_dtype(ar_dtype: str, dtype: str, device: str) -> str:
+    """The baseline's precision: "auto" -> FractalMIDI's on CUDA; float32 on a CPU, where its
+    one-token steps (matrix-vector products) run slower in bf16 than in float32 (measured:
+    README, Speed), so float32 is the baseline's best there."""
+    if ar_dtype != "auto":
+        return ar_dtype
+    return dtype if device == "cuda" else "float32"
+
+
+def prepare(model, kind: str, device: str, dtype: str = "float32"):
+    """Move a model to the device and dtype; on CUDA choose the attention kernel. Returns
     (model, context factory for generate, description)."""
     import torch
 
     model = model.to(device)
-    if device != "cuda":
-        return model, contextlib.nullcontext, f"float32, attention {model.config._attn_implementation or 'sdpa'}"
-    from transformers.utils import is_flash_attn_2_available
+    impl = model.config._attn_implementation or "sdpa"
+    if device == "cuda":
+        from transformers.utils import is_flash_attn_2_available
 
-    impl = "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
-    with contextlib.suppress(Exception):
-        model.set_attn_implementation(impl)
-    impl = model.config._attn_implementation or impl
+        impl = "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
+        with contextlib.suppress(Exception):
+            model.set_attn_implementation(impl)
+        impl = model.config._attn_implementation or impl
+    if dtype == "float32":
+        return model, contextlib.nullcontext, f"float32, attention {impl}"
     import copy
 
     bf16 = copy.deepcopy(model).to(torch.bfloat16)  # a copy: the fp32 weights stay exact for autocast
@@ -167,7 +199,7 @@ def prepare(model, kind: str, device: str):
         return bf16, contextlib.nullcontext, f"bfloat16 weights, attention {impl}"
     except RuntimeError:  # generate is not dtype-clean in bf16: autocast instead
         del bf16
-        return model, (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), f"float32 weights under bf16 autocast, attention {impl}"
+        return model, (lambda: torch.autocast(device, dtype=torch.bfloat16)), f"float32 weights under bf16 autocast, attention {impl}"
 
 
 def _generate(model, kind: str, bars: int, tokens: int | None, seed: int, context, cfg: float):
@@ -254,6 +286,10 @@ def memory_worker(spec: dict) -> dict:
             model = ARBaselineModel.from_pretrained(spec["model"]).eval()
         else:
             model = ARBaselineModel(ARBaselineConfig(**spec["config"])).eval()
+    if spec.get("dtype", "float32") != "float32":
+        model, context, _ = prepare(model, spec["kind"], "cpu", spec["dtype"])
+    else:
+        context = contextlib.nullcontext
     import gc
 
     gc.collect()
@@ -262,7 +298,7 @@ def memory_worker(spec: dict) -> dict:
     reset = _reset_peak_rss()
     before = _status_bytes("VmRSS")
     peak_before = _status_bytes("VmHWM") if reset else _maxrss_bytes()
-    result = _generate(model, spec["kind"], spec["bars"], spec.get("tokens"), spec["seed"], contextlib.nullcontext, spec["cfg"])
+    result = _generate(model, spec["kind"], spec["bars"], spec.get("tokens"), spec["seed"], context, spec["cfg"])
     peak = max(_status_bytes("VmHWM") or 0, _maxrss_bytes() if not reset else 0)
     base = before if before is not None else peak_before
     return {
@@ -350,8 +386,10 @@ def run_benchmark(args, log=None) -> dict:
     log(f"FractalMIDI: {fm_source}, {fm_params:,} parameters; baseline: {ar_source}, {ar_params:,} parameters "
         f"({ar.config.num_layers} layers x {ar.config.hidden_size}); tokens per bar {tpb['mean']:.1f} ({tpb['source']})")
 
-    fm, fm_ctx, fm_precision = prepare(fm, "fractalmidi", device)
-    ar, ar_ctx, ar_precision = prepare(ar, "ar", device)
+    dtype = resolve_dtype(args.dtype, device)
+    ar_dtype = resolve_ar_dtype(args.ar_dtype, dtype, device)
+    fm, fm_ctx, fm_precision = prepare(fm, "fractalmidi", device, dtype)
+    ar, ar_ctx, ar_precision = prepare(ar, "ar", device, ar_dtype)
 
     def tokens_for(bars):
         return int(round(tpb["mean"] * bars)) if mode == "forced" else None
@@ -407,7 +445,8 @@ def run_benchmark(args, log=None) -> dict:
                     mem = peak_memory_cuda(model, kind, bars, tokens if kind == "ar" else None, 0, ctx, args.cfg)
                 else:
                     spec = {"kind": kind, "bars": bars, "tokens": tokens if kind == "ar" else None, "seed": 0,
-                            "cfg": args.cfg, "threads": torch.get_num_threads()}
+                            "cfg": args.cfg, "threads": torch.get_num_threads(),
+                            "dtype": dtype if kind == "fractalmidi" else ar_dtype}
                     if kind == "fractalmidi":
                         spec.update(model=str(args.model or DEFAULT_MODEL) if fm_trained else None, config=args.config)
                     else:
@@ -475,7 +514,7 @@ def command_line(args) -> str:
                         ("--data", args.data), ("--threads", args.threads)):
         if value is not None:
             parts.append(f"{flag} {value}")
-    parts.append(f"--device {args.device} --lengths {' '.join(map(str, args.lengths))} --repeats {args.repeats}")
+    parts.append(f"--device {args.device} --dtype {args.dtype} --ar-dtype {args.ar_dtype} --lengths {' '.join(map(str, args.lengths))} --repeats {args.repeats}")
     if args.cfg != 1.0:
         parts.append(f"--cfg {args.cfg}")
     if args.ar_window:
@@ -537,6 +576,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--config", metavar="JSON",
                        help="time an untrained FractalMIDI model of this config (e.g. hub_configs/small.json): same speed, random music")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="both models' weights (default auto: bfloat16 on CUDA and on CPUs with native bf16 "
+                        "(AVX-512 BF16 / AMX), else float32)")
+    p.add_argument("--ar-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="the baseline's weights (default auto: --dtype's on CUDA, float32 on a CPU, the faster "
+                        "there for one-token steps)")
     p.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096], metavar="STEPS",
                    help="lengths in grid steps, whole 4/4 bars (default 256 1024 4096)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each model per length; the median is reported (default 3)")

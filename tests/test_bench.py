@@ -45,6 +45,18 @@ def test_json_has_every_field(result):
     assert 0.9 <= result["parameter_ratio"] <= 1.1
 
 
+def test_precision_follows_the_hardware(result):
+    """--dtype auto: FractalMIDI in bf16 where this CPU has native bf16, else float32; the
+    baseline in float32 on a CPU (its best there); the command line says so."""
+    fm_bf16 = bench.cpu_has_native_bf16()
+    assert result["fractalmidi"]["precision"].startswith("bfloat16" if fm_bf16 else "float32")
+    assert result["ar"]["precision"].startswith("float32")
+    assert "--dtype auto --ar-dtype auto" in result["command"]
+    assert bench.resolve_dtype("auto", "cuda") == "bfloat16" and bench.resolve_dtype("float32", "cuda") == "float32"
+    assert bench.resolve_ar_dtype("auto", "bfloat16", "cuda") == "bfloat16"
+    assert bench.resolve_ar_dtype("auto", "bfloat16", "cpu") == "float32"
+
+
 def test_fractalmidi_passes_do_not_grow_and_ar_passes_are_tokens(result):
     rows = result["rows"]
     assert len({r["fractalmidi_passes"] for r in rows}) == 1
