@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import gradio as gr
-from fractalmidi import InputError, Piece, bar_length_steps, read_midi, write_midi
+from fractalmidi import FractalMIDIConfig, InputError, Piece, bar_length_steps, read_midi, write_midi
 from fractalmidi.app_components import FractalState, FractalView, PianoRoll, roll_value
 from fractalmidi.audio import describe_renderer, render_audio
 
@@ -38,6 +38,9 @@ TIME_SIGNATURES = ["4/4", "3/4", "2/4", "6/8", "5/4", "7/8", "12/8"]
 OUT_ROOT = Path(tempfile.gettempdir()) / "fractalmidi_app"  # results, served by gradio from the temp dir
 OUT_MAX_AGE_S = 3600
 OSC_OUT_DIR = Path("outputs/osc").resolve()  # MIDI files of OSC generations (the OSC server's default)
+_CONFIG_DEFAULTS = FractalMIDIConfig()  # the controls start at the decoding defaults (the shipped model's)
+DEFAULT_TEMPERATURE = _CONFIG_DEFAULTS.default_temperature
+DEFAULT_ITERATIONS = ",".join(str(n) for n in _CONFIG_DEFAULTS.num_iterations)
 
 # ----------------------------------------------------------------------------- the model
 
@@ -478,9 +481,9 @@ with gr.Blocks(title="FractalMIDI", analytics_enabled=False) as demo:
                 time_signature = gr.Dropdown(TIME_SIGNATURES, value="4/4", label="Time signature")
                 seed = gr.Number(0, precision=0, label="Seed (-1: random)", elem_id="seed")
             with gr.Group():
-                temperature = gr.Slider(0.1, 2.0, value=0.7, step=0.05, label="Temperature")
+                temperature = gr.Slider(0.1, 2.0, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature")
                 cfg = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="CFG (condition strength; 1 = none)")
-                iterations = gr.Textbox("", label="Iterations per level (structure, harmony, notes)", placeholder="8,4,3 (model default)")
+                iterations = gr.Textbox("", label="Iterations per level (structure, harmony, notes)", placeholder=f"{DEFAULT_ITERATIONS} (model default)")
                 refine_ratio = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Refinement fraction")
             with gr.Group():
                 density = gr.Textbox("", label="Density curve (onsets per step, per bar)", placeholder="0.5,0.8,1.2,... or draw it under the roll",

@@ -273,6 +273,13 @@ def _non_negative_float(text: str) -> float:
     return _finite_float(text, allow_zero=True)
 
 
+def _top_p(text: str) -> float:
+    value = _finite_float(text, allow_zero=False)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"top-p must lie in (0, 1], got {text}")
+    return value
+
+
 def _time_signature(text: str) -> tuple[int, int]:
     try:
         n, d = (int(x) for x in text.split("/"))
@@ -350,7 +357,7 @@ def _generation_kwargs(args, num_bars) -> dict:
             if len(curve) != num_bars:
                 raise InputError(f"the {what} curve has {len(curve)} values for {num_bars} bars")
             structure[what] = curve
-    kw = dict(temperature=args.temperature, cfg=args.cfg, structure=structure or None,
+    kw = dict(temperature=args.temperature, top_p=args.top_p, cfg=args.cfg, structure=structure or None,
               refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds)
     if args.iterations:
         kw["num_iterations"] = [int(x) for x in args.iterations.split(",")]
@@ -510,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", metavar="PATH", help="model folder (default: the shipped checkpoints/fractalmidi-pop909-small)")
         p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same piece (default 0)")
         p.add_argument("--temperature", type=_positive_float, default=None,
-                       help="> 0; higher = more varied (default: the model's, 0.7 for the shipped one)")
+                       help="> 0; higher = more varied (default: the model's, 0.8 for the shipped one)")
+        p.add_argument("--top-p", type=_top_p, default=None,
+                       help="nucleus sampling, in (0, 1]; 1 = off (default: the model's, 0.9 for the shipped one)")
         p.add_argument("--cfg", type=_non_negative_float, default=1.0,
                        help="classifier-free guidance scale (default 1: none); higher follows the structure more closely")
         p.add_argument("--iterations", metavar="N,N,N", help="decoding iterations per level (structure,harmony,notes)")

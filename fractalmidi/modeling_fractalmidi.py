@@ -148,8 +148,10 @@ class Block(nn.Module):
         self.modulation = nn.Linear(hidden_size, 6 * hidden_size)  # zero-initialised (adaLN-Zero)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cond, valid):
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(cond)).chunk(6, dim=-1)
+    def forward(self, x, modulation, valid):
+        """x (N, L, D); modulation (N or 1, L or 1, 6D): `self.modulation(silu(cond))`, see
+        `LevelTransformer.modulations`; valid (N, L)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, dim=-1)
         h = self.norm1(x) * (1 + scale1) + shift1
         x = x + gate1 * self.dropout(self.attn(h, valid))
         h = self.norm2(x) * (1 + scale2) + shift2
@@ -167,10 +169,18 @@ class LevelTransformer(nn.Module):
         self.norm = nn.RMSNorm(hidden_size, eps=config.rms_norm_eps, elementwise_affine=False)
         self.final_modulation = nn.Linear(hidden_size, 2 * hidden_size)  # zero-initialised
 
-    def forward(self, x, cond, valid):
-        for block in self.blocks:
-            x = block(x, cond, valid)
-        shift, scale = self.final_modulation(F.silu(cond)).chunk(2, dim=-1)
+    def modulations(self, cond):
+        """The adaLN parameters of every block and of the final norm for a condition (N, L, D):
+        they depend on the condition only, so `generate` computes them once per level and
+        reuses them in every decoding iteration."""
+        c = F.silu(cond)
+        return [block.modulation(c) for block in self.blocks] + [self.final_modulation(c)]
+
+    def forward(self, x, cond, valid, modulations=None):
+        mods = self.modulations(cond) if modulations is None else modulations
+        for block, modulation in zip(self.blocks, mods):
+            x = block(x, modulation, valid)
+        shift, scale = mods[-1].chunk(2, dim=-1)
         return self.norm(x) * (1 + scale) + shift
 
 
@@ -219,14 +229,22 @@ class HarmonyLevel(nn.Module):
         )
         self.head = nn.Linear(d, NUM_PITCH_CLASSES)
 
-    def forward(self, pcs, masked, bar_position, parent, drop, valid):
+    def condition(self, parent, drop):
+        """The adaLN parameters for a parent state (N, H, d0) and drop (N,) bool (use the null
+        condition): computed once, passed to `forward` as `modulations` in every iteration."""
+        cond = torch.where(drop[:, None, None], self.null_cond, self.cond_proj(parent))
+        return self.transformer.modulations(cond)
+
+    def forward(self, pcs, masked, bar_position, parent, drop, valid, modulations=None):
         """pcs (N, H, 12) 0/1 (ignored where masked); masked (N, H); bar_position (N, H) step in
         bar of each patch; parent (N, H, d0) structure state of the patch's bar; drop (N,) bool:
-        use the null condition. Returns hidden (N, H, d) and logits (N, H, 12)."""
-        x = torch.where(masked[..., None], self.mask_embed, self.pc_in(pcs.float()))
+        use the null condition; or `modulations` from `condition(parent, drop)` (then parent and
+        drop are not read). Returns hidden (N, H, d) and logits (N, H, 12)."""
+        x = torch.where(masked[..., None], self.mask_embed, self.pc_in(pcs.to(self.pc_in.weight.dtype)))
         x = x + self.bar_position_embed(bar_position)
-        cond = torch.where(drop[:, None, None], self.null_cond, self.cond_proj(parent))
-        h = self.transformer(x, cond, valid)
+        if modulations is None:
+            modulations = self.condition(parent, drop)
+        h = self.transformer(x, None, valid, modulations)
         return h, self.head(h)
 
 
@@ -251,29 +269,43 @@ class NoteLevel(nn.Module):
         self.state_head = nn.Linear(d, P * NUM_STATES)
         self.velocity_head = nn.Linear(d, P * config.velocity_bins)
 
-    def forward(self, states, velocity, masked, bar_position, parent, drop, valid):
+    def condition(self, parent, drop):
+        """The adaLN parameters for a parent state (N, T, d_parent) and drop (N,) bool: computed
+        once, passed to `forward` as `modulations` in every iteration."""
+        cond = torch.where(drop[:, None, None], self.null_cond, self.cond_proj(parent))
+        return self.transformer.modulations(cond)
+
+    def velocity_logits(self, h):
+        """Velocity logits (..., P, V) of hidden states h (..., d)."""
+        return self.velocity_head(h).view(*h.shape[:-1], self.num_pitches, self.velocity_bins)
+
+    def forward(self, states, velocity, masked, bar_position, parent, drop, valid, modulations=None,
+                with_velocity=True):
         """states (N, T, P) in {0 silent, 1 onset, 2 held}; velocity (N, T, P) 0-127 (on onsets);
-        masked (N, T); bar_position (N, T); parent (N, T, d_parent); drop (N,); valid (N, T).
-        Returns hidden (N, T, d), state logits (N, T, P, 3), velocity logits (N, T, P, V)."""
+        masked (N, T); bar_position (N, T); parent (N, T, d_parent); drop (N,); valid (N, T);
+        or `modulations` from `condition(parent, drop)` instead of parent and drop.
+        Returns hidden (N, T, d), state logits (N, T, P, 3), velocity logits (N, T, P, V) (None
+        with `with_velocity=False`: `generate` computes them only at the steps that start notes)."""
         N, T, P = states.shape
-        known = (~masked)[..., None].float()  # (N, T, 1)
+        dtype = self.pitch_sweep.weight.dtype  # the model's (float32, or bfloat16 when loaded so)
+        known = (~masked)[..., None].to(dtype)  # (N, T, 1)
         channels = torch.stack(
             [
-                (states == 1).float() * known,
-                (states == 2).float() * known,
-                velocity.float() / 127.0 * known,
-                masked[..., None].float().expand(N, T, P),
+                (states == 1).to(dtype) * known,
+                (states == 2).to(dtype) * known,
+                velocity.to(dtype) / 127.0 * known,
+                masked[..., None].to(dtype).expand(N, T, P),
             ],
             dim=1,
         )  # (N, 4, T, P)
         x = F.gelu(self.pitch_sweep(F.pad(channels, self.pitch_pad)))  # (N, C, T, P)
         x = self.in_proj(x.permute(0, 2, 1, 3).reshape(N, T, -1))  # (N, T, d)
         x = x + self.bar_position_embed(bar_position)
-        cond = torch.where(drop[:, None, None], self.null_cond, self.cond_proj(parent))
-        h = self.transformer(x, cond, valid)
+        if modulations is None:
+            modulations = self.condition(parent, drop)
+        h = self.transformer(x, None, valid, modulations)
         state_logits = self.state_head(h).view(N, T, P, NUM_STATES)
-        velocity_logits = self.velocity_head(h).view(N, T, P, self.velocity_bins)
-        return h, state_logits, velocity_logits
+        return h, state_logits, (self.velocity_logits(h) if with_velocity else None)
 
 
 # ============================================================================ the model

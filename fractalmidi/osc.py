@@ -91,7 +91,7 @@ MAX_ADDRESS_LENGTH = 256
 class OSCParams:
     """The current performance parameters (always in range)."""
 
-    temperature: float = 0.7  # sampling temperature, 0.1-2.0
+    temperature: float = 0.8  # sampling temperature, 0.1-2.0 (the shipped model's default)
     cfg: float = 1.0  # classifier-free guidance scale, 0.0-10.0
     level0: list[float] | None = None  # per-bar density shape (onsets per step, each 0-4), or None
     bars: int = 16  # bars per generation, 1-256

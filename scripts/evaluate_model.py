@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--num-samples", type=int, default=64)
     ap.add_argument("--bars", type=int, default=32)
     ap.add_argument("--temperature", type=float, default=None, help="default: the model's default_temperature")
-    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=None, help="default: the model's default_top_p")
     ap.add_argument("--iterations", type=int, nargs="+", default=None, help="decoding iterations per level")
     ap.add_argument("--refine-rounds", type=int, default=None)
     ap.add_argument("--no-follow", action="store_true", help="generate(follow_structure=False): no onset plan")
@@ -64,6 +64,8 @@ def main():
     model = FractalMIDIModel.from_pretrained(args.model).eval()
     if args.temperature is None:
         args.temperature = model.config.default_temperature
+    if args.top_p is None:
+        args.top_p = getattr(model.config, "default_top_p", 1.0)
     if args.iterations:
         model.config.num_iterations = args.iterations
     if args.refine_rounds is not None:

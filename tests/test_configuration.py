@@ -15,7 +15,8 @@ def test_defaults_are_the_small_cpu_model():
     c = FractalMIDIConfig()
     assert c.model_type == "fractalmidi"
     assert c.levels == ["structure", "harmony", "notes"]
-    assert c.num_iterations == [8, 4, 3] and c.iterations_for("harmony") == 4
+    assert c.num_iterations == [8, 8, 3] and c.iterations_for("harmony") == 8
+    assert c.default_temperature == 0.8 and c.default_top_p == 0.9
     assert c.num_pitches == 88 and c.use_harmony
     assert c.refine_ratio == 0.3 and c.pitch_kernel == 12 and c.mask_schedule == "cosine"
 

@@ -334,3 +334,93 @@ def test_the_shipped_model_loads_and_generates():
     assert model.config.model_type == "fractalmidi" and model.num_parameters() > 9e6
     piece = model.generate(num_bars=4, seed=0).to_piece()
     assert piece.num_bars == 4 and len(piece.notes) > 0
+
+
+# ------------------------------------------------------------------ cached conditions, bf16
+def test_precomputed_modulations_give_the_same_outputs(trained):
+    """generate computes each level's adaLN parameters once (`condition`) and passes them to
+    every iteration: the outputs must be those of the plain forward."""
+    from fractalmidi.generation_fractalmidi import _condition_runs
+
+    model, _ = trained
+    torch.manual_seed(0)
+    N, T, P = 2, 48, model.config.num_pitches
+    states = torch.randint(0, 3, (N, T, P))
+    velocity = torch.randint(0, 128, (N, T, P))
+    masked = torch.rand(N, T) < 0.5
+    position = (torch.arange(T) % 16).expand(N, T)
+    d_parent = model.notes.cond_proj.in_features
+    parent = torch.randn(N, T // 4, d_parent).repeat_interleave(4, dim=1)  # runs of 4 equal rows
+    drop = torch.tensor([False, True])
+    valid = torch.ones(N, T, dtype=torch.bool)
+    with torch.no_grad():
+        plain = model.notes(states, velocity, masked, position, parent, drop, valid)
+        mods = model.notes.condition(parent, drop)
+        cached = model.notes(states, velocity, masked, position, None, None, valid, modulations=mods)
+        runs = _condition_runs(model.notes, parent, drop)
+        lean = model.notes(states, velocity, masked, position, None, None, valid, modulations=runs, with_velocity=False)
+    for a, b in zip(plain, cached):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(mods, runs):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(lean[1], plain[1])
+    assert lean[2] is None
+    torch.testing.assert_close(model.notes.velocity_logits(lean[0]), plain[2])
+
+
+def test_guidance_with_cached_conditions_matches_separate_passes(trained):
+    """The batched cond + uncond pass (modulations computed once for both halves) gives what
+    two plain passes, one with the condition and one with the null condition, give."""
+    model, _ = trained
+    torch.manual_seed(1)
+    N, H = 1, 16
+    pcs = (torch.rand(N, H, 12) < 0.3).float()
+    masked = torch.rand(N, H) < 0.5
+    position = (torch.arange(H) * 4 % 16).expand(N, H)
+    parent = torch.randn(N, H, model.config.structure_hidden_size)
+    valid = torch.ones(N, H, dtype=torch.bool)
+    model._passes = 0
+    with torch.no_grad():
+        (_, cond), (_, uncond) = model._guided(model.harmony, (pcs, masked, position, parent, None, valid), 2.0, 4, cache={})
+        _, ref_c = model.harmony(pcs, masked, position, parent, torch.tensor([False]), valid)
+        _, ref_u = model.harmony(pcs, masked, position, parent, torch.tensor([True]), valid)
+    torch.testing.assert_close(cond, ref_c)
+    torch.testing.assert_close(uncond, ref_u)
+    assert model._passes == 1  # one sequential pass for both
+
+
+def test_generate_in_bfloat16(trained):
+    """The model is dtype-clean: loaded in bf16 (from_pretrained(dtype=torch.bfloat16), or
+    .to(torch.bfloat16)) it generates a valid piece, and its logits stay close to float32's."""
+    import copy
+
+    model, _ = trained
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    result = bf16.generate(num_bars=4, seed=0)
+    piece = result.to_piece()
+    assert piece.num_bars == 4 and len(piece.notes) > 0
+    assert result.num_forward_passes == model.generate(num_bars=4, seed=0).num_forward_passes
+    batch = batch_of(*[model.generate(num_bars=4, seed=s).to_piece() for s in range(2)])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loss32 = model(**batch).loss
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loss16 = bf16(**{k: v for k, v in batch.items()}).loss.float()
+    assert loss16 == pytest.approx(loss32.item(), rel=0.05)
+
+
+def test_default_top_p_comes_from_the_config(trained):
+    model, _ = trained
+    old = model.config.default_top_p
+    try:
+        model.config.default_top_p = 0.5
+        a = model.generate(num_bars=4, seed=3).to_piece()
+        b = model.generate(num_bars=4, seed=3, top_p=0.5).to_piece()
+        c = model.generate(num_bars=4, seed=3, top_p=1.0).to_piece()
+    finally:
+        model.config.default_top_p = old
+    assert np.array_equal(a.notes, b.notes)
+    assert not np.array_equal(a.notes, c.notes)
+    with pytest.raises(ValueError, match="default_top_p"):
+        tiny_config(default_top_p=0.0)

@@ -469,3 +469,56 @@ def test_a_hold_fixed_before_its_neighbour_is_not_cut_off():
     states, _ = S.sample_note_states(probs, active, known, g)
     assert states[0, :4, 0].tolist() == [1, 2, 2, 2]
     assert states[0, 3, 1] == 1 and states[0, 4, 1] == 2
+
+
+def _top_p_by_sorting(logits, top_p):
+    """The reference nucleus: sort, keep the classes before the mass reaches top_p."""
+    ordered, order = logits.sort(dim=-1, descending=True, stable=True)
+    probs = ordered.softmax(-1)
+    drop = probs.cumsum(-1) - probs >= top_p
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+
+
+@pytest.mark.parametrize("V", [2, 3, 5, 8, 12])
+def test_top_p_without_sorting_equals_sorting(V):
+    """Few classes (note states) take the pairwise path, many take the sort: both are the nucleus."""
+    from fractalmidi.sampling import top_p_filter
+
+    torch.manual_seed(V)
+    logits = torch.randn(64, 33, V) * 2
+    for p in (0.3, 0.75, 0.9, 0.99):
+        got = top_p_filter(logits, p)
+        assert torch.equal(torch.isfinite(got), torch.isfinite(_top_p_by_sorting(logits, p))), (V, p)
+        assert torch.equal(got[torch.isfinite(got)], logits[torch.isfinite(got)])
+    ties = torch.zeros(4, 3)  # equal classes: the lower index ranks first
+    assert torch.isfinite(top_p_filter(ties, 0.5)).tolist() == [[True, True, False]] * 4
+
+
+def test_softmax_classes_is_softmax_with_contiguous_class_slices():
+    from fractalmidi.sampling import softmax_classes
+
+    x = torch.randn(2, 50, 88, 3)
+    p = softmax_classes(x)
+    torch.testing.assert_close(p, x.softmax(-1))
+    assert all(p[..., k].is_contiguous() for k in range(3))
+
+
+def test_fit_class_count_counts_only_active_positions():
+    """With some positions inactive (already decoded), the fitted expectation over the active
+    ones is the target, and inactive positions do not move it."""
+    from fractalmidi.sampling import fit_class_count
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 32, 10, 3)
+    group = torch.arange(32) // 8
+    active = torch.rand(2, 32, 10) < 0.5
+    active[:, 8:16] = False  # group 1 has nothing to sample
+    target = torch.tensor([[3.0, 5.0, 4.0, 2.0], [1.0, 0.0, 6.0, 3.0]])
+    offset = fit_class_count(logits, 1, group, target, active)
+    margin = logits[..., 1] - torch.logsumexp(logits[..., [0, 2]], -1)
+    expected = torch.zeros(2, 4).index_add_(1, group, (torch.sigmoid(margin + offset[:, group, None]) * active).sum(-1))
+    for g in (0, 2, 3):
+        torch.testing.assert_close(expected[:, g], target[:, g], atol=1e-3, rtol=0)
+    logits2 = logits.clone()
+    logits2[~active] += 5.0  # what inactive labels say does not matter
+    torch.testing.assert_close(fit_class_count(logits2, 1, group, target, active), offset)

@@ -239,15 +239,44 @@ def gumbel_noise(
     return -torch.log(-torch.log(u.clamp(min=tiny, max=1.0 - 1e-7)))
 
 
+def softmax_classes(logits: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim, computed with the classes as the outer dim: (..., V) -> a
+    (..., V) view whose class slices `[..., k]` are contiguous. For a few classes per position
+    (the note level's 3 states at every step and pitch) this is ~15x faster on a CPU than
+    `softmax(-1)`, and so is everything that reads one class at a time afterwards."""
+    planes = logits.movedim(-1, 0)
+    if not planes.is_contiguous():
+        planes = planes.contiguous()
+    return planes.softmax(0).movedim(0, -1)
+
+
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Nucleus filtering over the last dim: keep the most probable classes whose probabilities
     add up to `top_p` (always at least the most probable one), set the others to -inf.
-    `top_p` = 1 keeps everything. (..., V) -> (..., V)."""
+    `top_p` = 1 keeps everything. (..., V) -> (..., V). Ties rank the lower class first.
+
+    With at most 8 classes (note states) the rank of each class comes from pairwise comparisons
+    on contiguous class planes instead of a sort along a tiny last dim (much faster on a CPU);
+    the result is then a view with contiguous class slices, as `softmax_classes` gives."""
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     if top_p >= 1.0:
         return logits
-    ordered, order = logits.sort(dim=-1, descending=True)  # (..., V)
+    V = logits.shape[-1]
+    if V <= 8:
+        planes = logits.movedim(-1, 0)
+        planes = planes if planes.is_contiguous() else planes.contiguous()  # (V, ...)
+        probs = planes.softmax(0)
+        kept = []
+        for c in range(V):  # mass of the classes ranked before c: more probable, or as probable and lower
+            before = torch.zeros_like(probs[c])
+            for j in range(V):
+                if j != c:
+                    ahead = probs[j] >= probs[c] if j < c else probs[j] > probs[c]
+                    before = before + probs[j] * ahead
+            kept.append(planes[c].masked_fill(before >= top_p, float("-inf")))
+        return torch.stack(kept, 0).movedim(0, -1)
+    ordered, order = logits.sort(dim=-1, descending=True, stable=True)  # (..., V)
     probs = ordered.softmax(dim=-1)
     drop = probs.cumsum(dim=-1) - probs >= top_p  # mass before this class already reaches top_p
     ordered = ordered.masked_fill(drop, float("-inf"))
@@ -260,7 +289,7 @@ def fit_class_count(
     group: torch.Tensor,
     target: torch.Tensor,
     active: torch.Tensor,
-    iterations: int = 30,
+    iterations: int = 20,
     bound: float = 30.0,
 ) -> torch.Tensor:
     """The offset to add to one class's logit, shared by every position of a group, so that the
@@ -283,16 +312,21 @@ def fit_class_count(
     """
     N, L, K, V = logits.shape
     G = target.shape[1]
-    others = torch.cat([logits[..., :class_index], logits[..., class_index + 1 :]], dim=-1)
-    margin = logits[..., class_index] - torch.logsumexp(others, dim=-1)  # (N, L, K): p = sigmoid(margin + offset)
+    planes = logits.movedim(-1, 0)  # (V, N, L, K): one class at a time, contiguous
+    planes = planes if planes.is_contiguous() else planes.contiguous()
+    others = torch.stack([planes[v] for v in range(V) if v != class_index])
+    margin = planes[class_index] - torch.logsumexp(others, dim=0)  # (N, L, K): p = sigmoid(margin + offset)
     lo = torch.full((N, G), -bound, device=logits.device)
     hi = torch.full((N, G), bound, device=logits.device)
     target = target.clamp(min=0).to(lo.dtype)
-    act = active.to(margin.dtype)
-    for _ in range(iterations):
+    # only positions with an active label take part: gather them once (iterative decoding
+    # samples fewer positions at each iteration), then every bisection step is dense
+    rows = active.any(dim=2).any(dim=0).nonzero(as_tuple=True)[0]  # (L',) positions active in some sample
+    margin, act, group = margin[:, rows], active[:, rows].to(margin.dtype), group[rows]  # (N, L', K)
+    for _ in range(iterations):  # the bracket halves each time: 2 * bound / 2**iterations at the end
         mid = (lo + hi) / 2  # (N, G)
-        p = torch.sigmoid(margin + mid[:, group, None]) * act  # (N, L, K)
-        expected = torch.zeros(N, G, device=logits.device).index_add_(1, group, p.sum(-1))  # (N, G)
+        p = (torch.sigmoid(margin + mid[:, group, None]) * act).sum(-1)  # (N, L') expected per position
+        expected = torch.zeros(N, G, device=logits.device).index_add_(1, group, p)  # (N, G)
         low = expected < target
         lo = torch.where(low, mid, lo)
         hi = torch.where(low, hi, mid)
@@ -371,7 +405,7 @@ def sample_note_states(
         fill = active & (states == 0) & (next_end < T) & (source < steps) & bridgeable
         states = torch.where(fill, 2, states)
         states = torch.where(end & ~bridgeable, 1, states)
-    chosen = probs.gather(-1, states.clamp(0, 2).unsqueeze(-1)).squeeze(-1)  # (N, T, P)
+    chosen = torch.where(states == 0, probs[..., 0], torch.where(states == 1, p_on, probs[..., 2]))  # (N, T, P)
     return states, chosen
 
 
