@@ -84,6 +84,12 @@ class FractalMIDIConfig(PreTrainedConfig):
             Width along the pitch axis of the pitch-sweep convolution (12 semitones = an octave).
         pitch_channels (`int`, *optional*, defaults to 8):
             Output channels of the pitch-sweep convolution.
+        note_local_kernel (`int`, *optional*, defaults to 5):
+            Steps (odd) seen by the note level's local head: per pitch, a linear map of the
+            neighbouring steps' input channels added to that pitch's state logits, so that a
+            known sounding cell before a masked one makes "held" likely (the step tokens alone,
+            88 pitches folded into `note_hidden_size`, carried that too coarsely: the model
+            said p(held) = 0.24 where 0.70 was true); 0 = no local head.
         mlp_ratio (`int`, *optional*, defaults to 4):
             Feed-forward width as a multiple of the level's width.
         dropout (`float`, *optional*, defaults to 0.0):
@@ -150,6 +156,7 @@ class FractalMIDIConfig(PreTrainedConfig):
     note_window: int = 32
     pitch_kernel: int = 12
     pitch_channels: int = 8
+    note_local_kernel: int = 5
     mlp_ratio: int = 4
     dropout: float = 0.0
     attention_dropout: float = 0.0
@@ -239,6 +246,10 @@ class FractalMIDIConfig(PreTrainedConfig):
             need(self.harmony_window % 2 == 0, f"harmony_window = {self.harmony_window} must be even")
         integer("pitch_kernel", 1, self.num_pitches)
         integer("pitch_channels", 1)
+        integer("note_local_kernel", 0, 63)
+        need(self.note_local_kernel % 2 == 1 or self.note_local_kernel == 0,
+             f"note_local_kernel = {self.note_local_kernel}: must be odd (centred on the step), or 0")
+
         integer("mlp_ratio", 1)
         number("dropout", 0.0, 1.0)
         number("attention_dropout", 0.0, 1.0)

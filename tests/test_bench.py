@@ -85,3 +85,26 @@ def test_default_model_or_a_clear_error(capsys, monkeypatch, tmp_path):
     assert main(["bench", "--lengths", "64", "--no-memory"]) == 2
     err = capsys.readouterr().err
     assert "--config hub_configs/small.json" in err and "--model" in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat (Linux); elsewhere the load average is used")
+def test_other_work_is_told_apart_from_the_benchmarks_own():
+    """The 'other work was running' note counts other processes' CPU time, not the benchmark's
+    own threads (a 2-thread run on 2 cores is not 'other work')."""
+    import subprocess
+    import time
+
+    start, t0 = bench._cpu_seconds(), time.perf_counter()
+    x = 0
+    while time.perf_counter() - t0 < 0.5:  # this process busy
+        x += 1
+    assert bench.other_work_cores(start, time.perf_counter() - t0) < 0.3
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process, not our child's rusage yet
+    try:
+        start, t0 = bench._cpu_seconds(), time.perf_counter()
+        time.sleep(1.0)
+        busy = bench.other_work_cores(start, time.perf_counter() - t0)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert busy > 0.6

@@ -424,3 +424,38 @@ def test_default_top_p_comes_from_the_config(trained):
     assert not np.array_equal(a.notes, c.notes)
     with pytest.raises(ValueError, match="default_top_p"):
         tiny_config(default_top_p=0.0)
+
+
+def test_local_head_starts_as_no_change_and_reaches_the_logits():
+    """The note level's local head (per pitch, over neighbouring steps) is zero-initialised, in a
+    new model and for a checkpoint saved without it; it adds to every cell's state logits."""
+    torch.manual_seed(0)
+    model = FractalMIDIModel(tiny_config()).eval()
+    assert model.notes.local_head is not None and not model.notes.local_head.weight.any()
+    N, T, P = 1, 32, model.config.num_pitches
+    args = (torch.randint(0, 3, (N, T, P)), torch.randint(0, 128, (N, T, P)), torch.rand(N, T) < 0.5,
+            (torch.arange(T) % 16)[None], torch.randn(N, T, model.notes.cond_proj.in_features),
+            torch.zeros(N, dtype=torch.bool), torch.ones(N, T, dtype=torch.bool))
+    with torch.no_grad():
+        _, base, _ = model.notes(*args)
+        model.notes.local_head.bias.copy_(torch.tensor([0.0, 0.0, 0.7]))  # x LOCAL_GAIN 10
+        _, shifted, _ = model.notes(*args)
+    torch.testing.assert_close(shifted[..., 2] - base[..., 2], torch.full((N, T, P), 7.0), rtol=0, atol=1e-4)
+    without = FractalMIDIModel(tiny_config(note_local_kernel=0))
+    assert without.notes.local_head is None
+    with pytest.raises(ValueError, match="note_local_kernel = 4: must be odd"):
+        tiny_config(note_local_kernel=4)
+
+
+def test_a_checkpoint_without_the_local_head_loads_with_it_switched_off(tmp_path):
+    """Models saved before the local head existed load with a zero head: the same predictions."""
+    torch.manual_seed(0)
+    old = FractalMIDIModel(tiny_config(note_local_kernel=0)).eval()
+    old.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["note_local_kernel"]  # as written before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    new = FractalMIDIModel.from_pretrained(tmp_path).eval()
+    assert new.notes.local_head is not None and not new.notes.local_head.weight.any()
+    a, b = old.generate(num_bars=4, seed=0), new.generate(num_bars=4, seed=0)
+    assert torch.equal(a.states, b.states)

@@ -445,7 +445,16 @@ def test_sample_note_states_holds_only_continue_notes():
     assert torch.equal(states[:, :8], known[:, :8])  # known cells untouched
     prev = torch.cat([torch.zeros_like(states[:, :1]), states[:, :-1]], 1)
     assert not ((states == 2) & (prev == 0)).any()  # never a hold after silence
-    assert torch.allclose(chosen, probs.gather(-1, states[..., None]).squeeze(-1))
+    # each sampled state's probability under the chain that drew it: an onset p(onset), a
+    # silence after silence 1 - p(onset); with chain_confidence=False, the marginal
+    p_on = probs[..., 1]
+    was_silent = (prev == 0) & active
+    torch.testing.assert_close(chosen[(states == 1) & active], p_on[(states == 1) & active])
+    torch.testing.assert_close(chosen[(states == 0) & was_silent], 1 - p_on[(states == 0) & was_silent])
+    assert ((chosen >= 0) & (chosen <= 1)).all()
+    g.manual_seed(1)
+    states2, marginal = S.sample_note_states(probs, active, known, g, chain_confidence=False)
+    assert torch.allclose(marginal, probs.gather(-1, states2[..., None]).squeeze(-1))
     # onsets come at the model's marginal rate
     flat = torch.tensor([0.5, 0.2, 0.3]).expand(1, 4000, 1, 3)
     s, _ = S.sample_note_states(flat, torch.ones(1, 4000, 1, dtype=torch.bool), torch.zeros(1, 4000, 1, dtype=torch.long), g)
@@ -454,6 +463,24 @@ def test_sample_note_states_holds_only_continue_notes():
     sounding_before = (s[:, :-1] > 0)
     rate = ((s[:, 1:] == 2) & sounding_before).sum() / sounding_before.sum()
     assert abs(rate.item() - 0.6) < 0.05
+
+
+def test_continuation_after_a_known_sounding_cell_is_the_ratio_of_predictions():
+    """After a known sounding cell the continuation is p(held) / p(sounding) as predicted at
+    that cell (the model reads known neighbours only coarsely), not p(held) alone."""
+    g = torch.Generator().manual_seed(0)
+    T, P = 2, 20000
+    probs = torch.tensor([0.5, 0.2, 0.3]).expand(1, T, P, 3).clone()  # p(sounding) = 0.5, p(held) = 0.3
+    active = torch.zeros(1, T, P, dtype=torch.bool)
+    active[:, 1] = True
+    known = torch.zeros(1, T, P, dtype=torch.long)
+    known[:, 0] = 1  # every pitch starts a note at step 0
+    for ratio, expected in ((True, 0.6), (False, 0.3)):
+        s, _ = S.sample_note_states(probs, active, known, g, known_prev_ratio=ratio)
+        assert abs((s[:, 1] == 2).float().mean().item() - expected) < 0.02, (ratio, expected)
+    known[:, 0, : P // 2] = 0  # silence before: never a hold
+    s, _ = S.sample_note_states(probs, active, known, g)
+    assert not (s[:, 1, : P // 2] == 2).any()
 
 
 def test_a_hold_fixed_before_its_neighbour_is_not_cut_off():

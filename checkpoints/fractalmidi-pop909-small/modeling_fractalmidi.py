@@ -37,6 +37,7 @@ from .tokens_fractalmidi import density_to_class, tempo_to_class, velocity_to_cl
 
 NUM_STATES = 3  # per step and pitch: 0 silent, 1 onset, 2 held (sounding, started earlier)
 NUM_PITCH_CLASSES = 12
+LOCAL_GAIN = 10.0  # output multiplier of the note level's local head
 
 
 def bar_lengths(time_signatures: torch.Tensor, config: FractalMIDIConfig) -> torch.Tensor:
@@ -268,6 +269,11 @@ class NoteLevel(nn.Module):
         self.transformer = LevelTransformer(config, d, config.note_num_layers, config.note_num_heads, config.note_window)
         self.state_head = nn.Linear(d, P * NUM_STATES)
         self.velocity_head = nn.Linear(d, P * config.velocity_bins)
+        self.local_head = None
+        kt = config.note_local_kernel
+        if kt:  # per pitch, the neighbouring steps' input channels -> state logit offsets
+            self.local_head = nn.Conv2d(4, NUM_STATES, kernel_size=(kt, 1), padding=(kt // 2, 0))
+            self.local_head.zero_init = True  # zero-initialised (also when a checkpoint lacks it)
 
     def condition(self, parent, drop):
         """The adaLN parameters for a parent state (N, T, d_parent) and drop (N,) bool: computed
@@ -305,6 +311,10 @@ class NoteLevel(nn.Module):
             modulations = self.condition(parent, drop)
         h = self.transformer(x, None, valid, modulations)
         state_logits = self.state_head(h).view(N, T, P, NUM_STATES)
+        if self.local_head is not None:
+            # (a fixed gain: from zero, Adam's steps of ~lr reach logit offsets of a few units in
+            # a few thousand steps instead of tens of thousands)
+            state_logits = state_logits + LOCAL_GAIN * self.local_head(channels).permute(0, 2, 3, 1)  # (N, T, P, 3)
         return h, state_logits, (self.velocity_logits(h) if with_velocity else None)
 
 
@@ -340,6 +350,9 @@ class FractalMIDIPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LevelTransformer):
             init.zeros_(module.final_modulation.weight)
             init.zeros_(module.final_modulation.bias)
+        elif getattr(module, "zero_init", False):  # the local head's output: a new one changes nothing
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
 
 
 def _mask_like(valid: torch.Tensor) -> torch.Tensor:
