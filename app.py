@@ -202,7 +202,7 @@ def _sampling(seed, temperature, cfg, iterations, refine_ratio) -> dict:
         except ValueError:
             its = []
         if len(its) != levels or not all(1 <= n <= 64 for n in its):
-            raise gr.Error(f"Iterations: one whole number 1-64 per level ({', '.join(model.config.levels)}), e.g. 8,4,3.")
+            raise gr.Error(f"Iterations: one whole number 1-64 per level ({', '.join(model.config.levels)}), e.g. 8,8,3.")
         kw["num_iterations"] = its
     try:
         kw["seed"] = int(seed) if seed is not None and int(seed) >= 0 else int(np.random.randint(0, 2**31 - 1))

@@ -121,9 +121,32 @@ def _render(piece: Piece, out: Path, sample_rate: int) -> str:
             cmd = [fluidsynth, "-ni", "-q", "-g", "0.8", "-r", str(sample_rate), "-T", "wav", "-F", str(out), str(sf), str(midi)]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode == 0 and out.stat().st_size > 44:
+            _trim_tail(out, piece.duration_seconds + TAIL_SECONDS)
             return f"{sf.name} (fluidsynth)"
     _write_wav(out, sine_synth(piece, sample_rate), sample_rate)
     return SINE_SYNTH if sf is None else "simple sine synth (no soundfont renderer: install fluidsynth)"
+
+
+TAIL_SECONDS = 2.0  # audio kept after the piece's end: the last notes' release, then a fade
+
+
+def _trim_tail(path: Path, seconds: float, fade: float = 0.5) -> None:
+    """Cut a 16-bit WAV to `seconds`, fading out over its last `fade` seconds: fluidsynth
+    renders until every voice has died away, which for some piano samples is 6 s or more of
+    near-silence after the last bar."""
+    with wave.open(str(path), "rb") as r:
+        params = r.getparams()
+        if params.sampwidth != 2 or params.nframes <= int(seconds * params.framerate):
+            return
+        keep = int(seconds * params.framerate)
+        audio = np.frombuffer(r.readframes(keep), dtype="<i2").reshape(-1, params.nchannels).astype(np.float32)
+    n = min(int(fade * params.framerate), len(audio))
+    audio[len(audio) - n :] *= np.linspace(1.0, 0.0, n, dtype=np.float32)[:, None]
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(params.nchannels)
+        w.setsampwidth(2)
+        w.setframerate(params.framerate)
+        w.writeframes(audio.astype("<i2").tobytes())
 
 
 def sine_synth(piece: Piece, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
