@@ -189,8 +189,8 @@ class FractalMIDIGenerationMixin:
             temperature: > 0; scales every level's logits (higher = more varied); default
                 `config.default_temperature` (0.8).
             top_p: nucleus sampling of the structure classes, note states and velocities
-                (1 = off; default `config.default_top_p`, 0.9): per token only the most probable choices that cover `top_p` of the
-                probability, which keeps rare spurious onsets out.
+                (1 = off; default `config.default_top_p`, 0.9): per token only the most probable
+                choices that cover `top_p` of the probability, which keeps rare spurious onsets out.
             follow_structure: the note level follows Level 0's density as a plan: at every
                 iteration each bar's onset logits get one shared offset so that the bar's
                 expected onset count is what its density asks for (the model still chooses
