@@ -235,8 +235,20 @@ def test_missing_model_is_named(capsys, tmp_path):
 
 @pytest.mark.parametrize("argv", [["generate", "--bars", "2", "--temperature", "0"],
                                   ["generate", "--bars", "2", "--cfg", "-1"],
+                                  ["generate", "--bars", "2", "--top-p", "1.5"],
+                                  ["generate", "--bars", "2", "--top-p", "0"],
                                   ["inpaint", "--input", "x.mid", "--bars", "0-3"]])
 def test_bad_generation_arguments_are_refused_by_the_parser(capsys, argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
+
+
+def test_top_p_and_temperature_reach_generate_or_default_to_the_model():
+    from fractalmidi.cli import _generation_kwargs, build_parser
+
+    args = build_parser().parse_args(["generate", "--bars", "2", "--top-p", "0.8", "--temperature", "1.2"])
+    kw = _generation_kwargs(args, 2)
+    assert kw["top_p"] == 0.8 and kw["temperature"] == 1.2
+    kw = _generation_kwargs(build_parser().parse_args(["generate", "--bars", "2"]), 2)
+    assert kw["top_p"] is None and kw["temperature"] is None  # generate then takes the model's defaults
