@@ -252,6 +252,13 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
         model = FractalMIDIModel.from_pretrained(args.init_from)
     else:
         model = FractalMIDIModel(config)
+    for name in args.freeze or []:  # frozen levels keep their weights (their losses are still logged)
+        level = getattr(model, name, None)
+        if level is None:
+            fail(f"--freeze {name}: this model has no {name} level (levels: {', '.join(config.levels)})")
+        level.requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        fail("--freeze: every level is frozen, nothing would train")
     optimizer = torch.optim.AdamW(
         optimizer_groups(model, args.weight_decay), lr=args.learning_rate, betas=tuple(args.betas)
     )
@@ -429,6 +436,7 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
                 "weight decay": args.weight_decay,
                 "max_grad_norm": args.max_grad_norm,
                 "initialised from": args.init_from or "random weights",
+                "frozen levels": ", ".join(args.freeze) if args.freeze else "none",
                 "structure_warmup_steps": args.structure_warmup_steps,
                 "structure_ramp_steps": args.structure_ramp_steps,
                 "mixed precision": str(accelerator.mixed_precision),
@@ -449,6 +457,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--config", default=None,
                    help="model config JSON (hub_configs/tiny.json, small, base, large); required unless --init_from")
+    p.add_argument("--freeze", nargs="+", choices=("structure", "harmony", "notes"), default=None,
+                   help="levels whose weights stay as they are (e.g. fine-tune the note level alone: "
+                        "--freeze structure harmony)")
     p.add_argument("--init_from", default=None,
                    help="fine-tune: start from the weights and config of a saved model folder (save_pretrained) "
                         "instead of random weights; the optimizer and schedule start fresh")

@@ -315,3 +315,24 @@ def test_fine_tuning_starts_from_a_saved_model(straight_run, dataset_dir, tmp_pa
         cmd = [sys.executable, str(SCRIPT), *extra, "--dataset", str(dataset_dir), "--output_dir", str(tmp_path / "x")]
         proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+
+
+def test_frozen_levels_keep_their_weights(straight_run, dataset_dir, tmp_path):
+    """--freeze structure harmony: a fine-tune of the note level alone."""
+    base = [a for a in ARGS if a not in ("--config", str(TINY))]
+    start = straight_run / "final"
+    out = tmp_path / "frozen"
+    cmd = [sys.executable, str(SCRIPT), *base, "--max_steps", "2", "--eval_steps", "0", "--init_from", str(start),
+           "--freeze", "structure", "harmony", "--dataset", str(dataset_dir), "--output_dir", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    before, after = load_file(start / "model.safetensors"), load_file(out / "final" / "model.safetensors")
+    for k in before:
+        if k.startswith(("structure.", "harmony.")):
+            assert torch.equal(after[k], before[k]), k
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith("notes."))
+    assert "| frozen levels | structure, harmony |" in (out / "final" / "README.md").read_text()
+    cmd = [sys.executable, str(SCRIPT), "--init_from", str(start), "--freeze", "structure", "harmony", "notes",
+           "--dataset", str(dataset_dir), "--output_dir", str(tmp_path / "x")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "every level is frozen" in proc.stderr, proc.stderr[-2000:]
