@@ -23,6 +23,7 @@ from .sampling import (
     apply_temperature,
     cfg_logits,
     choose_tokens_to_keep_masked,
+    class_planes,
     fit_class_count,
     masked_counts_batched,
     refine_mask,
@@ -526,7 +527,7 @@ class FractalMIDIGenerationMixin:
                 if cfg_scale != 1.0:
                     s_logits = cfg_logits(s_logits, unc[1], cfg_scale)
             # one contiguous plane per state (silent, onset, held): what follows reads one state at a time
-            s_logits = s_logits.float().movedim(-1, 0).contiguous().movedim(0, -1)
+            s_logits = class_planes(s_logits.float()).movedim(0, -1)
             # how long notes last follows the model's own estimate: neither the temperature nor
             # top_p (which sharpen and cut the tails) nor the plan's onset offset shortens notes
             continuation = softmax_classes(s_logits)

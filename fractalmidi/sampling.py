@@ -239,15 +239,18 @@ def gumbel_noise(
     return -torch.log(-torch.log(u.clamp(min=tiny, max=1.0 - 1e-7)))
 
 
+def class_planes(x: torch.Tensor) -> torch.Tensor:
+    """(..., V) -> (V, ...) contiguous: one plane per class. With a few classes per position
+    (the note level's 3 states at every step and pitch), per-class work on planes is many times
+    faster on a CPU than along a last dim of 3; `.movedim(0, -1)` gives back a (..., V) view
+    whose class slices `[..., k]` stay contiguous."""
+    return x.movedim(-1, 0).contiguous()
+
+
 def softmax_classes(logits: torch.Tensor) -> torch.Tensor:
-    """softmax over the last dim, computed with the classes as the outer dim: (..., V) -> a
-    (..., V) view whose class slices `[..., k]` are contiguous. For a few classes per position
-    (the note level's 3 states at every step and pitch) this is ~15x faster on a CPU than
-    `softmax(-1)`, and so is everything that reads one class at a time afterwards."""
-    planes = logits.movedim(-1, 0)
-    if not planes.is_contiguous():
-        planes = planes.contiguous()
-    return planes.softmax(0).movedim(0, -1)
+    """softmax over the last dim, computed on `class_planes`: (..., V) -> a (..., V) view whose
+    class slices are contiguous (~15x faster than `softmax(-1)` for 3 classes on a CPU)."""
+    return class_planes(logits).softmax(0).movedim(0, -1)
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -264,8 +267,7 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
         return logits
     V = logits.shape[-1]
     if V <= 8:
-        planes = logits.movedim(-1, 0)
-        planes = planes if planes.is_contiguous() else planes.contiguous()  # (V, ...)
+        planes = class_planes(logits)  # (V, ...)
         probs = planes.softmax(0)
         kept = []
         for c in range(V):  # mass of the classes ranked before c: more probable, or as probable and lower
@@ -312,8 +314,7 @@ def fit_class_count(
     """
     N, L, K, V = logits.shape
     G = target.shape[1]
-    planes = logits.movedim(-1, 0)  # (V, N, L, K): one class at a time, contiguous
-    planes = planes if planes.is_contiguous() else planes.contiguous()
+    planes = class_planes(logits)  # (V, N, L, K)
     others = torch.stack([planes[v] for v in range(V) if v != class_index])
     margin = planes[class_index] - torch.logsumexp(others, dim=0)  # (N, L, K): p = sigmoid(margin + offset)
     lo = torch.full((N, G), -bound, device=logits.device)
