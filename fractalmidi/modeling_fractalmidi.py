@@ -213,7 +213,18 @@ class StructureLevel(nn.Module):
         return h, self.tempo_head(h), self.density_head(h)
 
 
-class HarmonyLevel(nn.Module):
+class ContentLevel(nn.Module):
+    """A level conditioned on the levels above: its parent state through `cond_proj`, or the
+    learned `null_cond` where dropped (classifier-free guidance), modulating `transformer`."""
+
+    def condition(self, parent, drop):
+        """The adaLN parameters for a parent state (N, L, d_parent) and drop (N,) bool: computed
+        once, passed to `forward` as `modulations` in every decoding iteration."""
+        cond = torch.where(drop[:, None, None], self.null_cond, self.cond_proj(parent))
+        return self.transformer.modulations(cond)
+
+
+class HarmonyLevel(ContentLevel):
     """The harmonic level: one token per `harmony_patch_steps` steps holding the 12 pitch classes
     that sound in it (the seed's "harmonic compression"), conditioned on the bar's structure."""
 
@@ -230,12 +241,6 @@ class HarmonyLevel(nn.Module):
         )
         self.head = nn.Linear(d, NUM_PITCH_CLASSES)
 
-    def condition(self, parent, drop):
-        """The adaLN parameters for a parent state (N, H, d0) and drop (N,) bool (use the null
-        condition): computed once, passed to `forward` as `modulations` in every iteration."""
-        cond = torch.where(drop[:, None, None], self.null_cond, self.cond_proj(parent))
-        return self.transformer.modulations(cond)
-
     def forward(self, pcs, masked, bar_position, parent, drop, valid, modulations=None):
         """pcs (N, H, 12) 0/1 (ignored where masked); masked (N, H); bar_position (N, H) step in
         bar of each patch; parent (N, H, d0) structure state of the patch's bar; drop (N,) bool:
@@ -249,7 +254,7 @@ class HarmonyLevel(nn.Module):
         return h, self.head(h)
 
 
-class NoteLevel(nn.Module):
+class NoteLevel(ContentLevel):
     """The note level: one token per step. Input channels per pitch: onset, held, velocity/127 and
     a mask flag; a pitch-sweep convolution (kernel `pitch_kernel` = an octave along the pitch
     axis, shared over time) sees intervals as such, then the P pitches fold into one token."""
@@ -274,12 +279,6 @@ class NoteLevel(nn.Module):
         if kt:  # per pitch, the neighbouring steps' input channels -> state logit offsets
             self.local_head = nn.Conv2d(4, NUM_STATES, kernel_size=(kt, 1), padding=(kt // 2, 0))
             self.local_head.zero_init = True  # zero-initialised (also when a checkpoint lacks it)
-
-    def condition(self, parent, drop):
-        """The adaLN parameters for a parent state (N, T, d_parent) and drop (N,) bool: computed
-        once, passed to `forward` as `modulations` in every iteration."""
-        cond = torch.where(drop[:, None, None], self.null_cond, self.cond_proj(parent))
-        return self.transformer.modulations(cond)
 
     def velocity_logits(self, h):
         """Velocity logits (..., P, V) of hidden states h (..., d)."""
