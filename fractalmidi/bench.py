@@ -286,10 +286,7 @@ def memory_worker(spec: dict) -> dict:
             model = ARBaselineModel.from_pretrained(spec["model"]).eval()
         else:
             model = ARBaselineModel(ARBaselineConfig(**spec["config"])).eval()
-    if spec.get("dtype", "float32") != "float32":
-        model, context, _ = prepare(model, spec["kind"], "cpu", spec["dtype"])
-    else:
-        context = contextlib.nullcontext
+    model, context, _ = prepare(model, spec["kind"], "cpu", spec.get("dtype", "float32"))
     import gc
 
     gc.collect()
@@ -607,7 +604,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="time an untrained FractalMIDI model of this config (e.g. hub_configs/small.json): same speed, random music")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="both models' weights (default auto: bfloat16 on CUDA and on CPUs with native bf16 "
+                   help="FractalMIDI's weights (default auto: bfloat16 on CUDA and on CPUs with native bf16 "
                         "(AVX-512 BF16 / AMX), else float32)")
     p.add_argument("--ar-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="the baseline's weights (default auto: --dtype's on CUDA, float32 on a CPU, where bf16 "
