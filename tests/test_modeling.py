@@ -250,13 +250,13 @@ def test_to_midi_writes_a_readable_file(trained, tmp_path):
     "kwargs, message",
     [
         (dict(num_bars=0), "num_bars must be a whole number >= 1"),
-        (dict(num_bars=4, temperature=0), "temperature must be > 0"),
-        (dict(num_bars=4, cfg=-1), "cfg must be >= 0"),
-        (dict(num_bars=4, refine_ratio=1.5), "refine_ratio must lie in 0-1"),
+        (dict(num_bars=4, temperature=0), "temperature 0.0 is outside the allowed range 0.1-2.0"),
+        (dict(num_bars=4, cfg=-1), "cfg (guidance scale) -1.0 is outside the allowed range 0.0-10.0"),
+        (dict(num_bars=4, refine_ratio=1.5), "refine_ratio 1.5 is outside the allowed range 0.0-1.0"),
         (dict(num_bars=4, num_iterations=[2, 2]), "one count >= 1 per level"),
         (dict(num_bars=4, structure={"density": [0.5]}), "has 1 values for 4 bars"),
         (dict(num_bars=4, structure={"loudness": [1] * 4}), "unknown key 'loudness'"),
-        (dict(num_bars=4, time_signature=(5, 3)), "time signature 5/3"),
+        (dict(num_bars=4, time_signature=(5, 3)), "time signature 5/3: the denominator must be one of"),
         (dict(num_bars=4, inpaint_bars=[(0, 2)]), "inpaint_bars needs a prompt"),
     ],
 )
@@ -325,7 +325,7 @@ def test_the_shipped_model_carries_the_current_code():
     """The checkpoint's copies of the model files are what `trust_remote_code` runs: they must
     be the package's. After changing a model file, re-save the shipped model (README)."""
     for name in ("configuration_fractalmidi.py", "modeling_fractalmidi.py", "generation_fractalmidi.py",
-                 "sampling.py", "tokens_fractalmidi.py"):
+                 "sampling.py", "tokens_fractalmidi.py", "limits_fractalmidi.py"):
         assert (SHIPPED / name).read_bytes() == (ROOT / "fractalmidi" / name).read_bytes(), name
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import limits_fractalmidi as limits
+from .limits_fractalmidi import check_curve_value, check_number, check_time_signature
 from .tokens_fractalmidi import class_to_density, class_to_tempo, class_to_velocity, density_to_class, tempo_to_class
 from .sampling import (
     apply_temperature,
@@ -222,26 +224,26 @@ class FractalMIDIGenerationMixin:
             temperature = cfg_.default_temperature
         if top_p is None:
             top_p = getattr(cfg_, "default_top_p", 1.0)  # configs saved before it existed: off
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not (isinstance(cfg, (int, float)) and cfg >= 0):
-            raise ValueError(f"cfg must be >= 0, got {cfg}")
-        if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-            raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+        # the ranges every front-end uses too (limits_fractalmidi): checked before any work
+        temperature = check_number("temperature", temperature, limits.TEMPERATURE)
+        cfg = check_number("cfg (guidance scale)", cfg, limits.GUIDANCE_SCALE)
+        top_p = check_number("top_p", top_p, limits.TOP_P, low_open=True)
         self._top_p = float(top_p)
         if generator is None:
             generator = torch.Generator(device="cpu")
-            generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()))
+            seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else check_number(
+                "seed", seed, limits.SEED, integer=True)
+            generator.manual_seed(seed)
         iters = list(num_iterations) if num_iterations is not None else list(cfg_.num_iterations)
-        if len(iters) != len(cfg_.levels) or any(int(n) < 1 for n in iters):
+        if len(iters) != len(cfg_.levels):
             raise ValueError(f"num_iterations must give one count >= 1 per level {cfg_.levels}, got {iters}")
+        iters = [check_number(f"num_iterations[{i}] ({name})", n, limits.ITERATIONS, integer=True)
+                 for i, (n, name) in enumerate(zip(iters, cfg_.levels))]
         refine_ratio = cfg_.refine_ratio if refine_ratio is None else refine_ratio
-        refine_rounds = cfg_.refine_rounds if refine_rounds is None else int(refine_rounds)
-        if not 0.0 <= refine_ratio <= 1.0:
-            raise ValueError(f"refine_ratio must lie in 0-1, got {refine_ratio}")
-        N = int(num_samples)
-        if N < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        refine_rounds = cfg_.refine_rounds if refine_rounds is None else refine_rounds
+        refine_ratio = check_number("refine_ratio", refine_ratio, limits.REFINE_RATIO)
+        refine_rounds = check_number("refine_rounds", refine_rounds, limits.REFINE_ROUNDS, integer=True)
+        N = check_number("num_samples", num_samples, limits.NUM_SAMPLES, integer=True)
 
         plan = self._plan_bars(num_bars, time_signature, time_signatures, prompt, inpaint_bars)
         sigs, lengths, bar_starts, gen_bars = plan  # (B, 2), (B,), (B + 1,), (B,) bool
@@ -347,6 +349,8 @@ class FractalMIDIGenerationMixin:
                 raise ValueError(f"num_bars must be a whole number >= 1, got {num_bars}")
             if num_bars < pb:
                 raise ValueError(f"num_bars = {num_bars} is fewer than the prompt's {pb} bars")
+            if num_bars > cfg.max_bars:
+                raise ValueError(f"{num_bars} bars is more than this model's max_bars = {cfg.max_bars}")
             head = [tuple(int(v) for v in s) for s in prompt.time_signatures] if prompt is not None else []
             if time_signature is None:
                 time_signature = head[-1] if head else (4, 4)
@@ -354,8 +358,10 @@ class FractalMIDIGenerationMixin:
             sigs = head + [tail_sig] * (num_bars - pb)
         lengths = []
         for i, (n, d) in enumerate(sigs):
-            if n < 1 or d < 1 or d & (d - 1) or (n * 4 * cfg.steps_per_beat) % d:
-                raise ValueError(f"bar {i + 1}: time signature {n}/{d} does not fit the grid of {cfg.steps_per_beat} steps per beat")
+            try:
+                check_time_signature(n, d, cfg.steps_per_beat)
+            except ValueError as e:
+                raise ValueError(f"bar {i + 1}: {e}") from None
             lengths.append(n * 4 * cfg.steps_per_beat // d)
         B = len(sigs)
         gen = torch.ones(B, dtype=torch.bool)
@@ -414,9 +420,7 @@ class FractalMIDIGenerationMixin:
             for i, v in enumerate(values):
                 if v is None:
                     continue
-                v = float(v)
-                if not (v == v) or v < 0 or (name == "tempo" and v <= 0):
-                    raise ValueError(f"structure[{name!r}] bar {i + 1}: {v} is not a valid {name}")
+                v = check_curve_value(name, i + 1, v, cfg.density_max)  # finite, in the model's range
                 target[i] = convert(torch.tensor(v, device=device), cfg)
         for name in structure or {}:
             if name not in ("tempo", "density"):

@@ -1,0 +1,157 @@
+"""The controls the front-ends share: the command line, the web app and the OSC server read
+their users' text and numbers here, with the ranges of `limits_fractalmidi` (the same ones
+`generate` enforces), so each refuses the same values with the same message.
+
+Every function raises `InputError` naming the field, the value and the allowed range. Nothing
+here imports torch: the command line checks its arguments before it loads a model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import limits_fractalmidi as limits
+from .errors import InputError
+
+DEFAULT_DENSITY_MAX = 4.0  # FractalMIDIConfig's default density_max (the shipped model's)
+MAX_CURVE_FILE_BYTES = 1 << 20  # a .json curve file
+MAX_BARS = 1024  # bars per piece from the command line (FractalMIDIConfig's default max_bars)
+MAX_INTERACTIVE_BARS = 256  # bars per piece in the web app and over OSC (a CPU takes seconds at 256)
+
+
+def _err(e: ValueError) -> InputError:
+    return InputError(str(e))
+
+
+def number(name: str, value, bounds, *, integer=False, low_open=False, unit="") -> float | int:
+    """A number typed or sent by a user (text, int or float), checked against `bounds`."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            try:  # "8.0" for a whole number
+                value = float(text)
+            except ValueError:
+                kind = "a whole number" if integer else "a number"
+                raise InputError(f"{name} must be {kind}, got {text!r}") from None
+    try:
+        return limits.check_number(name, value, bounds, integer=integer, low_open=low_open, unit=unit)
+    except ValueError as e:
+        raise _err(e) from None
+
+
+def temperature(value) -> float:
+    return number("temperature", value, limits.TEMPERATURE)
+
+
+def top_p(value) -> float:
+    return number("top-p", value, limits.TOP_P, low_open=True)
+
+
+def guidance_scale(value) -> float:
+    return number("cfg (guidance scale)", value, limits.GUIDANCE_SCALE)
+
+
+def refine_ratio(value) -> float:
+    return number("refine ratio", value, limits.REFINE_RATIO)
+
+
+def refine_rounds(value) -> int:
+    return number("refine rounds", value, limits.REFINE_ROUNDS, integer=True)
+
+
+def num_samples(value) -> int:
+    return number("number of samples", value, limits.NUM_SAMPLES, integer=True)
+
+
+def seed(value) -> int:
+    return number("seed", value, limits.SEED, integer=True)
+
+
+def bars(value, max_bars: int = MAX_BARS, name: str = "bars") -> int:
+    return number(name, value, (1, max_bars), integer=True)
+
+
+def iterations(text, num_levels: int | None = None) -> list[int]:
+    """'8,8,3': decoding iterations per level, each in limits.ITERATIONS; `num_levels` when
+    known (the model's config) must match."""
+    parts = list(text) if isinstance(text, (list, tuple)) else [p.strip() for p in str(text).split(",")]
+    out = [number(f"iterations, level {i + 1}:", p, limits.ITERATIONS, integer=True) for i, p in enumerate(parts)]
+    if num_levels is not None and len(out) != num_levels:
+        raise InputError(f"iterations: give one count per level ({num_levels} levels), got {len(out)}: "
+                         f"{','.join(str(n) for n in out)}")
+    return out
+
+
+def time_signature(text, steps_per_beat: int = 4, max_bar_len: int | None = None) -> tuple[int, int]:
+    """'3/4' -> (3, 4): numerator 1-32, denominator a power of two up to 32, whole steps per bar."""
+    try:
+        n, d = (int(x) for x in str(text).strip().split("/"))
+    except ValueError:
+        raise InputError(f"time signature must look like 4/4 or 6/8, got {text!r}") from None
+    try:
+        return limits.check_time_signature(n, d, steps_per_beat, max_bar_len)
+    except ValueError as e:
+        raise _err(e) from None
+
+
+def bar_ranges(text, num_bars: int | None = None) -> list[tuple[int, int]]:
+    """'16-32,40-48' (bars counted from 1, both ends included) -> [(15, 32), (39, 48)]
+    (0-based, half-open); within `num_bars` when given."""
+    out = []
+    for part in str(text if text is not None else "").split(","):
+        a, _, b = part.strip().partition("-")
+        try:
+            first, last = int(a), int(b or a)
+        except ValueError:
+            raise InputError(f"bars must look like 16-32,40-48 (bars counted from 1), got {text!r}") from None
+        if first < 1 or last < first:
+            raise InputError(f"bar range {part.strip()}: bars count from 1 and a range must not run backwards")
+        if num_bars is not None and last > num_bars:
+            raise InputError(f"bars {first}-{last} lie outside the piece's bars 1-{num_bars}")
+        out.append((first - 1, last))
+    return out
+
+
+def curve(text, what: str, density_max: float = DEFAULT_DENSITY_MAX) -> list | None:
+    """A per-bar curve ("density", onsets per step, 0 to the model's density_max; "tempo", BPM
+    in limits.TEMPO_BPM): a comma list ('0.5,,1.0': empty entries are left to the model), a
+    list of numbers / None, or the path of a .json file holding such a list."""
+    if text is None:
+        return None
+    if isinstance(text, (list, tuple)):
+        values = list(text)
+    else:
+        path = Path(str(text))
+        if path.suffix.lower() == ".json":
+            if not path.is_file():
+                raise InputError(f"{path}: {what} curve file not found")
+            if path.stat().st_size > MAX_CURVE_FILE_BYTES:
+                raise InputError(f"{path}: a {what} curve file may hold up to {MAX_CURVE_FILE_BYTES >> 10} KB")
+            try:
+                values = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise InputError(f"{path}: not valid JSON ({e})") from None
+            if not isinstance(values, list):
+                raise InputError(f"{path}: a {what} curve must be a JSON list, one value per bar")
+        else:
+            values = [v.strip() for v in str(text).split(",")]
+    if len(values) > MAX_BARS:
+        raise InputError(f"the {what} curve has {len(values)} values; a piece has at most {MAX_BARS} bars")
+    out = []
+    for i, v in enumerate(values):
+        if v is None or v == "":
+            out.append(None)
+            continue
+        if isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                raise InputError(f"{what} curve, bar {i + 1}: {v!r} is not a number") from None
+        try:
+            out.append(limits.check_curve_value(what, i + 1, v, density_max))
+        except ValueError as e:
+            raise _err(e) from None
+    return out
