@@ -350,29 +350,63 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def _cpu_seconds() -> tuple[float, float] | None:
-    """(CPU seconds all processes of the machine have used, CPU seconds this process and its
-    finished children have used), from /proc/stat and getrusage; None where /proc is missing."""
+def _read_proc_stat() -> str:
+    """The machine's line of /proc/stat (Linux): "cpu  user nice system idle iowait irq softirq ..." in clock ticks."""
+    with open("/proc/stat") as f:
+        return f.readline()
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds (user + system) this process and its finished children have used (getrusage)."""
     import resource
 
+    return sum(getattr(resource.getrusage(who), k) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for k in ("ru_utime", "ru_stime"))
+
+
+def _cpu_seconds(read_stat=_read_proc_stat, own_seconds=_own_cpu_seconds, clock_ticks: int | None = None
+                 ) -> tuple[float, float] | None:
+    """(CPU seconds all processes of the machine have used, CPU seconds this process and its
+    finished children have used), from /proc/stat and getrusage; None where /proc is missing.
+
+    `read_stat` returns the "cpu ..." line of /proc/stat, `own_seconds` this process's CPU
+    seconds and `clock_ticks` is the ticks per second of /proc/stat (default SC_CLK_TCK): given,
+    they let the arithmetic be checked on fabricated readings."""
     try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
+        fields = [int(x) for x in read_stat().split()[1:]]
     except (OSError, ValueError):
         return None
+    if len(fields) < 4:  # not a "cpu user nice system idle ..." line
+        return None
     busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
-    own = sum(getattr(resource.getrusage(who), k) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-              for k in ("ru_utime", "ru_stime"))
-    return busy / os.sysconf("SC_CLK_TCK"), own
+    ticks = clock_ticks if clock_ticks is not None else os.sysconf("SC_CLK_TCK")
+    return busy / ticks, own_seconds()
 
 
-def other_work_cores(start: tuple[float, float] | None, seconds: float) -> float | None:
+def other_work_cores(start: tuple[float, float] | None, seconds: float, read=_cpu_seconds) -> float | None:
     """Mean number of cores other processes kept busy since `start` (a `_cpu_seconds()`): the
-    machine's CPU time minus this benchmark's own, over the wall time."""
-    end = _cpu_seconds()
+    machine's CPU time minus this benchmark's own, over the wall time. `read` gives the reading
+    at the end (default `_cpu_seconds`, now)."""
+    end = read()
     if start is None or end is None or seconds <= 0:
         return None
     return max((end[0] - start[0]) - (end[1] - start[1]), 0.0) / seconds
+
+
+def other_work_note(info: dict, cpu_start: tuple[float, float] | None, seconds: float, threads: int,
+                    read=_cpu_seconds) -> str | None:
+    """The note that other work was running during the benchmark, or None. Records
+    `other_work_cores` in `info` where /proc gives it; without /proc, falls back to the load
+    average (`load_average_at_start` / `_at_end` of `info`) minus this benchmark's `threads`."""
+    other = other_work_cores(cpu_start, seconds, read)
+    if other is not None:
+        info["other_work_cores"] = round(other, 2)
+    else:  # no /proc: the load average, which also counts this benchmark's own threads
+        other = max(info.get("load_average_at_start", 0.0), info.get("load_average_at_end", 0.0)) - threads
+    if other > 0.25:
+        return (f"Other work was running (on average {other:.2f} of {info['cpu_cores']} cores busy with other "
+                "processes): absolute times are pessimistic, the ratio is from the same conditions.")
+    return None
 
 
 def _median(xs):
@@ -494,14 +528,9 @@ def run_benchmark(args, log=None) -> dict:
     if short:
         notes.append(f"The baseline stopped before making all the bars in {len(short)} run(s) ({short}): its times there "
                      "are for less music.")
-    other = other_work_cores(cpu_start, time.perf_counter() - wall_start)
+    other = other_work_note(info, cpu_start, time.perf_counter() - wall_start, torch.get_num_threads())
     if other is not None:
-        info["other_work_cores"] = round(other, 2)
-    else:  # no /proc: the load average, which also counts this benchmark's own threads
-        other = max(info.get("load_average_at_start", 0.0), info.get("load_average_at_end", 0.0)) - torch.get_num_threads()
-    if other > 0.25:
-        notes.append(f"Other work was running (on average {other:.2f} of {info['cpu_cores']} cores busy with other "
-                     "processes): absolute times are pessimistic, the ratio is from the same conditions.")
+        notes.append(other)
     notes += list(args.note or [])
     return {
         "command": command_line(args),
