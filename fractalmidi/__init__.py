@@ -9,7 +9,7 @@ loaded on first use (and registered with transformers' AutoConfig / AutoModel th
 """
 
 from .errors import InputError
-from .midi_io import ReadReport, read_beats, read_midi, read_midi_tracks, write_midi
+from .midi_io import ReadReport, read_beats, read_midi, read_midi_tracks, resolve_beats, write_midi
 from .piece import PIANO_RANGE, Piece, bar_length_steps, normalize_notes, roll_to_notes
 
 __version__ = "0.1.0"
@@ -45,6 +45,7 @@ __all__ = [
     "read_beats",
     "read_midi",
     "read_midi_tracks",
+    "resolve_beats",
     "roll_to_notes",
     "write_midi",
 ]

@@ -1,6 +1,9 @@
 """MIDI files <-> `Piece` (symusic does the MIDI parsing and writing).
 
 Reading puts every note on the metrical grid of `Piece` (steps per quarter note):
+- which beat annotation, if any: `read_midi(path, beats="auto")` (the default) uses the one
+  `find_beat_file` finds beside the file, `beats=PATH` that file, `beats=None` none; the
+  command line follows the same rule (`resolve_beats`), `--beats FILE` / `--no-beats`.
 - with a beat annotation (POP909's `beat_midi.txt`: one line per beat, its time in seconds,
   downbeats flagged), note times in seconds are mapped onto the annotated beats, and bars
   run from downbeat to downbeat (a bar of k beats is k/4). POP909's MIDI ticks are offset
@@ -19,13 +22,13 @@ way, and a note is at least one step long.
 Writing produces a type-1 MIDI file: one piano track with the notes exactly on the grid, a
 tempo event wherever the tempo changes, a time-signature event wherever the bar changes
 metre, and an `end` marker at the last bar line, so reading it back gives the same piece.
-Files are written to a temporary file beside the target and renamed into place.
+Files are written to a temporary file beside the target and renamed into place
+(`files.atomic_path`), with the mode of any new file (0666 less the umask).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +36,7 @@ import numpy as np
 from symusic import Note, Score, TextMeta, TimeSignature, Track, Tempo
 
 from .errors import InputError
+from .files import atomic_path
 from .piece import MAX_BPM, MIN_BPM, PIANO_RANGE, Piece, bar_length_steps, normalize_notes
 
 MAX_FILE_BYTES = 16 * 1024 * 1024  # no real MIDI file of one piece comes near this
@@ -41,6 +45,8 @@ END_MARKER = "end"  # marker text at the last bar line of the files we write
 MIDI_SUFFIXES = (".mid", ".midi")
 POP909_BEAT_FILE = "beat_midi.txt"  # one per song folder (POP909 layout)
 BEATS_SUFFIX = ".beats.txt"  # <stem>.beats.txt beside any MIDI file
+AUTO_BEATS = "auto"  # read_midi's default: the beat file `find_beat_file` finds, if any
+MAX_TICKS_PER_QUARTER = 0x7FFF  # a MIDI header's division: 15 bits (the top bit means SMPTE)
 
 
 @dataclass
@@ -135,6 +141,19 @@ def find_beat_file(midi_path, beats_dir=None, midi_files_in_folder: int | None =
     return shared if midi_files_in_folder == 1 else None
 
 
+def resolve_beats(midi_path, beats=AUTO_BEATS, beats_dir=None) -> Path | None:
+    """The beat file to read `midi_path` with, by the one rule `read_midi` and the command
+    line share: `"auto"` the one `find_beat_file(midi_path, beats_dir)` finds (or None),
+    None or False none (the file's own ticks), a path that file (`read_beats` checks it)."""
+    if beats is None or beats is False:
+        return None
+    if isinstance(beats, str) and beats == AUTO_BEATS:
+        return find_beat_file(midi_path, beats_dir)
+    if isinstance(beats, (str, os.PathLike)):
+        return Path(beats)
+    raise TypeError(f'beats must be "auto", None or a path to a beat file, not {beats!r}')
+
+
 def find_midi_files(midi_dir, beats_dir=None) -> list[tuple[Path, Path | None]]:
     """Every .mid / .midi file under `midi_dir` (recursive, sorted by path), each paired with
     its beat annotation (see `find_beat_file`) or None."""
@@ -176,12 +195,30 @@ def _load_score(path: Path, max_bytes: int) -> Score:
     if size > max_bytes:
         raise InputError(f"{path}: {size} bytes is larger than the limit of {max_bytes} bytes for a MIDI file")
     with open(path, "rb") as f:
-        if f.read(4) != b"MThd":
-            raise InputError(f"{path}: not a MIDI file (it does not start with the MThd header)")
+        header = f.read(14)
+    if header[:4] != b"MThd":
+        raise InputError(f"{path}: not a MIDI file (it does not start with the MThd header)")
+    if len(header) == 14 and int.from_bytes(header[4:8], "big") >= 6:
+        _check_division(int.from_bytes(header[12:14], "big"), path)
     try:
-        return Score(str(path))
+        score = Score(str(path))
     except Exception as e:  # symusic raises RuntimeError for broken files
         raise InputError(f"{path}: not a readable MIDI file ({e})") from None
+    _check_division(score.tpq, path)  # every tick -> step or second divides by it
+    return score
+
+
+def _check_division(division: int, path: Path):
+    """The header's time division (16 bits): ticks per quarter note, 1-32767; with the top
+    bit set it is SMPTE time (frames per second, ticks per frame), which has no quarter notes."""
+    if division & 0x8000:
+        fps = 256 - (division >> 8)  # the high byte is minus the frame rate, two's complement
+        raise InputError(
+            f"{path}: SMPTE time division (0x{division:04X}: {fps} frames per second, {division & 0xFF} "
+            f"ticks per frame) is not supported; only ticks per quarter note"
+        )
+    if division == 0:
+        raise InputError(f"{path}: time division (ticks per quarter note) is 0 in the file's header; it must be 1-32767")
 
 
 def _select_tracks(score: Score, tracks, path: Path) -> list:
@@ -231,7 +268,7 @@ def _bars_covering(downbeats, bar_len_first, bar_len_last, lo, hi):
 
 def read_midi(
     path,
-    beats=None,
+    beats=AUTO_BEATS,
     steps_per_beat: int = 4,
     pitch_range: tuple[int, int] = PIANO_RANGE,
     tracks=None,
@@ -240,7 +277,10 @@ def read_midi(
 ) -> tuple[Piece, ReadReport]:
     """Read a MIDI file onto the grid, all chosen tracks merged: what the model sees.
 
-    `beats`: a beat annotation file (see `read_beats`), or None for the file's own ticks.
+    `beats`: `"auto"` (the default) for the beat annotation found beside the file, if any
+    (`find_beat_file`: `<stem>.beats.txt`, or POP909's `beat_midi.txt` when the file is the
+    only MIDI file in its folder); a path for that beat file (see `read_beats`); None for
+    none, the file's own ticks. `ReadReport.grid` says which grid was used.
     `tracks`: None for all non-drum tracks, or a list of track names / numbers.
     Returns the `Piece` and a `ReadReport`. Raises `InputError` naming the file and the
     problem for anything unusable. Where two tracks play the same pitch at the same step,
@@ -252,7 +292,7 @@ def read_midi(
 
 def read_midi_tracks(
     path,
-    beats=None,
+    beats=AUTO_BEATS,
     steps_per_beat: int = 4,
     pitch_range: tuple[int, int] = PIANO_RANGE,
     tracks=None,
@@ -270,6 +310,7 @@ def read_midi_tracks(
 def _read(path, beats, steps_per_beat, pitch_range, tracks, max_bars, max_bytes, per_track):
     path = Path(path)
     score = _load_score(path, max_bytes)
+    beats = resolve_beats(path, beats)
     _check_tempi(score, path)
     chosen = _select_tracks(score, tracks, path)
     names = [t.name or f"track {i}" for i, t in enumerate(chosen)]
@@ -310,13 +351,19 @@ def _read(path, beats, steps_per_beat, pitch_range, tracks, max_bars, max_bytes,
     if (~inside).any():
         report.dropped[f"pitch outside {lo}-{hi}"] = int((~inside).sum())
     raw = np.stack([pitch, starts, ends, vel], axis=1)[inside]
-    group = track_id[inside] if per_track else np.zeros(len(raw), np.int64)
+    if per_track:  # the notes of each track, in their order: one stable sort, then split
+        group = track_id[inside]
+        order = np.argsort(group, kind="stable")
+        parts = np.split(raw[order], np.searchsorted(group[order], np.arange(1, len(chosen))))
+        labels = names
+    else:
+        parts, labels = [raw], ["+".join(names)]
     counts = {"duplicate": 0, "truncated": 0, "lengthened": 0}
     out = []
-    for g in range(len(chosen) if per_track else 1):
-        notes, c = normalize_notes(raw[group == g])
+    for label, part in zip(labels, parts):
+        notes, c = normalize_notes(part)
         counts = {k: counts[k] + c[k] for k in counts}
-        out.append((names[g] if per_track else "+".join(names), notes))
+        out.append((label, notes))
     if counts["duplicate"]:
         where = "in its track" if per_track else "(tracks merged)"
         report.dropped[f"same pitch and onset step as another note {where}"] = counts["duplicate"]
@@ -330,10 +377,8 @@ def _read(path, beats, steps_per_beat, pitch_range, tracks, max_bars, max_bytes,
     dist = np.abs(raw_onsets - np.round(raw_onsets))
     report.onset_error_median = float(np.median(dist))
     report.onsets_within_0_1 = float(np.mean(dist <= 0.1))
-    pieces = [
-        (name, Piece(notes, bar_starts, sigs, tempo_steps, tempo_bpm, steps_per_beat, pitch_range))
-        for name, notes in out
-    ]
+    grid = Piece(out[0][1], bar_starts, sigs, tempo_steps, tempo_bpm, steps_per_beat, pitch_range)
+    pieces = [(out[0][0], grid)] + [(name, grid.replace_notes(notes)) for name, notes in out[1:]]
     return pieces, report
 
 
@@ -482,7 +527,14 @@ def piece_to_score(piece, ticks_per_quarter: int = 480) -> Score:
         if not same:
             raise InputError(f"track {name!r} does not share the bars and tempo of track {tracks[0][0]!r}")
     spb = grid.steps_per_beat
+    if not 1 <= int(ticks_per_quarter) <= MAX_TICKS_PER_QUARTER:
+        raise InputError(f"ticks per quarter note must be 1-{MAX_TICKS_PER_QUARTER}, got {ticks_per_quarter}")
     tpq = ticks_per_quarter if ticks_per_quarter % spb == 0 else spb * 120
+    if tpq > MAX_TICKS_PER_QUARTER:
+        raise InputError(
+            f"{spb} steps per quarter note need {tpq} ticks per quarter note, more than MIDI's "
+            f"{MAX_TICKS_PER_QUARTER}: write with a ticks_per_quarter that is a multiple of {spb}"
+        )
     tps = tpq // spb  # ticks per step
     score = Score(tpq)
     for name, p in tracks:
@@ -509,16 +561,11 @@ def piece_to_score(piece, ticks_per_quarter: int = 480) -> Score:
 
 def write_midi(piece, path, ticks_per_quarter: int = 480) -> Path:
     """Write a `Piece` (or a list of (track name, Piece), see `piece_to_score`) as MIDI,
-    atomically: to a temporary file beside `path`, then renamed into place."""
+    atomically: to a temporary file beside `path`, then renamed into place, with the mode of
+    any new file (0666 less the umask). `ticks_per_quarter`: 1-32767, a multiple of the
+    piece's steps per quarter note (else `steps_per_beat * 120` is used)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     score = piece_to_score(piece, ticks_per_quarter)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        score.dump_midi(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, ".tmp") as tmp:
+        score.dump_midi(str(tmp))
     return path

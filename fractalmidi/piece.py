@@ -25,6 +25,7 @@ Structure, per bar (what Level 0 of the model generates; see `Piece.structure`):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,11 +145,12 @@ class Piece:
         )
 
     def replace_notes(self, notes: np.ndarray) -> "Piece":
-        """The same bars and tempo with other notes."""
-        return Piece(
-            notes, self.bar_starts, self.time_signatures, self.tempo_steps, self.tempo_bpm,
-            self.steps_per_beat, self.pitch_range,
-        )
+        """The same bars and tempo with other notes (only the notes are checked: the bars and
+        tempo, shared with this piece, were checked when it was made)."""
+        piece = copy.copy(self)
+        piece.notes = np.asarray(notes, dtype=np.int64).reshape(-1, 4)
+        piece._validate_notes()
+        return piece
 
     # ----------------------------------------------------------------- checks
     def _validate(self):
@@ -178,6 +180,11 @@ class Piece:
                 f"tempo {bpm[k]:g} BPM at bar {self.bar_of_step(int(ts[k])) + 1} is outside "
                 f"the allowed range {MIN_BPM:g}-{MAX_BPM:g} BPM"
             )
+        self._validate_notes()
+
+    def _validate_notes(self):
+        lo, hi = self.pitch_range
+        b = self.bar_starts
         n = self.notes
         if len(n):
             if n[:, 0].min() < lo or n[:, 0].max() > hi:

@@ -4,17 +4,30 @@ non-interactive Agg backend; writes PNG atomically."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_path
 from .piece import Piece
 
 
 def plot_piece(piece: Piece, path, requested_density=None, title: str | None = None, dpi: int = 110) -> Path:
     """Draw `piece` into a PNG at `path`; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_piece(piece, requested_density, title)
+    path = Path(path)
+    try:
+        with atomic_path(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def draw_piece(piece: Piece, requested_density=None, title: str | None = None):
+    """The matplotlib figure of `piece`: axes roll, tempo, density (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +53,13 @@ def plot_piece(piece: Piece, path, requested_density=None, title: str | None = N
     ax_roll.set_title(title or f"{piece.num_bars} bars, {len(piece.notes)} notes, {piece.duration_seconds:.0f} s")
 
     centres = (piece.bar_starts[:-1] + piece.bar_starts[1:]) / 2
-    ax_tempo.step(piece.bar_starts[:-1], piece.bar_tempo(), where="post", color="tab:orange")
+    tempo = piece.bar_tempo()
+    # each bar's tempo held to the bar's end: the last value repeated at the final bar line
+    ax_tempo.step(piece.bar_starts, np.append(tempo, tempo[-1:]), where="post", color="tab:orange")
+    ax_tempo.ticklabel_format(axis="y", useOffset=False, style="plain")  # 118.2, not 1e-10+1.18e2
+    lo, hi = float(np.min(tempo)), float(np.max(tempo))
+    pad = max(0.05 * (hi - lo), 0.02 * hi, 1.0)  # a flat line sits mid-axis with readable ticks
+    ax_tempo.set_ylim(lo - pad, hi + pad)
     ax_tempo.set_ylabel("tempo\n(BPM)")
     ax_density.plot(centres, piece.bar_density(), "o-", ms=3, color="tab:blue", label="realised")
     if requested_density is not None:
@@ -49,15 +68,4 @@ def plot_piece(piece: Piece, path, requested_density=None, title: str | None = N
     ax_density.set_ylabel("density\n(onsets/step)")
     ax_density.set_xlabel(f"step ({piece.steps_per_beat} per quarter note)")
     fig.tight_layout()
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return fig

@@ -57,7 +57,7 @@ def main():
             tracks, report = read_midi_tracks(midi, beats=beats, steps_per_beat=spb)
             out = Path(tmp) / "q.mid"
             write_midi(tracks, out)
-            back, _ = read_midi_tracks(out, steps_per_beat=spb)
+            back, _ = read_midi_tracks(out, beats=None, steps_per_beat=spb)  # our own file, on its ticks
             shift = report.first_beat_step  # where annotated beat 0 sits in the piece
             notes = np.concatenate([p.notes for _, p in back])
             got = collections.Counter(

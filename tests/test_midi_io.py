@@ -9,6 +9,7 @@
   naming the file and the problem; write_midi is atomic.
 """
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -17,8 +18,17 @@ import pytest
 from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
 from symusic.core import ScoreTick
 
+from fractalmidi import midi_io
 from fractalmidi.errors import InputError
-from fractalmidi.midi_io import read_beats, read_midi, read_midi_tracks, write_midi
+from fractalmidi.files import atomic_write
+from fractalmidi.midi_io import (
+    find_beat_file,
+    read_beats,
+    read_midi,
+    read_midi_tracks,
+    resolve_beats,
+    write_midi,
+)
 from fractalmidi.piece import Piece, normalize_notes
 
 MIN_SURVIVAL = 0.99  # fraction of a POP909 song's grid notes that must survive the round trip
@@ -132,7 +142,7 @@ def test_pop909_round_trip_keeps_notes_tempo_and_bars(pop909_song, tmp_path):
     assert [name for name, _ in pieces] == report.tracks_used
     assert report.grid.startswith("beat file")
     out = write_midi(pieces, tmp_path / "out.mid")
-    back, back_report = read_midi_tracks(out)  # no beat file: the written file's own grid
+    back, back_report = read_midi_tracks(out, beats=None)  # the written file's own grid
     assert [name for name, _ in back] == [name for name, _ in pieces]
     off = report.first_beat_step  # the step of annotated beat 0 in the piece
 
@@ -183,9 +193,51 @@ def test_pop909_merged_read_shares_bars_with_track_read(pop909_dir):
 
 
 def test_pop909_tick_grid_read_without_beat_file(pop909_dir):
-    piece, report = read_midi(pop909_dir / "001/001.mid")
+    piece, report = read_midi(pop909_dir / "001/001.mid", beats=None)  # None: no beat file
     assert report.grid == "ticks (tpq=480)"
     assert piece.num_bars >= 1 and len(piece.notes) > 1000
+
+
+# =========================================================================== which beat file
+def test_read_midi_uses_the_beat_file_beside_it_like_the_command_line(pop909_dir):
+    # issue 10: read_midi(path) read POP909 song 001 on its ticks (146 bars of 2/4), while
+    # `fractalmidi inspect` used the beat_midi.txt beside it (73 bars of 4/4)
+    midi, beat_file = pop909_dir / "001/001.mid", pop909_dir / "001/beat_midi.txt"
+    assert resolve_beats(midi) == find_beat_file(midi) == beat_file  # the rule the CLI uses
+    piece, report = read_midi(midi)  # beats="auto", the default
+    given, _ = read_midi(midi, beats=beat_file)
+    assert report.grid == f"beat file {beat_file}"
+    assert piece.num_bars == given.num_bars == 73
+    assert np.array_equal(piece.notes, given.notes)
+    assert np.array_equal(piece.time_signatures, given.time_signatures)
+    tracks, track_report = read_midi_tracks(midi)
+    assert track_report.grid == report.grid and tracks[0][1].num_bars == 73
+    # turned off: the file's own ticks
+    for off in (None, False):
+        assert resolve_beats(midi, off) is None
+        assert read_midi(midi, beats=off)[1].grid == "ticks (tpq=480)"
+    assert resolve_beats(midi, str(beat_file)) == beat_file
+    with pytest.raises(TypeError, match="auto"):
+        resolve_beats(midi, True)
+
+
+def test_auto_beats_follow_find_beat_file(tmp_path):
+    # `<stem>.beats.txt` beside any file; `beat_midi.txt` only beside the single MIDI file of a
+    # folder; a file with no beat file beside it is read on its ticks
+    beats = "".join(f"{0.25 * i:.3f} 0 {int(i % 3 == 0)}\n" for i in range(40))  # 3/4, 240 BPM
+    notes = [(60, 0, 480, 80), (62, 480 * 6, 480, 80)]
+    (tmp_path / "a").mkdir()
+    alone = build_midi(tmp_path / "a" / "song.mid", 480, notes)
+    assert read_midi(alone)[1].grid == "ticks (tpq=480)"
+    (tmp_path / "a" / "beat_midi.txt").write_text(beats)
+    piece, report = read_midi(alone)
+    assert report.grid == f"beat file {tmp_path / 'a' / 'beat_midi.txt'}"
+    assert piece.time_signatures[0].tolist() == [3, 4]
+    build_midi(tmp_path / "a" / "other.mid", 480, notes)  # two songs: whose beats?
+    assert read_midi(alone)[1].grid == "ticks (tpq=480)"
+    (tmp_path / "a" / "song.beats.txt").write_text(beats)
+    assert read_midi(alone)[1].grid == f"beat file {tmp_path / 'a' / 'song.beats.txt'}"
+    assert read_midi(alone, beats=None)[1].grid == "ticks (tpq=480)"
 
 
 # =========================================================================== synthetic files
@@ -496,6 +548,92 @@ def test_file_over_max_bytes(good_midi):
     assert read_midi(good_midi, max_bytes=size)[0].notes.shape == (2, 4)
 
 
+@pytest.mark.parametrize("division, shown", [
+    (b"\x00\x00", ["time division (ticks per quarter note) is 0"]),
+    (b"\xe7\x28", ["SMPTE time division", "0xE728", "25 frames per second", "40 ticks per frame"]),
+], ids=["zero", "smpte"])
+def test_time_division_zero_or_smpte(tmp_path, pop909_dir, division, shown):
+    # issue 10: a division of 0 was a ZeroDivisionError (the tick -> step conversion), with or
+    # without a beat file (seconds are ticks / division too); symusic refuses SMPTE itself
+    f = tmp_path / "division.mid"
+    b = (pop909_dir / "001/001.mid").read_bytes()
+    f.write_bytes(b[:12] + division + b[14:])
+    for beats in (None, pop909_dir / "001/beat_midi.txt"):
+        raises_input_error(["division.mid", *shown], read_midi, f, beats=beats)
+        raises_input_error(["division.mid", *shown], read_midi_tracks, f, beats=beats)
+
+
+@pytest.mark.parametrize("tpq", [0, -480, 32768])
+def test_write_midi_refuses_ticks_per_quarter_midi_cannot_hold(tmp_path, tpq):
+    # 0 wrote every note at tick 0 and a file with division 0; 32768 sets the SMPTE bit
+    piece = Piece.from_bars([(4, 4)], bpm=120, notes=[[60, 0, 4, 80]])
+    with pytest.raises(InputError, match="ticks per quarter note must be 1-32767"):
+        write_midi(piece, tmp_path / "x.mid", ticks_per_quarter=tpq)
+    assert not any(tmp_path.iterdir())
+    back, _ = read_midi(write_midi(piece, tmp_path / "y.mid", ticks_per_quarter=32764))
+    assert back.notes.tolist() == [[60, 0, 4, 80]]
+
+
+class _UfuncCounter(np.ndarray):
+    """Track numbers that count the elements every numpy ufunc (==, <, + ...) reads from them."""
+
+    elements = 0
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = []
+        for x in inputs:
+            if isinstance(x, _UfuncCounter):
+                _UfuncCounter.elements += x.size
+                x = x.view(np.ndarray)
+            plain.append(x)
+        return getattr(ufunc, method)(*plain, **kwargs)
+
+
+def test_many_tracks_are_split_in_linear_work(tmp_path, monkeypatch):
+    # issue 10: 65,535 tracks took 147 s: each track's notes were picked by comparing every
+    # note's track number with it (tracks x notes). Same notes as each track read alone.
+    rng = np.random.default_rng(7)
+    n_tracks, per_track = 5000, 3
+    score = Score(480)
+    for k in range(n_tracks):
+        track = Track(f"t{k}", 0, False)
+        track.notes = Note.from_numpy(
+            time=rng.integers(0, 480 * 16, per_track).astype(np.int32),
+            duration=rng.integers(1, 960, per_track).astype(np.int32),
+            pitch=rng.integers(50, 53, per_track).astype(np.int8),  # few pitches: collisions
+            velocity=rng.integers(1, 128, per_track).astype(np.int8),
+        )
+        score.tracks.append(track)
+    for note in score.tracks[3].notes:  # below the piano: a track left empty keeps its place
+        note.pitch = 5
+    src = tmp_path / "many.mid"
+    score.dump_midi(str(src))
+
+    real = midi_io._note_arrays
+    monkeypatch.setattr(midi_io, "_note_arrays", lambda tracks: (*real(tracks)[:4], real(tracks)[4].view(_UfuncCounter)))
+    _UfuncCounter.elements = 0
+    pieces, report = read_midi_tracks(src, beats=None)
+    assert _UfuncCounter.elements <= 10 * n_tracks * per_track, "track numbers read once per track: quadratic"
+    monkeypatch.undo()
+
+    assert [name for name, _ in pieces] == [f"t{k}" for k in range(n_tracks)]
+    assert len(pieces[3][1].notes) == 0 and report.dropped["pitch outside 21-108"] == per_track
+    # reference: every track on its own, straight from symusic's ticks
+    back = Score(str(src))
+    for k in range(n_tracks):
+        n = back.tracks[k].notes.numpy()
+        on = np.floor(n["time"] * 4 / 480 + 0.5).astype(np.int64)
+        off = np.floor((n["time"] + n["duration"]) * 4 / 480 + 0.5).astype(np.int64)
+        rows = np.stack([n["pitch"], on, off, n["velocity"]], axis=1).astype(np.int64)
+        want, _ = normalize_notes(rows[(rows[:, 0] >= 21) & (rows[:, 0] <= 108)])
+        assert np.array_equal(pieces[k][1].notes, want), f"track {k}"
+    for k in (0, 1, 2, 4999):  # and as read_midi_tracks reads one track
+        alone, _ = read_midi_tracks(src, beats=None, tracks=[k])
+        assert np.array_equal(alone[0][1].notes, pieces[k][1].notes)
+    assert all(p.bar_starts is pieces[0][1].bar_starts for _, p in pieces)  # one grid, shared
+    assert report.kept_notes == sum(len(p.notes) for _, p in pieces)
+
+
 # =========================================================================== writing
 def test_write_midi_is_atomic_and_leaves_no_temp_file(tmp_path, monkeypatch):
     piece = Piece.from_bars([(4, 4)], bpm=120, notes=[[60, 0, 4, 80]])
@@ -536,3 +674,34 @@ def test_write_tracks_must_share_bars(tmp_path):
     with pytest.raises(InputError, match="does not share"):
         write_midi([("a", a), ("b", b)], tmp_path / "x.mid")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)], ids=["022", "027", "002"])
+def test_outputs_get_the_mode_of_a_new_file(tmp_path, umask, mode):
+    # issue 10: outputs were 0600 whatever the umask (mkstemp's mode survived the rename)
+    piece = Piece.from_bars([(4, 4)], bpm=120, notes=[[60, 0, 4, 80]])
+    old = os.umask(umask)
+    try:
+        out = write_midi(piece, tmp_path / "song.mid")
+        replaced = write_midi(piece, out)  # replacing a file: the new file's mode, too
+        other = atomic_write(tmp_path / "x.txt", lambda tmp: Path(tmp).write_text("x"))
+    finally:
+        os.umask(old)
+    for f in (out, replaced, other):
+        assert f.stat().st_mode & 0o777 == mode, f"{f.name}: {oct(f.stat().st_mode & 0o777)}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.mid", "x.txt"]
+
+
+def test_plot_is_written_with_the_mode_of_a_new_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fractalmidi.plot import plot_piece
+
+    piece = Piece.from_bars([(4, 4)] * 2, bpm=120, notes=[[60, 0, 4, 80]])
+    old = os.umask(0o022)
+    try:
+        png = plot_piece(piece, tmp_path / "song.png")
+    finally:
+        os.umask(old)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["song.png"]
