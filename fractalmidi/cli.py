@@ -24,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import controls
+from . import limits_fractalmidi as limits
 from .errors import InputError
 from .piece import PIANO_RANGE
 
 # ----------------------------------------------------------------------------- helpers
 def _midi_files(inputs: list[str], beats_dir=None) -> list[tuple[Path, Path | None]]:
     """(MIDI file, beat file or None) for files and folders (searched recursively)."""
-    from .midi_io import find_beat_file, find_midi_files
+    from .midi_io import find_midi_files, resolve_beats
 
     pairs = []
     for name in inputs:
@@ -38,7 +40,7 @@ def _midi_files(inputs: list[str], beats_dir=None) -> list[tuple[Path, Path | No
         if p.is_dir():
             pairs += find_midi_files(p, beats_dir)
         elif p.is_file():
-            pairs.append((p, find_beat_file(p, beats_dir)))
+            pairs.append((p, resolve_beats(p, "auto", beats_dir)))
         else:
             raise InputError(f"{p}: no such file or folder")
     if not pairs:
@@ -66,18 +68,35 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _check_input(path) -> None:
+    """A MIDI file argument: named in one line when it is missing or a folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not a MIDI file")
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+
+
+def _check_output(path) -> None:
+    """An output file argument: its folder must exist, and it must not be a folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder; give a file name")
+    if not p.parent.is_dir():
+        raise InputError(f"{p}: the folder {p.parent} does not exist")
+
+
 def _read_args(args) -> dict:
     tracks = [t.strip() for t in args.tracks.split(",")] if getattr(args, "tracks", None) else None
     return dict(steps_per_beat=args.steps_per_beat, pitch_range=args.pitch_range, tracks=tracks)
 
 
 def _beats_for(args):
-    """--beats if given, else a beat file found beside the input (unless --no-beats)."""
-    from .midi_io import find_beat_file
+    """The input's beat file by `read_midi`'s own rule (`midi_io.resolve_beats`): --beats FILE,
+    none with --no-beats, else the one found beside the input."""
+    from .midi_io import resolve_beats
 
-    if args.beats is not None:
-        return args.beats
-    return None if args.no_beats else find_beat_file(args.input)
+    return resolve_beats(args.input, args.beats if args.beats is not None else (None if args.no_beats else "auto"))
 
 
 def _fmt(x) -> str:
@@ -100,6 +119,7 @@ def _json_default(o):
 def cmd_inspect(args) -> int:
     from .midi_io import read_midi
 
+    _check_input(args.input)
     piece, report = read_midi(args.input, beats=_beats_for(args), **_read_args(args))
     s = piece.structure()
     bars = [
@@ -170,6 +190,8 @@ def cmd_inspect(args) -> int:
 def cmd_quantize(args) -> int:
     from .midi_io import read_midi, read_midi_tracks, write_midi
 
+    _check_input(args.input)
+    _check_output(args.output)
     beats = _beats_for(args)
     if args.merge:
         piece, report = read_midi(args.input, beats=beats, **_read_args(args))
@@ -205,7 +227,11 @@ def cmd_evaluate(args) -> int:
             failed.append({"file": str(f), "error": str(e)})
             continue
         rows.append({"file": str(f), "beats": str(beats) if beats else None, **evaluate_piece(piece)})
-    summary = summarize([{k: r[k] for k in METRIC_KEYS} for r in rows]) if rows else {}
+    if not rows:  # nothing could be read: no table of NaN, one line per file and status 2
+        for fl in failed[:-1]:
+            print(f"fractalmidi: error: {fl['error']}", file=sys.stderr)
+        raise InputError(failed[-1]["error"] + (f" (none of the {len(failed)} files could be read)" if len(failed) > 1 else ""))
+    summary = summarize([{k: r[k] for k in METRIC_KEYS} for r in rows])
     if args.json:
         out = {
             "files": rows,
@@ -253,87 +279,40 @@ def cmd_build_dataset(args) -> int:
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "fractalmidi-pop909-small"
 
 
-def _finite_float(text: str, allow_zero: bool) -> float:
-    """A finite number > 0 (or >= 0 with `allow_zero`), for argparse."""
+def _arg(parse):
+    """An argparse `type` from a `controls` parser: its InputError becomes argparse's one-line
+    usage error (exit status 2), raised while the arguments are read, before any model loads."""
+
+    def convert(text):
+        try:
+            return parse(text)
+        except InputError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _bars(text: str) -> int:
+    return controls.bars(text)
+
+
+def _model_limits(path) -> dict:
+    """What the model folder's config.json says about the arguments it takes (read as JSON,
+    so that bad arguments are refused before the weights load)."""
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    config = path / "config.json"
+    if not config.is_file():
+        hint = " (the shipped default model is missing: is this a full clone?)" if path == DEFAULT_MODEL else ""
+        raise InputError(f"{path}: no model there (expected config.json and model.safetensors){hint}")
     try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    ok = (v >= 0 if allow_zero else v > 0) and v != float("inf")  # NaN fails both comparisons
-    if not ok:
-        raise argparse.ArgumentTypeError(f"must be a number {'>=' if allow_zero else '>'} 0, got {text}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    return _finite_float(text, allow_zero=False)
-
-
-def _non_negative_float(text: str) -> float:
-    return _finite_float(text, allow_zero=True)
-
-
-def _top_p(text: str) -> float:
-    value = _finite_float(text, allow_zero=False)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"top-p must lie in (0, 1], got {text}")
-    return value
-
-
-def _time_signature(text: str) -> tuple[int, int]:
-    try:
-        n, d = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"time signature must look like 4/4 or 6/8, got {text!r}") from None
-    return n, d
-
-
-def _bar_ranges(text: str) -> list[tuple[int, int]]:
-    """'16-32,40-48' (bars counted from 1, both ends included) -> [(15, 32), (39, 48)] (0-based, half-open)."""
-    out = []
-    for part in text.split(","):
-        try:
-            a, _, b = part.strip().partition("-")
-            first, last = int(a), int(b or a)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bar ranges must look like 16-32,40-48 (bars from 1), got {text!r}") from None
-        if first < 1 or last < first:
-            raise argparse.ArgumentTypeError(f"bar range {part.strip()}: bars count from 1 and the range must not run backwards")
-        out.append((first - 1, last))
-    return out
-
-
-def _curve(text: str | None, what: str) -> list | None:
-    """A per-bar curve: a comma list ('0.5,0.8,1.0'; empty entries are left to the model) or
-    a JSON file holding a list."""
-    if text is None:
-        return None
-    path = Path(text)
-    if path.suffix.lower() == ".json":
-        if not path.is_file():
-            raise InputError(f"{path}: {what} curve file not found")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(values, list):
-            raise InputError(f"{path}: a {what} curve must be a JSON list, one value per bar")
-    else:
-        values = [v.strip() for v in text.split(",")]
-    out = []
-    for i, v in enumerate(values):
-        if v in ("", None):
-            out.append(None)
-            continue
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            raise InputError(f"{what} curve, bar {i + 1}: {v!r} is not a number") from None
-        if not (x == x) or x < 0 or (what == "tempo" and not 10 <= x <= 1000):
-            limits = "10-1000 BPM" if what == "tempo" else ">= 0 onsets per step"
-            raise InputError(f"{what} curve, bar {i + 1}: {x:g} is outside the allowed range {limits}")
-        out.append(x)
-    return out
+        c = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{config}: not valid JSON ({e})") from None
+    return dict(density_max=float(c.get("density_max", controls.DEFAULT_DENSITY_MAX)),
+                levels=list(c.get("levels", ["structure", "harmony", "notes"])),
+                max_bars=int(c.get("max_bars", controls.MAX_BARS)), max_bar_len=int(c.get("max_bar_len", 48)),
+                steps_per_beat=int(c.get("steps_per_beat", 4)))
 
 
 def _load_model(path):
@@ -342,17 +321,21 @@ def _load_model(path):
     from . import FractalMIDIModel
 
     hf_logging.disable_progress_bar()
-    path = Path(path) if path is not None else DEFAULT_MODEL
-    if not (path / "config.json").is_file():
-        hint = " (the shipped default model is missing: is this a full clone?)" if path == DEFAULT_MODEL else ""
-        raise InputError(f"{path}: no model there (expected config.json and model.safetensors){hint}")
-    return FractalMIDIModel.from_pretrained(path).eval()
+    _model_limits(path)  # a missing folder named in one line
+    return FractalMIDIModel.from_pretrained(Path(path) if path is not None else DEFAULT_MODEL).eval()
 
 
-def _generation_kwargs(args, num_bars) -> dict:
+def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
+    """`generate`'s keyword arguments from the command line, checked against the model's
+    limits (its config.json: density range, levels, bars) before the weights load."""
+    limits = limits or {}
+    density_max = limits.get("density_max", controls.DEFAULT_DENSITY_MAX)
+    max_bars = limits.get("max_bars", controls.MAX_BARS)
+    if num_bars > max_bars:
+        raise InputError(f"{num_bars} bars is more than this model's max_bars = {max_bars}")
     structure = {}
     for what in ("density", "tempo"):
-        curve = _curve(getattr(args, what), what)
+        curve = controls.curve(getattr(args, what), what, density_max)
         if curve is not None:
             if len(curve) != num_bars:
                 raise InputError(f"the {what} curve has {len(curve)} values for {num_bars} bars")
@@ -360,23 +343,40 @@ def _generation_kwargs(args, num_bars) -> dict:
     kw = dict(temperature=args.temperature, top_p=args.top_p, cfg=args.cfg, structure=structure or None,
               refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds)
     if args.iterations:
-        kw["num_iterations"] = [int(x) for x in args.iterations.split(",")]
+        kw["num_iterations"] = controls.iterations(args.iterations, len(limits["levels"]) if "levels" in limits else None)
     return kw
 
 
-def _write_results(result, args, stem: str) -> list[Path]:
-    """Write each sample (out, or out_dir/stem_NNN.mid), optionally evaluate and plot."""
+def _output_paths(args, stem: str) -> list[Path]:
+    """Where the samples go, decided (and checked) before any work: `--out X.mid` for one
+    sample, X_001.mid, X_002.mid ... beside it for several; `--out-dir DIR` (created if
+    missing) holds STEM.mid or STEM_001.mid ...; by default the current folder."""
+    if args.out and args.out_dir:
+        raise InputError("give --out (a file) or --out-dir (a folder), not both")
+    if args.out:
+        base = Path(args.out)
+        if base.is_dir():
+            raise InputError(f"--out {base}: is a folder; give a file name (or use --out-dir)")
+        if not base.parent.is_dir():
+            raise InputError(f"--out {base}: the folder {base.parent} does not exist (create it, or use --out-dir, which is created)")
+    else:
+        folder = Path(args.out_dir or ".")
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"--out-dir {folder}: is a file, not a folder")
+        base = folder / f"{stem}.mid"
+    if args.num_samples == 1:
+        return [base]
+    return [base.with_name(f"{base.stem}_{i + 1:03d}{base.suffix or '.mid'}") for i in range(args.num_samples)]
+
+
+def _write_results(result, args, paths: list[Path]) -> list[Path]:
+    """Write each sample to its path, optionally evaluate and plot."""
     from .metrics import evaluate_piece, structure_adherence
 
-    paths = []
-    for i in range(result.num_samples):
-        if result.num_samples == 1 and args.out:
-            path = Path(args.out)
-        else:
-            path = Path(args.out_dir or ".") / f"{stem}_{i + 1:03d}.mid"
+    for i, path in enumerate(paths):
+        path.parent.mkdir(parents=True, exist_ok=True)  # only --out-dir can be missing here
         piece = result.to_piece(i)
         result.to_midi(path, i)
-        paths.append(path)
         line = f"{path}: {piece.num_bars} bars, {len(piece.notes)} notes, {piece.duration_seconds:.1f} s"
         if args.evaluate:
             m = evaluate_piece(piece)
@@ -393,48 +393,58 @@ def _write_results(result, args, stem: str) -> list[Path]:
 
 
 def cmd_generate(args) -> int:
-    if args.bars < 1:
-        raise InputError(f"--bars must be at least 1, got {args.bars}")
+    limits = _model_limits(args.model)
+    if args.time_signature is not None:
+        controls.time_signature(f"{args.time_signature[0]}/{args.time_signature[1]}", limits["steps_per_beat"],
+                                limits["max_bar_len"])
+    kw = _generation_kwargs(args, args.bars, limits)
+    paths = _output_paths(args, "fractalmidi")
     model = _load_model(args.model)
-    kw = _generation_kwargs(args, args.bars)
     result = model.generate(num_bars=args.bars, time_signature=args.time_signature, seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
-    _write_results(result, args, "fractalmidi")
+    _write_results(result, args, paths)
     return 0
 
 
 def _read_prompt(args):
     from .midi_io import read_midi
 
-    piece, _ = read_midi(args.input, beats=_beats_for(args))
+    _check_input(args.input)
+    tracks = [t.strip() for t in args.tracks.split(",")] if args.tracks else None
+    piece, _ = read_midi(args.input, beats=_beats_for(args), tracks=tracks)
     return piece
 
 
 def cmd_inpaint(args) -> int:
+    limits = _model_limits(args.model)
     prompt = _read_prompt(args)
     for first, stop in args.bars:
         if stop > prompt.num_bars:
             raise InputError(
                 f"bars {first + 1}-{stop} lie outside {args.input}, which has bars 1-{prompt.num_bars} (bars count from 1)"
             )
+    kw = _generation_kwargs(args, prompt.num_bars, limits)
+    paths = _output_paths(args, Path(args.input).stem + "_inpainted")
     model = _load_model(args.model)
-    kw = _generation_kwargs(args, prompt.num_bars)
     result = model.generate(prompt=prompt, inpaint_bars=args.bars, seed=args.seed, num_samples=args.num_samples,
                             progress=not args.quiet, **kw)
-    _write_results(result, args, Path(args.input).stem + "_inpainted")
+    _write_results(result, args, paths)
     return 0
 
 
 def cmd_continue(args) -> int:
-    if args.bars < 1:
-        raise InputError(f"--bars must be at least 1 (bars to add), got {args.bars}")
+    limits = _model_limits(args.model)
+    if args.time_signature is not None:
+        controls.time_signature(f"{args.time_signature[0]}/{args.time_signature[1]}", limits["steps_per_beat"],
+                                limits["max_bar_len"])
     prompt = _read_prompt(args)
-    model = _load_model(args.model)
     total = prompt.num_bars + args.bars
-    kw = _generation_kwargs(args, total)
+    kw = _generation_kwargs(args, total, limits)
+    paths = _output_paths(args, Path(args.input).stem + "_continued")
+    model = _load_model(args.model)
     result = model.generate(prompt=prompt, num_bars=total, time_signature=args.time_signature, seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
-    _write_results(result, args, Path(args.input).stem + "_continued")
+    _write_results(result, args, paths)
     return 0
 
 
@@ -513,54 +523,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, default=0.05, help="share of songs in validation")
     p.set_defaults(func=cmd_build_dataset)
 
-    def generation_options(p):
+    def generation_options(p, stem):
+        lim = limits
         p.add_argument("--model", metavar="PATH", help="model folder (default: the shipped checkpoints/fractalmidi-pop909-small)")
-        p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same piece (default 0)")
-        p.add_argument("--temperature", type=_positive_float, default=None,
-                       help="> 0; higher = more varied (default: the model's, 0.8 for the shipped one)")
-        p.add_argument("--top-p", type=_top_p, default=None,
+        p.add_argument("--seed", type=_arg(controls.seed), default=0,
+                       help=f"random seed, {lim.SEED[0]}-{lim.SEED[1]}: the same seed gives the same piece (default 0)")
+        p.add_argument("--temperature", type=_arg(controls.temperature), default=None,
+                       help=f"{lim.TEMPERATURE[0]}-{lim.TEMPERATURE[1]}; higher = more varied "
+                            "(default: the model's, 0.8 for the shipped one)")
+        p.add_argument("--top-p", type=_arg(controls.top_p), default=None,
                        help="nucleus sampling, in (0, 1]; 1 = off (default: the model's, 0.9 for the shipped one)")
-        p.add_argument("--cfg", type=_non_negative_float, default=1.0,
-                       help="classifier-free guidance scale (default 1: none); higher follows the structure more closely")
-        p.add_argument("--iterations", metavar="N,N,N", help="decoding iterations per level (structure,harmony,notes)")
-        p.add_argument("--refine-ratio", type=float, default=None, help="fraction re-masked per refinement round (default 0.3)")
-        p.add_argument("--refine-rounds", type=int, default=None, help="refinement rounds per content level (default 1)")
+        p.add_argument("--cfg", type=_arg(controls.guidance_scale), default=1.0,
+                       help=f"classifier-free guidance scale, {lim.GUIDANCE_SCALE[0]}-{lim.GUIDANCE_SCALE[1]} "
+                            "(default 1: none); higher follows the structure more closely")
+        p.add_argument("--iterations", type=_arg(controls.iterations), metavar="N,N,N",
+                       help=f"decoding iterations per level (structure,harmony,notes), each "
+                            f"{lim.ITERATIONS[0]}-{lim.ITERATIONS[1]} (default: the model's, 8,8,3 for the shipped one)")
+        p.add_argument("--refine-ratio", type=_arg(controls.refine_ratio), default=None,
+                       help="fraction re-masked per refinement round, 0-1 (default: the model's, 0.3)")
+        p.add_argument("--refine-rounds", type=_arg(controls.refine_rounds), default=None,
+                       help=f"refinement rounds per content level, {lim.REFINE_ROUNDS[0]}-{lim.REFINE_ROUNDS[1]} "
+                            "(default: the model's, 1)")
         p.add_argument("--density", metavar="CURVE",
-                       help="per-bar density in onsets per step: a comma list (empty = free) or a .json list")
-        p.add_argument("--tempo", metavar="CURVE", help="per-bar tempo in BPM: a comma list or a .json list")
-        p.add_argument("--num-samples", type=_positive_int, default=1, help="pieces to generate (written to --out-dir)")
-        p.add_argument("--out", metavar="OUT.mid", help="output file (one sample)")
-        p.add_argument("--out-dir", metavar="DIR", help="output folder for several samples")
+                       help="per-bar density in onsets per step, 0 to the model's density_max (4.0 for the shipped "
+                            "one): a comma list (empty = free) or a .json list")
+        p.add_argument("--tempo", metavar="CURVE",
+                       help=f"per-bar tempo in BPM, {lim.TEMPO_BPM[0]:g}-{lim.TEMPO_BPM[1]:g}: a comma list or a .json list")
+        p.add_argument("--num-samples", type=_arg(controls.num_samples), default=1,
+                       help=f"pieces to generate, {lim.NUM_SAMPLES[0]}-{lim.NUM_SAMPLES[1]} (default 1)")
+        p.add_argument("--out", metavar="OUT.mid",
+                       help=f"output file; its folder must exist. Several samples: OUT_001.mid, OUT_002.mid ... "
+                            f"beside it (default: {stem}.mid in the current folder)")
+        p.add_argument("--out-dir", metavar="DIR",
+                       help=f"output folder instead of --out, created if missing: DIR/{stem}.mid, or "
+                            f"DIR/{stem}_001.mid ... for several samples")
         p.add_argument("--evaluate", action="store_true", help="print the metrics of each result")
-        p.add_argument("--plot", action="store_true", help="write a PNG of the piano roll with the structure curves")
+        p.add_argument("--plot", action="store_true", help="write a PNG of the piano roll with the structure curves "
+                                                           "beside each MIDI file (same name, .png)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def prompt_options(p):
+        p.add_argument("--input", required=True, metavar="IN.mid")
+        p.add_argument("--beats", metavar="FILE", help="beat annotation of IN.mid (default: one beside it, see inspect)")
+        p.add_argument("--no-beats", action="store_true", help="ignore beat files beside IN.mid")
+        p.add_argument("--tracks", metavar="NAMES",
+                       help="comma-separated track names or numbers of IN.mid to read (default: all non-drum tracks)")
 
     p = sub.add_parser("generate", help="generate a new piece with a model",
                        description="Generate a piece: structure per bar first, then harmony, then notes.")
-    p.add_argument("--bars", type=int, required=True, help="number of bars")
-    p.add_argument("--time-signature", type=_time_signature, default=(4, 4), help="e.g. 4/4, 3/4, 6/8 (default 4/4)")
-    generation_options(p)
+    p.add_argument("--bars", type=_arg(controls.bars), required=True,
+                   help=f"number of bars, 1-{controls.MAX_BARS} (and at most the model's max_bars)")
+    p.add_argument("--time-signature", type=_arg(controls.time_signature), default=(4, 4),
+                   help="e.g. 4/4, 3/4, 6/8: numerator 1-32, denominator a power of two up to 32 (default 4/4)")
+    generation_options(p, "fractalmidi")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("inpaint", help="regenerate bars of a MIDI file, keeping everything else note for note",
                        description="Regenerate the given bars of IN.mid; every note that starts outside them is kept exactly.")
-    p.add_argument("--input", required=True, metavar="IN.mid")
-    p.add_argument("--beats", metavar="FILE", help="beat annotation of IN.mid (default: one beside it)")
-    p.add_argument("--no-beats", action="store_true", help="ignore beat files beside IN.mid")
-    p.add_argument("--bars", type=_bar_ranges, required=True, metavar="16-32[,40-48]",
+    prompt_options(p)
+    p.add_argument("--bars", type=_arg(controls.bar_ranges), required=True, metavar="16-32[,40-48]",
                    help="bars to regenerate, counted from 1, both ends included")
-    generation_options(p)
+    generation_options(p, "IN_inpainted")
     p.set_defaults(func=cmd_inpaint)
 
     p = sub.add_parser("continue", help="add bars after a MIDI file, keeping all of it",
                        description="Continue IN.mid by N bars; the whole input is kept note for note.")
-    p.add_argument("--input", required=True, metavar="IN.mid")
-    p.add_argument("--beats", metavar="FILE", help="beat annotation of IN.mid (default: one beside it)")
-    p.add_argument("--no-beats", action="store_true", help="ignore beat files beside IN.mid")
-    p.add_argument("--bars", type=int, required=True, metavar="N", help="bars to add")
-    p.add_argument("--time-signature", type=_time_signature, default=None,
+    prompt_options(p)
+    p.add_argument("--bars", type=_arg(lambda t: controls.bars(t, name="bars to add")), required=True, metavar="N",
+                   help=f"bars to add, 1-{controls.MAX_BARS} (the input and these at most the model's max_bars)")
+    p.add_argument("--time-signature", type=_arg(controls.time_signature), default=None,
                    help="time signature of the new bars (default: the input's last bar)")
-    generation_options(p)
+    generation_options(p, "IN_continued")
     p.set_defaults(func=cmd_continue)
 
     p = sub.add_parser("bench", help="time FractalMIDI generate against an autoregressive baseline of equal size",

@@ -35,7 +35,7 @@ def number(name: str, value, bounds, *, integer=False, low_open=False, unit="") 
                 value = float(text)
             except ValueError:
                 kind = "a whole number" if integer else "a number"
-                raise InputError(f"{name} must be {kind}, got {text!r}") from None
+                raise InputError(f"{name} must be {kind}, got {limits._shown(text)}") from None
     try:
         return limits.check_number(name, value, bounds, integer=integer, low_open=low_open, unit=unit)
     except ValueError as e:
@@ -90,7 +90,7 @@ def time_signature(text, steps_per_beat: int = 4, max_bar_len: int | None = None
     try:
         n, d = (int(x) for x in str(text).strip().split("/"))
     except ValueError:
-        raise InputError(f"time signature must look like 4/4 or 6/8, got {text!r}") from None
+        raise InputError(f"time signature must look like 4/4 or 6/8, got {limits._shown(text)}") from None
     try:
         return limits.check_time_signature(n, d, steps_per_beat, max_bar_len)
     except ValueError as e:
@@ -106,7 +106,7 @@ def bar_ranges(text, num_bars: int | None = None) -> list[tuple[int, int]]:
         try:
             first, last = int(a), int(b or a)
         except ValueError:
-            raise InputError(f"bars must look like 16-32,40-48 (bars counted from 1), got {text!r}") from None
+            raise InputError(f"bars must look like 16-32,40-48 (bars counted from 1), got {limits._shown(text)}") from None
         if first < 1 or last < first:
             raise InputError(f"bar range {part.strip()}: bars count from 1 and a range must not run backwards")
         if num_bars is not None and last > num_bars:

@@ -28,10 +28,20 @@ TIME_SIGNATURE_DENOMINATORS = (1, 2, 4, 8, 16, 32)
 
 
 def _fmt(x) -> str:
+    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 256:  # str() fails past 4300 digits
+        return f"{'-' if x < 0 else ''}(an integer of about {int(x.bit_length() * 0.30103)} digits)"
     if not isinstance(x, float):
         return str(x)
     text = f"{x:g}"
     return text + ".0" if text.lstrip("-").isdigit() else text  # 2.0, not 2
+
+
+def _shown(value) -> str:
+    """A user's value for a message: numbers as numbers, anything else as repr, cut short."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _fmt(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def check_number(name: str, value, bounds, *, integer: bool = False, low_open: bool = False, unit: str = ""):
@@ -41,21 +51,21 @@ def check_number(name: str, value, bounds, *, integer: bool = False, low_open: b
     allowed = f"{'(' if low_open else ''}{_fmt(lo)}{', ' if low_open else '-'}{_fmt(hi)}{']' if low_open else ''}"
     allowed += f" {unit}" if unit else ""
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"{name} must be a {'whole ' if integer else ''}number in {allowed}, got {value!r}")
+        raise ValueError(f"{name} must be a {'whole ' if integer else ''}number in {allowed}, got {_shown(value)}")
     if integer:
         if isinstance(value, float) and math.isfinite(value) and value == int(value):
             value = int(value)
         try:
             value = operator.index(value)  # ints and numpy ints; not floats, strings or None
         except TypeError:
-            raise ValueError(f"{name} must be a whole number in {allowed}, got {value!r}") from None
+            raise ValueError(f"{name} must be a whole number in {allowed}, got {_shown(value)}") from None
     else:
         try:
             value = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"{name} must be a number in {allowed}, got {value!r}") from None
+            raise ValueError(f"{name} must be a number in {allowed}, got {_shown(value)}") from None
         if not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}")
+            raise ValueError(f"{name} must be a finite number in {allowed}, got {_shown(value)}")
     ok = (lo < value if low_open else lo <= value) and value <= hi
     if not ok:
         raise ValueError(f"{name} {_fmt(value)} is outside the allowed range {allowed}")

@@ -213,11 +213,17 @@ def test_continue_keeps_the_whole_prompt(capsys, tmp_path, tiny_model):
     "argv, message",
     [
         (["inpaint", "--input", str(SONG), "--bars", "70-80", "--out", "{tmp}/o.mid"], "bars 70-80 lie outside"),
-        (["generate", "--bars", "0", "--out", "{tmp}/o.mid"], "--bars must be at least 1"),
         (["generate", "--bars", "4", "--density", "1,2", "--out", "{tmp}/o.mid"], "has 2 values for 4 bars"),
-        (["generate", "--bars", "2", "--tempo", "5,100", "--out", "{tmp}/o.mid"], "tempo curve, bar 1: 5 is outside"),
+        (["generate", "--bars", "2", "--tempo", "5,100", "--out", "{tmp}/o.mid"], "tempo curve, bar 1: 5.0 is outside the allowed range 10.0-1000.0 BPM"),
         (["generate", "--bars", "2", "--density", "{tmp}/nope.json", "--out", "{tmp}/o.mid"], "nope.json: density curve file not found"),
-        (["generate", "--bars", "2", "--iterations", "2,2", "--out", "{tmp}/o.mid"], "one count >= 1 per level"),
+        (["generate", "--bars", "2", "--iterations", "2,2", "--out", "{tmp}/o.mid"], "give one count per level (3 levels)"),
+        (["generate", "--bars", "4", "--density", "inf,1,1,1", "--out", "{tmp}/o.mid"],
+         "density curve, bar 1: must be a finite number in 0.0-4.0 onsets per step, got inf"),
+        (["generate", "--bars", "1", "--density", "1e308", "--out", "{tmp}/o.mid"],
+         "density curve, bar 1: 1e+308 is outside the allowed range 0.0-4.0"),
+        (["generate", "--bars", "2", "--out", "{tmp}/missing/o.mid"], "/missing does not exist (create it, or use --out-dir"),
+        (["generate", "--bars", "2", "--out", "{tmp}/o.mid", "--out-dir", "{tmp}"], "not both"),
+        (["inpaint", "--input", "{tmp}", "--bars", "1-2", "--out", "{tmp}/o.mid"], "is a folder, not a MIDI file"),
         (["continue", "--input", "{tmp}/text.mid", "--bars", "2", "--out", "{tmp}/o.mid"], "text.mid: not a MIDI file"),
     ],
 )
@@ -242,6 +248,75 @@ def test_bad_generation_arguments_are_refused_by_the_parser(capsys, argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--bars", "0"], "bars 0 is outside the allowed range 1-1024"),
+        (["generate", "--bars", "2", "--iterations", "100000,1,1"], "iterations, level 1: 100000 is outside the allowed range 1-64"),
+        (["generate", "--bars", "2", "--refine-rounds", "-5"], "refine rounds -5 is outside the allowed range 0-8"),
+        (["generate", "--bars", "2", "--refine-ratio", "nan"], "refine ratio must be a finite number in 0.0-1.0"),
+        (["generate", "--bars", "2", "--time-signature", "5/0"], "the denominator must be one of 1, 2, 4, 8, 16, 32"),
+        (["generate", "--bars", "2", "--time-signature", "7/3"], "the denominator must be one of"),
+        (["generate", "--bars", "2", "--seed", str(2**70)], "seed 1180591620717411303424 is outside the allowed range"),
+        (["generate", "--bars", "2", "--temperature", "50"], "temperature 50.0 is outside the allowed range 0.1-2.0"),
+        (["generate", "--bars", "2", "--num-samples", "0"], "number of samples 0 is outside the allowed range 1-64"),
+        (["continue", "--input", "x.mid", "--bars", "-1"], "bars to add -1 is outside the allowed range"),
+    ],
+)
+def test_argument_ranges_are_checked_before_any_model_loads(capsys, argv, message):
+    """Every generation argument has a bound, said in the message; argparse refuses it while
+    reading the arguments (the model path is never looked at: it does not exist here)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--model", "/nonexistent/model"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_curves_are_checked_against_the_models_range_before_its_weights_load(capsys, tmp_path, tiny_model):
+    """A model folder whose weights are missing: a bad curve is still named, so the check
+    came from config.json before from_pretrained."""
+    config_only = tmp_path / "config_only"
+    config_only.mkdir()
+    shutil.copy(tiny_model / "config.json", config_only / "config.json")
+    code, _, err = run(capsys, "generate", "--model", config_only, "--bars", 2, "--density", "0.5,9",
+                       "--out", tmp_path / "o.mid")
+    assert code == 2 and "density curve, bar 2: 9.0 is outside the allowed range 0.0-4.0" in err
+
+
+def test_several_samples_with_out_are_numbered_beside_it(capsys, tmp_path, tiny_model):
+    code, out, _ = run(capsys, "generate", "--model", tiny_model, "--bars", 2, "--num-samples", 2,
+                       "--out", tmp_path / "x.mid", "--quiet")
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.glob("*.mid")) == ["x_001.mid", "x_002.mid"]
+
+
+def test_default_output_is_named_in_help_and_written_in_the_current_folder(capsys, tmp_path, tiny_model, monkeypatch):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "default: fractalmidi.mid in the current folder" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run(capsys, "generate", "--model", tiny_model, "--bars", 2, "--quiet")
+    assert code == 0 and (tmp_path / "fractalmidi.mid").is_file()
+
+
+def test_out_dir_is_created(capsys, tmp_path, tiny_model):
+    code, _, _ = run(capsys, "generate", "--model", tiny_model, "--bars", 2, "--out-dir", tmp_path / "new" / "dir", "--quiet")
+    assert code == 0 and (tmp_path / "new" / "dir" / "fractalmidi.mid").is_file()
+
+
+def test_evaluate_of_nothing_readable_is_one_line_and_status_2(capsys, tmp_path):
+    (tmp_path / "notmidi.mid").write_text("hello")
+    code, out, err = run(capsys, "evaluate", tmp_path / "notmidi.mid")
+    assert code == 2 and out == "" and "nan" not in err.lower()
+    assert err.startswith("fractalmidi: error:") and "notmidi.mid: not a MIDI file" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [["inspect", "{tmp}"], ["quantize", "{tmp}", "{tmp}/o.mid"]])
+def test_a_folder_given_as_a_file_is_named_as_such(capsys, tmp_path, command):
+    code, _, err = run(capsys, *[a.format(tmp=tmp_path) for a in command])
+    assert code == 2 and "is a folder, not a MIDI file" in err
 
 
 def test_top_p_and_temperature_reach_generate_or_default_to_the_model():

@@ -98,3 +98,12 @@ def test_the_shipped_model_carries_the_limits_it_imports():
     """generate imports limits_fractalmidi: the checkpoint (trust_remote_code) carries it too."""
     shipped = ROOT / "checkpoints" / "fractalmidi-pop909-small"
     assert (shipped / "limits_fractalmidi.py").read_bytes() == (ROOT / "fractalmidi" / "limits_fractalmidi.py").read_bytes()
+
+
+def test_messages_stay_short_and_printable_for_huge_values():
+    """A 5000-digit integer cannot even be printed by str(); the message still names the field."""
+    with pytest.raises(InputError, match=r"seed \(an integer of about \d+ digits\) is outside the allowed range"):
+        controls.seed(10**5000)
+    with pytest.raises(InputError) as e:
+        controls.temperature("x" * 100_000)
+    assert str(e.value).startswith("temperature must be a number, got 'xxx") and len(str(e.value)) < 120
