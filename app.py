@@ -26,17 +26,23 @@ from pathlib import Path
 import numpy as np
 
 import gradio as gr
-from fractalmidi import FractalMIDIConfig, InputError, Piece, bar_length_steps, read_midi, write_midi
+from fractalmidi import FractalMIDIConfig, InputError, Piece, bar_length_steps, controls, read_midi, write_midi
+from fractalmidi import limits_fractalmidi as limits
 from fractalmidi.app_components import FractalState, FractalView, PianoRoll, roll_value
-from fractalmidi.audio import describe_renderer, render_audio
+from fractalmidi.audio import MAX_AUDIO_SECONDS, describe_renderer, render_audio
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "checkpoints" / "fractalmidi-pop909-small"
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # uploads above this are refused
-MAX_BARS = 256  # per piece in the app (generation is O(length) work: a CPU takes a while at 256)
-TIME_SIGNATURES = ["4/4", "3/4", "2/4", "6/8", "5/4", "7/8", "12/8"]
+MAX_BARS = controls.MAX_INTERACTIVE_BARS  # per piece in the app (generation is O(length) work: a CPU takes a while at 256)
+# audio is rendered for a piece's first MAX_AUDIO_SECONDS (600 s) only (the MIDI holds all of it):
+# 256 bars at 10 BPM would be 102 minutes, half a gigabyte of WAV
+MAX_TEXT_CHARS = 10_000  # a typed field (a curve for 256 bars takes about 2,000)
+TIME_SIGNATURES = ["4/4", "3/4", "2/4", "6/8", "5/4", "7/8", "12/8"]  # offered; any other the model takes is accepted
 OUT_ROOT = Path(tempfile.gettempdir()) / "fractalmidi_app"  # results, served by gradio from the temp dir
-OUT_MAX_AGE_S = 3600
+OUT_MAX_AGE_S = 3600  # result folders older than this are removed
+# gradio's own copies of the results and uploads (its cache): every 10 minutes, those older than an hour go
+DELETE_CACHE = (600, OUT_MAX_AGE_S)
 OSC_OUT_DIR = Path("outputs/osc").resolve()  # MIDI files of OSC generations (the OSC server's default)
 _CONFIG_DEFAULTS = FractalMIDIConfig()  # the controls start at the decoding defaults (the shipped model's)
 DEFAULT_TEMPERATURE = _CONFIG_DEFAULTS.default_temperature
@@ -88,6 +94,52 @@ def get_model():
 # ----------------------------------------------------------------------------- helpers
 
 
+_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"`]+/)+([^\s/'\"`]*)")  # an absolute path; group 1: its last part
+
+
+def _message(e, capitalise: bool = True) -> str:
+    """An error's message for the page: capitalised, every absolute path reduced to its last
+    part (the server's folders are none of the visitor's business), and not too long."""
+    text = _PATH.sub(lambda m: m.group(1), str(e)).strip()
+    if len(text) > 500:
+        text = text[:400] + " ... " + text[-80:]
+    return _cap(text) if capitalise else text
+
+
+def _control(parse, value, *args, field: str, hint: str = ""):
+    """`parse(value, *args)` (a `fractalmidi.controls` parser); its InputError, which names the
+    field, the value and the allowed range, becomes the message on the page (gr.Error)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        raise gr.Error(f"{_cap(field)}: a number of {value.bit_length()} bits is far outside the allowed range.{hint}")
+    if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+        raise gr.Error(_too_long(field, value))
+    try:
+        return parse(value, *args)
+    except InputError as e:
+        raise gr.Error(_message(e) + hint) from None
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _too_long(field: str, text: str) -> str:
+    return f"{_cap(field)}: {len(text)} characters, more than the {MAX_TEXT_CHARS} a field takes."
+
+
+def _text(value, field: str) -> str:
+    """A typed field's text, stripped ('' for None)."""
+    if value is None:
+        return ""
+    try:
+        text = str(value)
+    except ValueError:  # an int of more than 4300 digits
+        raise gr.Error(f"{_cap(field)}: a number of more than 4300 digits is far outside the allowed range.") from None
+    if len(text) > MAX_TEXT_CHARS:
+        raise gr.Error(_too_long(field, text))
+    return text.strip()
+
+
 def _new_out_dir() -> Path:
     """A fresh folder for one result; folders older than an hour are removed."""
     OUT_ROOT.mkdir(parents=True, exist_ok=True)
@@ -102,64 +154,68 @@ def _new_out_dir() -> Path:
 
 
 def read_upload(path) -> Piece:
-    """A MIDI file the user gave, as a Piece; refused with a clear message (gr.Error) when it
-    is missing, too big, not MIDI, or unusable."""
-    if path is None:
+    """A MIDI file the user gave, as a Piece; refused with a clear message (gr.Error) that
+    names the file by its base name when it is missing, too big, not MIDI, or unusable."""
+    path = getattr(path, "name", path)  # a tempfile wrapper (older gradio)
+    if path is None or (isinstance(path, str) and not path.strip()):
         raise gr.Error("No MIDI file: generate a piece or upload a .mid file first.")
-    path = Path(getattr(path, "name", path))
-    if not path.is_file():
-        raise gr.Error(f"{path.name}: file not found.")
+    if not isinstance(path, (str, os.PathLike)):
+        raise gr.Error(f"MIDI file: expected an uploaded .mid file, got {type(path).__name__}.")
+    if len(str(path)) > 4096:
+        raise gr.Error("MIDI file: the file name is too long.")
+    path = Path(path)
+    name = _short(path.name)
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        found = False
+    if not found:
+        raise gr.Error(f"MIDI file {name}: file not found.")
     size = path.stat().st_size
     if size > MAX_UPLOAD_BYTES:
-        raise gr.Error(f"{path.name} is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
+        raise gr.Error(f"MIDI file {name} is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
     try:
         piece, _ = read_midi(path, max_bytes=MAX_UPLOAD_BYTES)
-    except InputError as e:
-        raise gr.Error(f"Not a usable MIDI file: {e}") from None
+    except InputError as e:  # its message starts with the path: the file's name is enough
+        raise gr.Error(f"Not a usable MIDI file: {_message(str(e).replace(str(path), name), False)}") from None
     except Exception as e:  # a parser failure on garbage input
-        raise gr.Error(f"{path.name} is not a MIDI file ({type(e).__name__}: {e}).") from None
+        why = _message(str(e).replace(str(path), name), False)
+        raise gr.Error(f"{name} is not a MIDI file ({type(e).__name__}: {why}).") from None
     if piece.num_bars > MAX_BARS:
-        raise gr.Error(f"{path.name} has {piece.num_bars} bars; the app takes up to {MAX_BARS}.")
+        raise gr.Error(f"MIDI file {name} has {piece.num_bars} bars; the app takes up to {MAX_BARS}.")
     return piece
 
 
-def _time_signature(text: str) -> tuple[int, int]:
-    try:
-        n, d = (int(x) for x in str(text).split("/"))
-        bar_length_steps(n, d)
-    except (ValueError, InputError):
-        raise gr.Error(f"Time signature must look like 4/4 or 6/8, got {text!r}.") from None
-    if n < 1 or d < 1 or d & (d - 1):
-        raise gr.Error(f"Time signature {text} is not valid.")
-    return n, d
+def _short(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _bar_range(text: str, num_bars: int) -> tuple[int, int]:
+def _time_signature(text) -> tuple[int, int]:
+    config = get_model().config
+    return _control(controls.time_signature, text, config.steps_per_beat, config.max_bar_len, field="time signature")
+
+
+def _bar_range(text, num_bars: int) -> tuple[int, int]:
     """'5-8' (bars from 1, both ends included) -> (4, 8), 0-based half-open."""
-    first, _, last = str(text or "").strip().partition("-")
     try:
-        a, b = int(first), int(last or first)
-    except ValueError:
-        raise gr.Error(
-            f"Bars to regenerate must look like 5-8 (bars from 1), got {text!r}: drag over the roll to select them."
-        ) from None
-    if not 1 <= a <= b <= num_bars:
-        raise gr.Error(f"Bars {a}-{b} lie outside the piece's bars 1-{num_bars}.")
-    return a - 1, b
+        ranges = controls.bar_ranges(_text(text, "bars to regenerate"), num_bars)
+    except InputError as e:
+        raise gr.Error(f"Bars to regenerate: {_message(e, capitalise=False)}; drag over the roll to select them.") from None
+    if len(ranges) != 1:
+        raise gr.Error(f"Bars to regenerate: give one range like 5-8, got {len(ranges)} ranges.")
+    return ranges[0]
 
 
 def _curve(text, what: str, num_bars: int, generated: list[int]) -> list | None:
     """A per-bar curve typed as a comma list (empty entries are left to the model), placed on
     the piece's bars: one value per bar, one per generated bar, or any number of values
-    stretched (linear interpolation) over the generated bars."""
-    from fractalmidi.cli import _curve as parse_curve
-
-    if text is None or not str(text).strip():
+    stretched (linear interpolation) over the generated bars. Checked by `controls.curve`
+    (density: 0 to the model's density_max; tempo: limits.TEMPO_BPM); never a file."""
+    text = _text(text, f"{what} curve")
+    if not text:
         return None
-    try:
-        values = parse_curve(str(text), what)
-    except InputError as e:
-        raise gr.Error(str(e)) from None
+    values = _control(controls.curve, [v.strip() for v in text.split(",")], what, get_model().config.density_max,
+                      field=f"{what} curve")
     if len(values) == num_bars:
         return values
     out: list = [None] * num_bars
@@ -181,33 +237,26 @@ def _structure(density, tempo, num_bars: int, generated: list[int]) -> dict | No
     return s or None
 
 
+def _seed(value) -> int:
+    """The seed typed: a whole number in limits.SEED; -1 or empty: a random one."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "-1")):
+        return int(np.random.randint(0, 2**31 - 1))
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and value == -1:
+        return int(np.random.randint(0, 2**31 - 1))
+    return _control(controls.seed, value, field="seed", hint=" (-1: a random seed)")
+
+
 def _sampling(seed, temperature, cfg, iterations, refine_ratio) -> dict:
-    """Checked sampling arguments of `generate`."""
+    """Checked sampling arguments of `generate` (the ranges of `fractalmidi.controls`)."""
     model = get_model()
-    try:
-        temperature, cfg, refine_ratio = float(temperature), float(cfg), float(refine_ratio)
-    except (TypeError, ValueError):
-        raise gr.Error("Temperature, CFG and refinement must be numbers.") from None
-    if not 0.1 <= temperature <= 2.0:
-        raise gr.Error(f"Temperature must lie in 0.1-2.0, got {temperature:g}.")
-    if not 0.0 <= cfg <= 10.0:
-        raise gr.Error(f"CFG must lie in 0-10, got {cfg:g}.")
-    if not 0.0 <= refine_ratio <= 1.0:
-        raise gr.Error(f"Refinement fraction must lie in 0-1, got {refine_ratio:g}.")
-    kw = dict(temperature=temperature, cfg=cfg, refine_ratio=refine_ratio)
-    levels = len(model.config.levels)
-    if iterations is not None and str(iterations).strip():
-        try:
-            its = [int(x) for x in str(iterations).replace(" ", "").split(",")]
-        except ValueError:
-            its = []
-        if len(its) != levels or not all(1 <= n <= 64 for n in its):
-            raise gr.Error(f"Iterations: one whole number 1-64 per level ({', '.join(model.config.levels)}), e.g. 8,8,3.")
-        kw["num_iterations"] = its
-    try:
-        kw["seed"] = int(seed) if seed is not None and int(seed) >= 0 else int(np.random.randint(0, 2**31 - 1))
-    except (TypeError, ValueError):
-        raise gr.Error(f"Seed must be a whole number, got {seed!r}.") from None
+    kw = dict(temperature=_control(controls.temperature, temperature, field="temperature"),
+              cfg=_control(controls.guidance_scale, cfg, field="cfg"),
+              refine_ratio=_control(controls.refine_ratio, refine_ratio, field="refine ratio"))
+    text = _text(iterations, "iterations")
+    if text:
+        kw["num_iterations"] = _control(controls.iterations, text, len(model.config.levels), field="iterations",
+                                        hint=f" ({', '.join(model.config.levels)}; e.g. 8,8,3)")
+    kw["seed"] = _seed(seed)
     return kw
 
 
@@ -238,8 +287,8 @@ def _stream(kwargs: dict, view: FractalState, progress):
         if event[0] == "error":
             e = event[1]
             if isinstance(e, ValueError):
-                raise gr.Error(str(e))
-            raise gr.Error(f"Generation failed: {type(e).__name__}: {e}")
+                raise gr.Error(_message(e))
+            raise gr.Error(f"Generation failed: {type(e).__name__}: {_message(e)}")
         if event[0] == "result":
             return event[1]
         _, level, done, total, record = event
@@ -260,14 +309,26 @@ def _finish(result, view: FractalState, stem: str, title: str, seconds: float, g
     piece = result.to_piece()
     out = _new_out_dir()
     midi = write_midi(piece, out / f"{stem}.mid")
-    wav, how = render_audio(piece, out / f"{stem}.wav")
+    wav, how = _audio(piece, out / f"{stem}.wav")
     roll = roll_value(piece, requested_density=result.requested_density[0].tolist(), selection=selection,
                       generated=generated, title=title)
     status = (
         f"{title}: {piece.num_bars} bars, {len(piece.notes)} notes, {piece.duration_seconds:.1f} s of music; "
         f"{result.num_forward_passes} network passes in {seconds:.1f} s. Audio: {how}."
     )
-    return roll, view.value(), str(midi), str(wav), status
+    return roll, view.value(), str(midi), wav, status
+
+
+def _audio(piece: Piece, path: Path) -> tuple[str | None, str]:
+    """The piece's audio (its first MAX_AUDIO_SECONDS) as a WAV file: (path or None, how, in
+    words). A renderer's failure costs the audio, never the result."""
+    try:
+        wav, how = render_audio(piece, path, max_seconds=MAX_AUDIO_SECONDS)
+    except Exception as e:
+        return None, f"not rendered ({type(e).__name__}: {_message(e)})"
+    if piece.duration_seconds > MAX_AUDIO_SECONDS:
+        how += "; the MIDI file holds the whole piece"
+    return str(wav), how
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -277,12 +338,7 @@ def generate(bars, time_signature, seed, temperature, cfg, iterations, refine_ra
              progress=gr.Progress()):
     """A new piece. Yields (roll, fractal view, MIDI path, audio path, status) as it unfolds."""
     model = get_model()
-    try:
-        bars = int(bars)
-    except (TypeError, ValueError):
-        raise gr.Error(f"Bars must be a whole number, got {bars!r}.") from None
-    if not 1 <= bars <= MAX_BARS:
-        raise gr.Error(f"Bars must lie in 1-{MAX_BARS}, got {bars}.")
+    bars = _control(controls.bars, bars, MAX_BARS, field="bars")
     sig = _time_signature(time_signature)
     kw = _sampling(seed, temperature, cfg, iterations, refine_ratio)
     structure = _structure(density, tempo, bars, list(range(bars)))
@@ -324,13 +380,12 @@ def continue_piece(midi_file, more_bars, seed, temperature, cfg, iterations, ref
     Yields (roll, fractal view, MIDI path, audio path, status)."""
     model = get_model()
     prompt = read_upload(midi_file)
-    try:
-        more = int(more_bars)
-    except (TypeError, ValueError):
-        raise gr.Error(f"Bars to add must be a whole number, got {more_bars!r}.") from None
+    room = MAX_BARS - prompt.num_bars
+    if room < 1:
+        raise gr.Error(f"Bars to add: the piece has {prompt.num_bars} bars already, the most the app takes ({MAX_BARS}).")
+    more = _control(controls.bars, more_bars, room, "bars to add", field="bars to add",
+                    hint=f" (the app takes up to {MAX_BARS} bars)")
     total = prompt.num_bars + more
-    if more < 1 or total > MAX_BARS:
-        raise gr.Error(f"Bars to add must lie in 1-{MAX_BARS - prompt.num_bars} (the app takes up to {MAX_BARS} bars).")
     kw = _sampling(seed, temperature, cfg, iterations, refine_ratio)
     structure = _structure(density, tempo, total, list(range(prompt.num_bars, total)))
     last = bar_length_steps(*(int(x) for x in prompt.time_signatures[-1]), model.config.steps_per_beat)
@@ -354,14 +409,14 @@ def load_midi(midi_file):
         piece = read_upload(midi_file)
     except gr.Error as e:
         return NO_CHANGE, NO_CHANGE, NO_CHANGE, NO_CHANGE, f"Upload refused: {e.message}", NO_CHANGE
-    name = Path(str(midi_file)).stem
+    name = Path(str(getattr(midi_file, "name", midi_file))).stem
     out = _new_out_dir()
     midi = write_midi(piece, out / f"{name}.mid")  # on the grid: what inpaint and continue will see
-    wav, how = render_audio(piece, out / f"{name}.wav")
+    wav, how = _audio(piece, out / f"{name}.wav")
     roll = roll_value(piece, title=f"Uploaded: {name}")
     status = (f"Loaded {name}: {piece.num_bars} bars, {len(piece.notes)} notes, {piece.duration_seconds:.1f} s. "
               f"Select bars to regenerate, or continue it. Audio: {how}.")
-    return roll, None, str(midi), str(wav), status, ""
+    return roll, None, str(midi), wav, status, ""
 
 
 def select_bars(evt: gr.EventData):
@@ -369,32 +424,33 @@ def select_bars(evt: gr.EventData):
     half-open) as text for the inpaint box: '5-8', bars from 1."""
     try:
         first, stop = int(evt.first), int(evt.stop)
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError, OverflowError):  # OverflowError: inf
         return NO_CHANGE
-    return f"{first + 1}-{stop}" if 0 <= first < stop else NO_CHANGE
+    return f"{first + 1}-{stop}" if 0 <= first < stop <= MAX_BARS else NO_CHANGE
 
 
 def show_selection(bars_text, roll):
-    """The bars typed in the box, highlighted on the roll."""
-    if not isinstance(roll, dict) or not roll.get("bar_starts"):
+    """The bars typed in the box, highlighted on the roll; a range that is not one of the
+    roll's is refused with a message (nothing to highlight without a piece on the roll)."""
+    starts = roll.get("bar_starts") if isinstance(roll, dict) else None
+    if not isinstance(starts, list) or len(starts) < 2:
         return NO_CHANGE
-    try:
-        first, stop = _bar_range(bars_text, len(roll["bar_starts"]) - 1)
-    except gr.Error:
-        return NO_CHANGE
+    first, stop = _bar_range(bars_text, len(starts) - 1)
     return dict(roll, selection=[first, stop])
 
 
 def drawn_curve(evt: gr.EventData):
     """A curve drawn in a lane of the roll (the `curve_drawn` event's {curve, values}, one
     value or null per bar) as a comma list for its box. Returns (density, tempo)."""
-    name, values = getattr(evt, "_data", {}).get("curve"), getattr(evt, "_data", {}).get("values")
-    if name not in ("density", "tempo") or not isinstance(values, list):
+    data = getattr(evt, "_data", None)
+    data = data if isinstance(data, dict) else {}
+    name, values = data.get("curve"), data.get("values")
+    if name not in ("density", "tempo") or not isinstance(values, list) or len(values) > MAX_BARS:
         return NO_CHANGE, NO_CHANGE
     fmt = "{:.2f}" if name == "density" else "{:.0f}"
-    try:
-        text = ",".join("" if x is None else fmt.format(float(x)) for x in values)
-    except (TypeError, ValueError):
+    try:  # a value that is not a finite number is left to the model, as a gap
+        text = ",".join("" if x is None or not np.isfinite(float(x)) else fmt.format(float(x)) for x in values)
+    except (TypeError, ValueError, OverflowError):
         return NO_CHANGE, NO_CHANGE
     return (text, NO_CHANGE) if name == "density" else (NO_CHANGE, text)
 
@@ -468,23 +524,34 @@ Piano music generated top-down: first the **structure** (tempo and density of ev
 **harmony** (pitch classes per beat), then the **notes**, each level decoded in parallel by iterative
 masked prediction. **Generate** a piece, listen, **drag over the roll** to select bars and
 **regenerate** them (every note outside stays), **continue** it, or upload your own MIDI. Drag in the
-tempo / density lanes to draw a curve for the next generation.
-"""
+tempo / density lanes to draw a curve for the next generation. Audio is rendered for a piece's first
+{minutes:g} minutes; the MIDI download always holds all of it.
+""".format(minutes=MAX_AUDIO_SECONDS / 60)
 
-with gr.Blocks(title="FractalMIDI", analytics_enabled=False) as demo:
+
+def _raw(component):
+    """`component` (a Number or Slider) hands the handler the value as sent: gradio's own
+    rounding and range check fail on 'abc', None, NaN or infinity with a generic error, where
+    the handler's check (fractalmidi.controls) names the field, the value and the allowed
+    range. (An instance attribute: a subclass would make gradio write a .pyi beside app.py.)"""
+    component.preprocess = lambda payload: payload
+    return component
+
+
+with gr.Blocks(title="FractalMIDI", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
     gr.Markdown(HELP)
     model_md = gr.Markdown()
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             with gr.Group():
-                bars = gr.Slider(1, 64, value=16, step=1, label="Bars")
-                time_signature = gr.Dropdown(TIME_SIGNATURES, value="4/4", label="Time signature")
-                seed = gr.Number(0, precision=0, label="Seed (-1: random)", elem_id="seed")
+                bars = _raw(gr.Slider(1, 64, value=16, step=1, label="Bars"))
+                time_signature = gr.Dropdown(TIME_SIGNATURES, value="4/4", label="Time signature", allow_custom_value=True)
+                seed = _raw(gr.Number(0, precision=0, label="Seed (-1 or empty: random)", elem_id="seed"))
             with gr.Group():
-                temperature = gr.Slider(0.1, 2.0, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature")
-                cfg = gr.Slider(0.0, 5.0, value=1.5, step=0.1, label="CFG (condition strength; 1 = none)")
+                temperature = _raw(gr.Slider(*limits.TEMPERATURE, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature"))
+                cfg = _raw(gr.Slider(limits.GUIDANCE_SCALE[0], 5.0, value=1.5, step=0.1, label="CFG (condition strength; 1 = none)"))
                 iterations = gr.Textbox("", label="Iterations per level (structure, harmony, notes)", placeholder=f"{DEFAULT_ITERATIONS} (model default)")
-                refine_ratio = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Refinement fraction")
+                refine_ratio = _raw(gr.Slider(*limits.REFINE_RATIO, value=0.3, step=0.05, label="Refine ratio (fraction re-masked per refinement round)"))
             with gr.Group():
                 density = gr.Textbox("", label="Density curve (onsets per step, per bar)", placeholder="0.5,0.8,1.2,... or draw it under the roll",
                                      elem_id="density")
@@ -494,7 +561,7 @@ with gr.Blocks(title="FractalMIDI", analytics_enabled=False) as demo:
                 bars_text = gr.Textbox("", label="Bars to regenerate (drag over the roll)", placeholder="5-8", elem_id="bars_text")
                 inpaint_btn = gr.Button("Regenerate selected bars", elem_id="inpaint_btn")
             with gr.Group():
-                more_bars = gr.Slider(1, 32, value=8, step=1, label="Bars to add")
+                more_bars = _raw(gr.Slider(1, 32, value=8, step=1, label="Bars to add"))
                 continue_btn = gr.Button("Continue the piece", elem_id="continue_btn")
             upload = gr.File(label=f"Upload a MIDI to inpaint or continue (up to {MAX_UPLOAD_BYTES // 2**20} MB)",
                              file_types=[".mid", ".midi"], type="filepath", elem_id="upload")

@@ -10,6 +10,11 @@ Renderers, first that works:
 3. a simple additive sine synth in numpy, labelled as such, when no soundfont or no renderer
    is found.
 
+Every renderer is bounded by `max_seconds` (default `MAX_AUDIO_SECONDS`, 10 minutes): a longer
+piece is cut to its first `max_seconds` (at a beat) before synthesis, and every WAV is cut to the
+piece's duration plus `TAIL_SECONDS`, so a tiny MIDI file of 256 bars at 10 BPM cannot make half
+a gigabyte of audio.
+
 The soundfont: `$FRACTALMIDI_SOUNDFONT`, else `TimGM6mb.sf2` that pretty_midi's wheel ships
 (`pip install pretty_midi`, 6 MB, General MIDI), else the Debian soundfonts
 (timgm6mb-soundfont, fluid-soundfont-gm, musescore-general-soundfont-small).
@@ -27,9 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_path
 from .piece import Piece
 
 SAMPLE_RATE = 22050
+MAX_AUDIO_SECONDS = 600.0  # audio rendered per piece, at most (a longer piece: its first 10 minutes)
+TAIL_SECONDS = 2.0  # audio kept after the piece's end: the last notes' release, then a fade
+FLUIDSYNTH_TIMEOUT_S = 120  # a slower fluidsynth run falls back to the sine synth
 SINE_SYNTH = "simple sine synth (no soundfont found)"
 
 _DEBIAN_SOUNDFONTS = (
@@ -69,19 +78,45 @@ def describe_renderer() -> str:
     return "simple sine synth (no soundfont renderer: install fluidsynth)"
 
 
-def render_audio(piece: Piece, path, sample_rate: int = SAMPLE_RATE) -> tuple[Path, str]:
+def render_audio(piece: Piece, path, sample_rate: int = SAMPLE_RATE,
+                 max_seconds: float | None = MAX_AUDIO_SECONDS) -> tuple[Path, str]:
     """Render `piece` to a WAV file at `path` (written atomically). Returns the path and how
-    it was rendered, in words (a soundfont's name and renderer, or `SINE_SYNTH`)."""
+    it was rendered, in words (a soundfont's name and renderer, or `SINE_SYNTH`; for a piece
+    longer than `max_seconds`, followed by "; the first ... s of ... s": only its beginning is
+    rendered, see `first_seconds`). The WAV lasts at most `max_seconds` + `TAIL_SECONDS`
+    (None: no bound)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
-    try:
-        how = _render(piece, Path(tmp), sample_rate)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    total = piece.duration_seconds
+    cut = max_seconds is not None and total > max_seconds
+    if cut:
+        piece = first_seconds(piece, max_seconds)
+    with atomic_path(path, ".wav") as tmp:  # the mode of any new file, not mkstemp's 0600
+        how = _render(piece, tmp, sample_rate)
+        _trim_tail(tmp, piece.duration_seconds + TAIL_SECONDS)  # every renderer: release tails end here
+    if cut:
+        how += f"; the first {piece.duration_seconds:.0f} s of {total:.0f} s (audio is rendered for up to {max_seconds:g} s)"
     return path, how
+
+
+def first_seconds(piece: Piece, seconds: float) -> Piece:
+    """The beginning of `piece` that ends by `seconds`, cut at a beat (a quarter note; at least
+    one): whole bars, then the cut bar's first beats as bars of 1/4. Notes are clipped at
+    the cut. For rendering: the bars' time signatures do not change the sound."""
+    times = piece.step_times()
+    spb = piece.steps_per_beat
+    k = max(int(np.searchsorted(times, seconds, side="right")) - 1, 0)  # times[k] <= seconds
+    bar = int(np.searchsorted(piece.bar_starts, k, side="right")) - 1
+    if bar >= piece.num_bars:  # the whole piece fits
+        return piece
+    s0 = int(piece.bar_starts[bar])
+    beats = max((k - s0) // spb, 1 if bar == 0 else 0)
+    stop = s0 + beats * spb
+    bar_starts = np.concatenate([piece.bar_starts[: bar + 1], s0 + spb * np.arange(1, beats + 1)])
+    sigs = np.concatenate([piece.time_signatures[:bar].reshape(-1, 2), np.tile([[1, 4]], (beats, 1))])
+    notes = piece.notes[piece.notes[:, 1] < stop].copy()
+    notes[:, 2] = np.minimum(notes[:, 2], stop)
+    keep = piece.tempo_steps < stop
+    return Piece(notes, bar_starts, sigs, piece.tempo_steps[keep], piece.tempo_bpm[keep], spb, piece.pitch_range)
 
 
 def _symusic_works(sf: Path) -> bool:
@@ -119,15 +154,14 @@ def _render(piece: Piece, out: Path, sample_rate: int) -> str:
         with tempfile.TemporaryDirectory() as d:
             midi = write_midi(piece, Path(d) / "piece.mid")
             cmd = [fluidsynth, "-ni", "-q", "-g", "0.8", "-r", str(sample_rate), "-T", "wav", "-F", str(out), str(sf), str(midi)]
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if done.returncode == 0 and out.stat().st_size > 44:
-            _trim_tail(out, piece.duration_seconds + TAIL_SECONDS)
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT_S)
+            except (OSError, subprocess.TimeoutExpired):
+                done = None
+        if done is not None and done.returncode == 0 and out.stat().st_size > 44:
             return f"{sf.name} (fluidsynth)"
     _write_wav(out, sine_synth(piece, sample_rate), sample_rate)
     return SINE_SYNTH if sf is None else "simple sine synth (no soundfont renderer: install fluidsynth)"
-
-
-TAIL_SECONDS = 2.0  # audio kept after the piece's end: the last notes' release, then a fade
 
 
 def _trim_tail(path: Path, seconds: float, fade: float = 0.5) -> None:
@@ -139,14 +173,16 @@ def _trim_tail(path: Path, seconds: float, fade: float = 0.5) -> None:
         if params.sampwidth != 2 or params.nframes <= int(seconds * params.framerate):
             return
         keep = int(seconds * params.framerate)
-        audio = np.frombuffer(r.readframes(keep), dtype="<i2").reshape(-1, params.nchannels).astype(np.float32)
-    n = min(int(fade * params.framerate), len(audio))
-    audio[len(audio) - n :] *= np.linspace(1.0, 0.0, n, dtype=np.float32)[:, None]
+        n = min(int(fade * params.framerate), keep)
+        head = r.readframes(keep - n)  # kept as it is
+        tail = np.frombuffer(r.readframes(n), dtype="<i2").reshape(-1, params.nchannels).astype(np.float32)
+    tail *= np.linspace(1.0, 0.0, len(tail), dtype=np.float32)[:, None]
     with wave.open(str(path), "wb") as w:
         w.setnchannels(params.nchannels)
         w.setsampwidth(2)
         w.setframerate(params.framerate)
-        w.writeframes(audio.astype("<i2").tobytes())
+        w.writeframes(head)
+        w.writeframes(tail.astype("<i2").tobytes())
 
 
 def sine_synth(piece: Piece, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -157,7 +193,8 @@ def sine_synth(piece: Piece, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     out = np.zeros(total, np.float32)
     for pitch, start, end, velocity in piece.notes.tolist():
         t0, t1 = times[start], times[end]
-        n = int((t1 - t0 + release) * sample_rate)
+        # a long note is synthesised for its first 8 s only: the decay has made it silent (e^-24)
+        n = int((min(t1 - t0, 8.0) + release) * sample_rate)
         t = np.arange(n, dtype=np.float32) / sample_rate
         f = 440.0 * 2.0 ** ((pitch - 69) / 12)
         tone = np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t) + 0.1 * np.sin(6 * np.pi * f * t)
