@@ -68,3 +68,35 @@ def test_readme_python_example_runs_and_prints_what_it_says(repo_view, capsys):
     # what it wrote went to the temporary folder
     out = repo_view / "outputs" / "out.mid"
     assert read_midi(out, beats=None)[0].num_bars == 16
+
+
+def quick_start_command() -> str:
+    """The main job of the quick start after its set-up part: what a newcomer runs once the
+    virtual environment is ready (`... pip install --no-deps -e . && <this>`)."""
+    block = re.findall(r"^```bash\n(.*?)^```$", README.read_text(encoding="utf-8"), re.S | re.M)[0]
+    line = next(l for l in block.splitlines() if "fractalmidi generate" in l)
+    setup, _, command = line.partition("pip install --no-deps -e . && ")
+    assert setup.startswith("python3 -m venv .venv") and command, line
+    return command
+
+
+def test_readme_quick_start_generates_the_song_it_promises(repo_view):
+    """The quick start's own command, run as written in a fresh folder (the set-up before it
+    is what CI itself does): it writes outputs/song.mid and its picture, with 16 bars."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    command = quick_start_command()
+    assert "--out outputs/song.mid" in command
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert shutil.which("fractalmidi", path=env["PATH"]), "the console script is installed with the package"
+    run = subprocess.run(["bash", "-c", command], cwd=repo_view, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "pitch_entropy" in run.stdout  # --evaluate
+    from fractalmidi import read_midi
+
+    song, _ = read_midi(repo_view / "outputs" / "song.mid")
+    assert song.num_bars == 16
+    assert (repo_view / "outputs" / "song.png").read_bytes()[:4] == b"\x89PNG"
