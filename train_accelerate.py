@@ -14,15 +14,20 @@ accelerate 1.15 spawns CPU processes only through mpirun.)
 
 The shape of accelerate's own examples: `training_function(config, args)` makes the
 Accelerator, starts the trackers, loads the data under `main_process_first`, seeds, builds the
-model, calls `prepare` once, then loops with `accumulate`, saves with `save_state`, and ends
-with `end_training`. The schedules, the data pipeline and the model card are plain pieces of
-`fractalmidi.training`.
+model, calls `prepare` once, then loops with `accumulate`, saves checkpoints, and ends with
+`end_training`. The schedules, the data pipeline, the checkpoint files and the model card are
+plain pieces of `fractalmidi.training`.
 
 What lands in --output_dir:
 
     training_log.jsonl          one JSON object per log step (train) and per evaluation (eval)
-    checkpoints/step_N/         accelerate save_state every --checkpointing_steps steps (the
-                                last --keep_checkpoints kept), written as .step_N.tmp, then renamed
+    checkpoints/step_N/         a checkpoint every --checkpointing_steps steps (the last
+                                --keep_checkpoints kept), written as .step_N.tmp, then renamed:
+                                model.safetensors, optimizer.safetensors, scheduler.safetensors,
+                                rng_state_P.safetensors (one per process), training_state.json,
+                                training_args.json. Safetensors and JSON only: accelerate's
+                                save_state would write pickles, and loading a pickle from a
+                                folder can run code, so no pickle is written or read.
     final/                      save_pretrained of the model (config.json, model.safetensors) and
                                 a model card README.md, ready for push_to_hub
     fractalmidi/                TensorBoard events (when --log_with tensorboard)
@@ -30,7 +35,7 @@ What lands in --output_dir:
 `--resume auto` (or a checkpoint folder) continues a run exactly: the same optimizer step, the
 same data (every random window is drawn from (seed, epoch, song), and the epoch's order from
 (seed, epoch)), the same random state (torch's RNG, which draws the training masks, is restored
-by `load_state`), the same log.
+from the checkpoint), the same log (a last line cut off by the kill is dropped, with a warning).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from fractalmidi.configuration_fractalmidi import FractalMIDIConfig
 from fractalmidi.data import load_dataset_dir
 from fractalmidi.modeling_fractalmidi import FractalMIDIModel
 from fractalmidi.training import (
+    CheckpointError,
     EpochSampler,
     TrainingState,
     TrainWindows,
@@ -62,10 +68,17 @@ from fractalmidi.training import (
     collate_tensors,
     latest_checkpoint,
     list_checkpoints,
+    load_model_file,
+    load_state_file,
     lr_factor,
     model_card,
+    normal_file_mode,
     remove_dir,
     replace_dir,
+    rng_state,
+    save_model_file,
+    save_state_file,
+    set_rng_state,
     structure_weight_at,
     truncate_log,
 )
@@ -141,26 +154,111 @@ def run_identity(args, accelerator) -> dict:
     return {**{k: getattr(args, k) for k in RESUME_KEYS}, "num_processes": accelerator.num_processes}
 
 
-def save_checkpoint(accelerator, checkpoint_dir: Path, step: int, keep: int, identity: dict) -> Path:
-    """`save_state` into checkpoints/.step_N.tmp, then rename to checkpoints/step_N (a killed
-    run leaves a .tmp folder, never a half-written step_N), then delete all but the last `keep`.
-    training_args.json beside the state records what a resume must keep the same."""
+# the files of a checkpoint folder (safetensors and JSON: nothing in them can run code)
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+SCHEDULER_FILE = "scheduler.safetensors"
+SCALER_FILE = "scaler.safetensors"  # fp16 only
+STATE_FILE = "training_state.json"
+
+
+def rng_file(process_index: int) -> str:
+    return f"rng_state_{process_index}.safetensors"
+
+
+def save_checkpoint(accelerator, checkpoint_dir: Path, step: int, keep: int, identity: dict,
+                    model, optimizer, lr_scheduler, state: TrainingState) -> Path:
+    """Write the checkpoint into checkpoints/.step_N.tmp, then rename it to checkpoints/step_N
+    (a killed run leaves a .tmp folder, never a half-written step_N), then delete all but the
+    last `keep`. Every process writes its random states; the main one the model, optimizer,
+    scheduler, the loop's state and training_args.json (what a resume must keep the same)."""
     final = checkpoint_dir / f"step_{step}"
     tmp = checkpoint_dir / f".step_{step}.tmp"
     if accelerator.is_main_process:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         for leftover in checkpoint_dir.glob(".step_*"):  # from a run killed while saving
             remove_dir(leftover)
+        tmp.mkdir()
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # every process writes its RNG state; the main one the rest
+    save_state_file(rng_state(), tmp / rng_file(accelerator.process_index))
+    if accelerator.is_main_process:
+        save_model_file(accelerator.unwrap_model(model), tmp / MODEL_FILE)
+        save_state_file(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        save_state_file(lr_scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        if accelerator.scaler is not None:
+            save_state_file(accelerator.scaler.state_dict(), tmp / SCALER_FILE)
+        state.save(tmp / STATE_FILE)
+        (tmp / ARGS_FILE).write_text(json.dumps(identity, indent=1) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / ARGS_FILE).write_text(json.dumps(identity, indent=1) + "\n")
         replace_dir(tmp, final)
         for _, old in list_checkpoints(checkpoint_dir)[:-keep] if keep > 0 else []:
             remove_dir(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_checkpoint(accelerator, folder: Path, model, optimizer, lr_scheduler, state: TrainingState,
+                    gradient_accumulation_steps: int) -> None:
+    """Restore what `save_checkpoint` wrote. Only the files named above are read, and only as
+    safetensors and JSON: a pickle in the folder (accelerate's custom_checkpoint_0.pkl,
+    random_states_0.pkl, optimizer.bin, ...) is never opened. CheckpointError, naming the file,
+    when one is missing or not what it should be."""
+    if not (folder / STATE_FILE).is_file() and (
+        any(folder.glob("*.pkl")) or any(folder.glob("*.bin"))
+    ):
+        raise CheckpointError(
+            f"{folder}: a checkpoint of an older train_accelerate.py (accelerate pickle files, which are "
+            "never loaded: unpickling a file can run code); it cannot be resumed"
+        )
+    state.load(folder / STATE_FILE)
+    load_model_file(accelerator.unwrap_model(model), folder / MODEL_FILE)
+
+    path = folder / OPTIMIZER_FILE
+    saved = load_state_file(path)
+    try:
+        optimizer.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not this run's optimizer state ({type(e).__name__}: {e})") from None
+    for group in optimizer.param_groups:  # AdamW's moments: one of each parameter's shape
+        for p in group["params"]:
+            for k, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                    raise CheckpointError(
+                        f"{path}: not this run's optimizer state ({k} of shape {tuple(v.shape)} "
+                        f"for a parameter of shape {tuple(p.shape)})"
+                    )
+
+    path = folder / SCHEDULER_FILE
+    saved = load_state_file(path)
+    expected = lr_scheduler.state_dict()
+    if not isinstance(saved, dict) or not set(saved) <= set(expected):
+        raise CheckpointError(f"{path}: not this run's learning-rate scheduler state")
+    try:
+        lr_scheduler.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{path}: not this run's learning-rate scheduler state ({type(e).__name__}: {e})") from None
+
+    if accelerator.scaler is not None:
+        path = folder / SCALER_FILE
+        saved = load_state_file(path)
+        try:
+            accelerator.scaler.load_state_dict(saved)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: not a gradient scaler state ({type(e).__name__}: {e})") from None
+
+    # accelerate counts micro-batches to know when gradients sync; it stood here at the save
+    accelerator.step = state.step * gradient_accumulation_steps
+
+    path = folder / rng_file(accelerator.process_index)  # last: nothing after it may draw
+    if path.exists():
+        set_rng_state(load_state_file(path), str(path))
+    else:
+        print(
+            f"warning: {path}: missing (the checkpoint was written by fewer processes): "
+            "this process's random numbers will differ from the first run's",
+            file=sys.stderr,
+        )
 
 
 def save_final(model, card: str, output_dir: Path) -> Path:
@@ -172,6 +270,9 @@ def save_final(model, card: str, output_dir: Path) -> Path:
         remove_dir(tmp)
     model.save_pretrained(tmp)  # transformers 5 writes safetensors only
     (tmp / "README.md").write_text(card, encoding="utf-8")
+    for file in tmp.iterdir():  # model.safetensors comes 0600 from safetensors
+        if file.is_file():
+            normal_file_mode(file)
     replace_dir(tmp, final)
     return final
 
@@ -292,12 +393,22 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
         model, optimizer, train_dataloader, eval_dataloader, lr_scheduler
     )
     state = TrainingState()
-    accelerator.register_for_checkpointing(state)
 
     if resume_from is not None:
         accelerator.print(f"resuming from {resume_from}")
-        accelerator.load_state(str(resume_from))
-        saved = json.loads((resume_from / ARGS_FILE).read_text()) if (resume_from / ARGS_FILE).exists() else {}
+        try:
+            load_checkpoint(accelerator, resume_from, model, optimizer, lr_scheduler, state,
+                            args.gradient_accumulation_steps)
+        except CheckpointError as e:
+            fail(f"--resume: {e}")
+        saved = {}
+        if (resume_from / ARGS_FILE).exists():
+            try:
+                saved = json.loads((resume_from / ARGS_FILE).read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                fail(f"--resume: {resume_from / ARGS_FILE}: not a JSON file ({e})")
+            if not isinstance(saved, dict):
+                fail(f"--resume: {resume_from / ARGS_FILE}: not a JSON object")
         changed = {k: (saved[k], v) for k, v in run_identity(args, accelerator).items() if k in saved and saved[k] != v}
         if changed:
             accelerator.print(
@@ -305,7 +416,10 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
                 + ": training continues, but not as the first run would have"
             )
     if accelerator.is_main_process:
-        truncate_log(log_path, state.step)  # drop what a killed run logged after its checkpoint
+        try:  # drop what a killed run logged after its checkpoint (and a line the kill cut off)
+            truncate_log(log_path, state.step, on_torn=lambda message: accelerator.print(f"warning: {message}"))
+        except ValueError as e:
+            fail(str(e))
     accelerator.wait_for_everyone()
 
     # 7. the loop: one micro-batch per iteration, one optimizer step per
@@ -396,7 +510,8 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
                     progress.write(f"step {state.step}: validation loss {last_eval['eval/loss']:.4f}")
 
             if args.checkpointing_steps and state.step % args.checkpointing_steps == 0:
-                path = save_checkpoint(accelerator, checkpoint_dir, state.step, args.keep_checkpoints, run_identity(args, accelerator))
+                path = save_checkpoint(accelerator, checkpoint_dir, state.step, args.keep_checkpoints,
+                                       run_identity(args, accelerator), model, optimizer, lr_scheduler, state)
                 if accelerator.is_main_process:
                     progress.write(f"step {state.step}: saved {path}")
 

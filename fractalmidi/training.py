@@ -5,9 +5,12 @@
   data for the model. Every random choice is a function of (seed, epoch, song), never of how
   many examples were read before, so a resumed run sees exactly the data the first run would
   have seen, whatever the number of processes, DataLoader workers or skipped batches.
-- `TrainingState`: the loop's own counters, saved with the checkpoints by accelerate.
+- `TrainingState`: the loop's own counters, saved with the checkpoints as JSON.
+- `save_state_file`, `load_state_file`, `save_model_file`, `load_model_file`, `rng_state`,
+  `set_rng_state`: the checkpoint files, safetensors and JSON only. No pickle is ever written
+  or read, so a checkpoint folder from elsewhere cannot run code on `--resume`.
 - `list_checkpoints`, `latest_checkpoint`, `replace_dir`, `truncate_log`: checkpoint folders
-  and the jsonl log, never left half-written.
+  and the jsonl log, never left half-written (a log line cut off by a kill is dropped).
 - `model_card`: README.md of a trained model folder.
 
 Nothing here imports accelerate: the script owns the distributed side.
@@ -18,13 +21,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_file, save_model
 
 from .data import TrainTransform, collate, crop, dense_example, row_to_piece, window_starts
 
@@ -136,12 +143,16 @@ class ValidationWindows(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------- loop state
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be resumed from; the message names the file and the
+    problem in one line."""
+
+
 class TrainingState:
-    """What the loop itself must carry over a restart, saved in every checkpoint through
-    `accelerator.register_for_checkpointing` (as plain Python numbers, loadable with
-    `weights_only=True`): optimizer steps done, training seconds and tokens so far, and the
-    sums of the log window in progress (so a log line after a resume averages the same steps
-    as it would have without one)."""
+    """What the loop itself must carry over a restart, saved in every checkpoint as JSON
+    (`save` / `load`: plain numbers, nothing that can run code): optimizer steps done, training
+    seconds and tokens so far, and the sums of the log window in progress (so a log line after
+    a resume averages the same steps as it would have without one)."""
 
     def __init__(self):
         self.step = 0
@@ -171,8 +182,176 @@ class TrainingState:
         self.step = int(state["step"])
         self.elapsed_seconds = float(state["elapsed_seconds"])
         self.tokens = int(state["tokens"])
-        self.window = {k: float(v) for k, v in state["window"].items()}
+        self.window = {str(k): float(v) for k, v in state["window"].items()}
         self.window_steps = int(state["window_steps"])
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.state_dict(), indent=1) + "\n", encoding="utf-8")
+
+    def load(self, path) -> None:
+        """Read a file `save` wrote; `CheckpointError` if it is missing or not such a file."""
+        path = Path(path)
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            self.load_state_dict(state)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: missing") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise CheckpointError(f"{path}: not a JSON file ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{path}: not a training state ({type(e).__name__}: {e})") from None
+
+
+# ----------------------------------------------------------------------------- checkpoint files
+# A state (an optimizer's or scheduler's state_dict, the random states) is one safetensors file:
+# its tensors, and under the metadata key STATE_KEY the JSON of everything else, where a tensor
+# is {"tensor": name}, a numpy array {"ndarray": [name, dtype]}, a tuple {"tuple": [...]} and a
+# dict {"dict": [[key, value], ...]} (so int keys stay ints). Reading it builds numbers, strings,
+# lists, tuples, dicts, tensors and numeric numpy arrays, nothing else: no code can run.
+STATE_KEY = "fractalmidi_state"
+STATE_FORMAT = 1
+
+
+def _encode(obj, tensors: dict[str, torch.Tensor]):
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        name = str(len(tensors))
+        tensors[name] = obj.detach().cpu().contiguous()
+        return {"tensor": name}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            raise TypeError(f"cannot save a numpy array of dtype {obj.dtype}")
+        name = str(len(tensors))
+        wide = np.float64 if obj.dtype.kind == "f" else np.int64
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(obj, dtype=wide))
+        return {"ndarray": [name, obj.dtype.str]}
+    if isinstance(obj, tuple):
+        return {"tuple": [_encode(x, tensors) for x in obj]}
+    if isinstance(obj, list):
+        return [_encode(x, tensors) for x in obj]
+    if isinstance(obj, dict):
+        return {"dict": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
+    raise TypeError(f"cannot save a {type(obj).__name__} in a checkpoint")
+
+
+def _decode(obj, tensors: dict[str, torch.Tensor], where: str):
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, list):
+        return [_decode(x, tensors, where) for x in obj]
+    if isinstance(obj, dict) and len(obj) == 1:
+        ((tag, value),) = obj.items()
+        if tag == "tensor" and isinstance(value, str) and value in tensors:
+            return tensors[value]
+        if (
+            tag == "ndarray" and isinstance(value, list) and len(value) == 2
+            and isinstance(value[0], str) and value[0] in tensors and isinstance(value[1], str)
+        ):
+            try:
+                dtype = np.dtype(value[1])
+            except TypeError:
+                dtype = None
+            if dtype is not None and dtype.kind in "biuf":
+                try:
+                    return tensors[value[0]].numpy().astype(dtype)
+                except (TypeError, ValueError, RuntimeError) as e:
+                    raise CheckpointError(f"{where}: array {value[0]} ({e})") from None
+        if tag == "tuple" and isinstance(value, list):
+            return tuple(_decode(x, tensors, where) for x in value)
+        if tag == "dict" and isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value):
+            out = {}
+            for k, v in value:
+                k = _decode(k, tensors, where)
+                if not isinstance(k, (str, int, float, bool, type(None))):
+                    raise CheckpointError(f"{where}: a dict key that is a {type(k).__name__}")
+                out[k] = _decode(v, tensors, where)
+            return out
+    raise CheckpointError(f"{where}: unexpected value {json.dumps(obj)[:80]}")
+
+
+def normal_file_mode(path) -> None:
+    """Give the file `path` the mode of any new file, 0666 less the umask (0644 under the usual
+    022): safetensors creates its files 0600."""
+    mask = os.umask(0o077)  # os.umask sets a mask and returns the one before: read it, put it back
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def save_state_file(obj, path) -> None:
+    """Write `obj` (a state_dict: dicts, lists, tuples, numbers, strings, tensors, numeric numpy
+    arrays) to the safetensors file `path`."""
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _encode(obj, tensors)
+    metadata = {STATE_KEY: json.dumps({"format": STATE_FORMAT, "state": structure})}
+    save_file(tensors, str(path), metadata=metadata)
+    normal_file_mode(path)
+
+
+def load_state_file(path):
+    """Read a file `save_state_file` wrote; `CheckpointError` (naming the file) if it is
+    missing or anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a safetensors file ({e})") from None
+    if STATE_KEY not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file without a saved state ({STATE_KEY} metadata)")
+    try:
+        saved = json.loads(metadata[STATE_KEY])
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: the saved state is not valid JSON ({e})") from None
+    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT or "state" not in saved:
+        raise CheckpointError(f"{path}: not a saved state of format {STATE_FORMAT}")
+    return _decode(saved["state"], tensors, str(path))
+
+
+def save_model_file(model: torch.nn.Module, path) -> None:
+    """The model's weights as safetensors (shared tensors once)."""
+    save_model(model, str(path), metadata={"format": "pt"})
+    normal_file_mode(path)
+
+
+def load_model_file(model: torch.nn.Module, path) -> None:
+    """Weights `save_model_file` wrote into `model` (every one of them, nothing else);
+    `CheckpointError` if the file is missing, no safetensors file, or for another model."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        load_model(model, str(path), strict=True, device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a safetensors file ({e})") from None
+    except RuntimeError as e:  # missing, unexpected or misshapen weights
+        raise CheckpointError(f"{path}: weights of another model ({' '.join(str(e).split())[:300]})") from None
+
+
+def rng_state() -> dict:
+    """This process's random states: python's, numpy's, torch's, and CUDA's where there is CUDA
+    (what `set_seed` seeds)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state, where: str = "random state") -> None:
+    """Restore what `rng_state` returned; `CheckpointError` (naming `where`) if it is not that."""
+    try:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"{where}: not a random state ({type(e).__name__}: {e})") from None
 
 
 # ----------------------------------------------------------------------------- files
@@ -213,20 +392,44 @@ def append_jsonl(path, record: dict) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def read_jsonl(path) -> list[dict]:
+def read_jsonl(path, on_torn=None) -> list[dict]:
+    """The records of a jsonl file (one JSON object a line; blank lines skipped). A last line
+    with no newline that is not valid JSON was cut off by a kill while it was written: it is
+    dropped, and `on_torn(message)` says so (default: `warnings.warn`). Any other line that is
+    not a JSON object raises ValueError naming the file and the line."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines):  # the last line, and it has no newline: torn
+                message = f"{path}: line {number} is incomplete (a run killed while writing it?), dropped"
+                if on_torn is None:
+                    warnings.warn(message, stacklevel=2)
+                else:
+                    on_torn(message)
+                break
+            raise ValueError(f"{path}: line {number} is not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {number} is not a JSON object")
+        records.append(record)
+    return records
 
 
-def truncate_log(path, step: int) -> None:
+def truncate_log(path, step: int, on_torn=None) -> None:
     """Keep the records of steps <= `step` (a resume from the checkpoint of that step will log
-    the later ones again), written to a temporary file and renamed into place."""
+    the later ones again), written to a temporary file and renamed into place. A last line cut
+    off by a kill is dropped (`read_jsonl`); a bad line elsewhere raises ValueError."""
     path = Path(path)
     if not path.exists():
         return
-    kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    kept = [r for r in read_jsonl(path, on_torn) if r.get("step", 0) <= step]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
     os.replace(tmp, path)

@@ -5,13 +5,19 @@ resumed, which must log the same losses and end with the same weights as runs le
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import pickle
+import random
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import re
 
 import numpy as np
 import pytest
@@ -20,6 +26,7 @@ from safetensors.torch import load_file
 
 from fractalmidi.data import build_dataset, collate, load_dataset_dir
 from fractalmidi.training import (
+    CheckpointError,
     EpochSampler,
     TrainingState,
     TrainWindows,
@@ -28,8 +35,14 @@ from fractalmidi.training import (
     collate_tensors,
     latest_checkpoint,
     list_checkpoints,
+    load_model_file,
+    load_state_file,
     lr_factor,
     read_jsonl,
+    rng_state,
+    save_model_file,
+    save_state_file,
+    set_rng_state,
     structure_weight_at,
     truncate_log,
 )
@@ -148,6 +161,100 @@ def test_checkpoint_folders_and_log_truncation(tmp_path):
     assert copy.take_window() == {"a": 2.0} and copy.window_steps == 0
 
 
+def test_log_with_a_torn_last_line_is_read_and_a_bad_middle_line_is_an_error(tmp_path):
+    """A kill while a log line was written leaves it cut off, with no newline: that last line
+    is dropped (with a warning); any other bad line is an error naming the file and the line."""
+    log = tmp_path / "log.jsonl"
+    good = "".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3))
+    log.write_text(good + '{"step": 4, "train/lo')
+    with pytest.warns(UserWarning, match=r"log\.jsonl: line 4 is incomplete"):
+        assert [r["step"] for r in read_jsonl(log)] == [1, 2, 3]
+    said = []
+    truncate_log(log, 3, on_torn=said.append)
+    assert len(said) == 1 and "line 4 is incomplete" in said[0]
+    assert log.read_text() == "".join(json.dumps({"step": s}, sort_keys=True) + "\n" for s in (1, 2, 3))
+
+    for text, line in (
+        ('{"step": 1}\n{"step": 2, "x\n{"step": 3}\n', 2),  # in the middle
+        ('{"step": 1}\n{"step": 2, "x\n', 2),  # last, but complete (it has its newline)
+        ('{"step": 1}\n[2]\n{"step": 3}\n', 2),  # JSON, not an object
+    ):
+        log.write_text(text)
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(log))}: line {line} is not"):
+            read_jsonl(log)
+        with pytest.raises(ValueError, match=rf"line {line}"):
+            truncate_log(log, 5)
+        assert log.read_text() == text  # left as it was
+
+
+class _Planted:
+    """Unpickling this creates the file `marker`: what a crafted checkpoint file could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _plant_pickles(folder: Path, marker: Path, names) -> None:
+    for name in names:
+        (folder / name).write_bytes(pickle.dumps(_Planted(marker)))
+
+
+# every file accelerate's load_state (1.15) could read from a checkpoint folder
+ACCELERATE_FILES = ("custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "random_states_0.pkl", "random_states_1.pkl",
+                    "optimizer.bin", "scheduler.bin", "pytorch_model.bin", "sampler.bin", "dl_state_dict.bin", "scaler.pt")
+
+
+def test_state_files_round_trip_and_never_unpickle(tmp_path):
+    """Optimizer, scheduler, random states and weights go to safetensors (+ JSON metadata) and
+    come back exactly; a pickle under any of their names is refused with CheckpointError, never
+    run."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_factor, warmup_steps=2, max_steps=5))
+    for _ in range(2):
+        model(torch.randn(2, 3)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    for name, obj in (("opt", optimizer.state_dict()), ("sched", scheduler.state_dict())):
+        save_state_file(obj, tmp_path / f"{name}.safetensors")
+        back = load_state_file(tmp_path / f"{name}.safetensors")
+        assert repr(back) == repr(obj)  # the same values and types (int keys, tuples, tensors)
+    fresh = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    fresh.load_state_dict(load_state_file(tmp_path / "opt.safetensors"))
+    assert fresh.param_groups[0]["betas"] == (0.9, 0.95)
+
+    random.seed(1)
+    np.random.seed(1)
+    save_state_file(rng_state(), tmp_path / "rng.safetensors")
+    draws = (random.random(), np.random.rand(), torch.rand(3))
+    set_rng_state(load_state_file(tmp_path / "rng.safetensors"))
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert draws[:2] == again[:2] and torch.equal(draws[2], again[2])
+
+    save_model_file(model, tmp_path / "model.safetensors")
+    other = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    load_model_file(other, tmp_path / "model.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(CheckpointError, match="weights of another model"):
+        load_model_file(torch.nn.Linear(3, 5), tmp_path / "model.safetensors")
+
+    marker = tmp_path / "ran"
+    _plant_pickles(tmp_path, marker, ["opt.safetensors", "model.safetensors", "state.json"])
+    with pytest.raises(CheckpointError, match=r"opt\.safetensors: not a safetensors file"):
+        load_state_file(tmp_path / "opt.safetensors")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a safetensors file"):
+        load_model_file(model, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"state\.json: not a JSON file"):
+        TrainingState().load(tmp_path / "state.json")
+    with pytest.raises(CheckpointError, match=r"missing"):
+        load_state_file(tmp_path / "nothing.safetensors")
+    assert not marker.exists()
+
+
 # ----------------------------------------------------------------------------- real runs
 def _env(tmp_path: Path) -> dict:
     env = dict(os.environ)
@@ -211,7 +318,14 @@ def _assert_finished(out: Path, processes: int) -> None:
     assert not list(out.glob(".final*")) and not list((out / "checkpoints").glob(".*"))  # no temp folders
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3, 6]  # every 3 steps, last 2 kept
     ckpt = out / "checkpoints" / "step_6"
-    assert {f"random_states_{i}.pkl" for i in range(processes)} <= {p.name for p in ckpt.iterdir()}
+    assert {p.name for p in ckpt.iterdir()} == {
+        "model.safetensors", "optimizer.safetensors", "scheduler.safetensors", "training_state.json",
+        "training_args.json", *(f"rng_state_{i}.safetensors" for i in range(processes)),
+    }  # safetensors and JSON: no pickle
+    umask = os.umask(0o077)
+    os.umask(umask)
+    for file in [*ckpt.iterdir(), *final.iterdir()]:  # the mode of any new file, not safetensors' 0600
+        assert file.stat().st_mode & 0o777 == 0o666 & ~umask, file
     card = (final / "README.md").read_text()
     assert card.startswith("---\nlicense: mit\nlibrary_name: transformers\n")
     assert f"{MAX_STEPS} optimizer steps" in card and f"| processes | {processes} |" in card
@@ -271,6 +385,38 @@ def test_killed_run_resumes_exactly(straight_run, dataset_dir, tmp_path):
     assert f"resuming from {out / 'checkpoints' / 'step_3'}" in output
     _assert_finished(out, processes=1)
     _assert_same_run(straight_run, out)
+
+
+def test_resume_never_unpickles_and_survives_a_torn_log_line(straight_run, dataset_dir, tmp_path):
+    """A pickle planted in the checkpoint folder under every name accelerate's load_state would
+    read is never opened (the marker its unpickling would create never appears), and the resume
+    is still exact; a log line a kill cut off is dropped with a warning. A checkpoint of pickles
+    alone, and a bad line in the middle of the log, are one-line errors."""
+    out = tmp_path / "run"
+    shutil.copytree(straight_run, out, ignore=shutil.ignore_patterns("final"))
+    marker = tmp_path / "pwned"
+    _plant_pickles(out / "checkpoints" / "step_6", marker, ACCELERATE_FILES)
+    with open(out / "training_log.jsonl", "a") as f:
+        f.write('{"step": 9, "train/lo')  # killed mid-write
+    output = _train(out, dataset_dir, "--resume", "auto")
+    assert not marker.exists()
+    assert f"resuming from {out / 'checkpoints' / 'step_6'}" in output
+    assert re.search(r"warning: .*training_log\.jsonl: line \d+ is incomplete", output)
+    _assert_same_run(straight_run, out)
+
+    old = tmp_path / "old_checkpoint"  # what an older version (accelerate's save_state) left
+    old.mkdir()
+    shutil.copy(out / "checkpoints" / "step_6" / "model.safetensors", old)
+    _plant_pickles(old, marker, ACCELERATE_FILES)
+    output = _train(tmp_path / "other", dataset_dir, "--resume", str(old), expect=2)
+    assert "older train_accelerate.py" in output and "Traceback" not in output
+    assert not marker.exists()
+
+    lines = (out / "training_log.jsonl").read_text().split("\n")
+    lines[2] = lines[2][:-5]
+    (out / "training_log.jsonl").write_text("\n".join(lines))
+    output = _train(out, dataset_dir, "--resume", "auto", expect=2)
+    assert f"error: {out / 'training_log.jsonl'}: line 3 is not valid JSON" in output and "Traceback" not in output
 
 
 def test_two_processes_ddp_over_gloo_and_exact_resume(dataset_dir, tmp_path):
