@@ -280,7 +280,7 @@ def _train(out: Path, dataset: Path, *extra: str, processes: int = 1, expect: in
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port()), *script]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(out.parent), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(out.parent), capture_output=True, text=True, timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode == expect, output[-4000:]
     return output
@@ -446,7 +446,7 @@ def test_fine_tuning_starts_from_a_saved_model(straight_run, dataset_dir, tmp_pa
     out = tmp_path / "ft"
     cmd = [sys.executable, str(SCRIPT), *base, "--max_steps", "2", "--eval_steps", "0", "--learning_rate", "1e-12",
            "--init_from", str(start), "--dataset", str(dataset_dir), "--output_dir", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     before, after = load_file(start / "model.safetensors"), load_file(out / "final" / "model.safetensors")
     assert before.keys() == after.keys()
@@ -459,7 +459,7 @@ def test_fine_tuning_starts_from_a_saved_model(straight_run, dataset_dir, tmp_pa
         (["--init_from", str(tmp_path)], "not a saved model folder"),
     ):
         cmd = [sys.executable, str(SCRIPT), *extra, "--dataset", str(dataset_dir), "--output_dir", str(tmp_path / "x")]
-        proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
 
 
@@ -470,7 +470,7 @@ def test_frozen_levels_keep_their_weights(straight_run, dataset_dir, tmp_path):
     out = tmp_path / "frozen"
     cmd = [sys.executable, str(SCRIPT), *base, "--max_steps", "2", "--eval_steps", "0", "--init_from", str(start),
            "--freeze", "structure", "harmony", "--dataset", str(dataset_dir), "--output_dir", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     before, after = load_file(start / "model.safetensors"), load_file(out / "final" / "model.safetensors")
     for k in before:
@@ -480,5 +480,5 @@ def test_frozen_levels_keep_their_weights(straight_run, dataset_dir, tmp_path):
     assert "| frozen levels | structure, harmony |" in (out / "final" / "README.md").read_text()
     cmd = [sys.executable, str(SCRIPT), "--init_from", str(start), "--freeze", "structure", "harmony", "notes",
            "--dataset", str(dataset_dir), "--output_dir", str(tmp_path / "x")]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "every level is frozen" in proc.stderr, proc.stderr[-2000:]
