@@ -41,10 +41,15 @@ Rules
 - More than `max_messages_per_second` messages in one second (a flood): the rest of that
   second is dropped, logged once.
 - A `/fractal/generate` that arrives while `max_queue` requests already wait is refused (busy).
-- OSC address patterns work (`/fractal/param/{temperature,cfg} f 1.0`), with at most 4 `*`
-  (python-osc's matching is exponential in them); bundles are applied at once (their time
-  tags are ignored) and count as the messages they hold; a datagram over 8192 bytes (python-osc's
-  receive size) arrives cut and is refused.
+- OSC 1.0 address patterns work (`/fractal/param/{temperature,cfg} f 1.0`, `*`, `?`, `[a-z]`,
+  `[!a-z]`, `{a,b}`; a wildcard never matches across a '/'). They are matched here, part by
+  part against the few addresses above, in time linear in the pattern's length times the
+  address's, never by a backtracking regex; a pattern is refused (not matched at all) when it
+  is longer than 256 characters, holds more than 16 wildcards (`*`, `?`, `[...]`, `{...}` each
+  count one) or more than 32 alternatives in all its `{...}`, or leaves a `[` or `{` open in
+  its part (a '/' inside them does).
+  Bundles are applied at once (their time tags are ignored) and count as the messages they
+  hold; a datagram over 8192 bytes (python-osc's receive size) arrives cut and is refused.
 - UDP drops packets in unpaced bursts: a sender should pace bursts (about 0.5 ms apart).
 """
 
@@ -52,6 +57,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import logging
 import math
 import queue
@@ -68,23 +74,45 @@ from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
+from . import controls
+from . import limits_fractalmidi as limits
 from .midi_io import write_midi
 from .piece import Piece
 
 logger = logging.getLogger("fractalmidi.osc")
 
-# the allowed range of each parameter (inclusive)
-TEMPERATURE_RANGE = (0.1, 2.0)
-CFG_RANGE = (0.0, 10.0)
-BARS_RANGE = (1, 256)
-LEVEL0_RANGE = (0.0, 4.0)  # onsets per step
+
+def param_ranges() -> dict[str, tuple]:
+    """The allowed range (inclusive) of each /fractal/param/NAME: the shared limits every
+    front-end uses (`limits_fractalmidi`, `controls`), read when a value is checked."""
+    return {
+        "temperature": limits.TEMPERATURE,
+        "cfg": limits.GUIDANCE_SCALE,
+        "bars": (1, controls.MAX_INTERACTIVE_BARS),
+    }
+
+
+def level0_range() -> tuple[float, float]:
+    """The allowed per-bar density of /fractal/latent/level0 (onsets per step): what the shipped
+    model represents (`controls.DEFAULT_DENSITY_MAX`)."""
+    return limits.density_range(controls.DEFAULT_DENSITY_MAX)
+
+
+# the same ranges as names (their values when this module was imported)
+TEMPERATURE_RANGE = param_ranges()["temperature"]
+CFG_RANGE = param_ranges()["cfg"]
+BARS_RANGE = param_ranges()["bars"]
+LEVEL0_RANGE = level0_range()
 LEVEL0_MAX_VALUES = 1024
-_PARAM_RANGES = {"temperature": TEMPERATURE_RANGE, "cfg": CFG_RANGE, "bars": BARS_RANGE}
+_PARAM_NAMES = ("temperature", "cfg", "bars")
 
 NOTE_INTERVAL_S = 0.0005  # pause between /fractal/note messages, so UDP does not drop them
 REFUSALS_LOGGED_PER_SECOND = 50  # further refusals in the same second are only counted
-MAX_PATTERN_WILDCARDS = 4  # '*' in an incoming address pattern; more can make matching exponential
-MAX_ADDRESS_LENGTH = 256
+# the budget of an incoming address pattern (matching is polynomial whatever the pattern; these
+# keep its cost small and refuse what no sender needs)
+MAX_ADDRESS_LENGTH = 256  # characters
+MAX_PATTERN_WILDCARDS = 16  # '*', '?', '[...]' and '{...}', each counts one
+MAX_PATTERN_ALTERNATIVES = 32  # strings in all the '{...}' of one pattern
 
 
 @dataclass
@@ -105,7 +133,7 @@ def resample_level0(values, bars: int) -> list[float]:
     else:
         # position of each bar on the shape's own axis 0 .. len-1
         out = np.interp(np.linspace(0.0, len(v) - 1, bars), np.arange(len(v)), v)
-    return np.clip(out, *LEVEL0_RANGE).tolist()
+    return np.clip(out, *level0_range()).tolist()
 
 
 class _Refused(Exception):
@@ -131,6 +159,158 @@ def _number(arg) -> float:
     if not math.isfinite(arg):
         raise _Refused(f"expects a finite number, got {arg}")
     return float(arg)
+
+
+# ----------------------------------------------------------------------------- address patterns
+# python-osc turns a pattern into a regular expression whose backtracking is exponential in its
+# `{...}` groups (20 groups of `{f,f,f}` froze the process, GIL and all, for 42 s), so incoming
+# patterns are matched here instead: each '/'-separated part of the pattern against the same
+# part of each known address, by a set of positions advanced token by token (a Thompson-style
+# simulation: no backtracking), at most (part length + 1) positions per token.
+
+
+class PatternRefused(ValueError):
+    """An address pattern that is not matched at all: malformed or over the budget (the text says why)."""
+
+
+_WILDCARD_CHARS = frozenset("*?[{")
+
+
+def parse_address_pattern(pattern: str, *, budget: bool = True) -> list[list[tuple]]:
+    """An OSC 1.0 address pattern as one token list per '/'-separated part (the leading '/'
+    dropped). Tokens: ("=", text) literal characters; ("?",) any one character; ("*",) any
+    run of characters; ("[", negate, chars, ranges) one character of a set, `[a-z]`, `[!abc]`
+    (a '-' first or last is literal); ("{", alternatives) one of the comma-separated strings
+    (their characters are literal). Raises PatternRefused when the pattern does not start with
+    '/', is longer than MAX_ADDRESS_LENGTH, leaves a '[' or '{' open within its part, or (with
+    `budget`) holds more than MAX_PATTERN_WILDCARDS wildcards or MAX_PATTERN_ALTERNATIVES
+    alternatives. Linear in the pattern's length."""
+    if len(pattern) > MAX_ADDRESS_LENGTH:
+        raise PatternRefused(f"address pattern of {len(pattern)} characters, longer than {MAX_ADDRESS_LENGTH}")
+    if not pattern.startswith("/"):
+        raise PatternRefused("address pattern does not start with '/'")
+    wildcards = alternatives = 0
+    parts = []
+    for part in pattern[1:].split("/"):
+        tokens: list[tuple] = []
+        literal: list[str] = []
+
+        def flush():
+            if literal:
+                tokens.append(("=", "".join(literal)))
+                literal.clear()
+
+        i = 0
+        while i < len(part):
+            c = part[i]
+            if c in _WILDCARD_CHARS:
+                wildcards += 1
+                flush()
+            if c == "*":
+                if not (tokens and tokens[-1][0] == "*"):  # '**' is '*'
+                    tokens.append(("*",))
+            elif c == "?":
+                tokens.append(("?",))
+            elif c == "[":
+                end = part.find("]", i + 1)
+                if end < 0:
+                    raise PatternRefused("malformed address pattern: a '[' without its ']' in the same part")
+                body = part[i + 1:end]
+                negate = body.startswith("!")
+                if negate:
+                    body = body[1:]
+                chars, ranges, j = set(), [], 0
+                while j < len(body):
+                    if j + 2 < len(body) and body[j + 1] == "-":
+                        ranges.append((body[j], body[j + 2]))
+                        j += 3
+                    else:
+                        chars.add(body[j])
+                        j += 1
+                tokens.append(("[", negate, frozenset(chars), tuple(ranges)))
+                i = end
+            elif c == "{":
+                end = part.find("}", i + 1)
+                if end < 0:
+                    raise PatternRefused("malformed address pattern: a '{' without its '}' in the same part")
+                options = part[i + 1:end].split(",")
+                alternatives += len(options)
+                tokens.append(("{", tuple(dict.fromkeys(options))))  # duplicates dropped
+                i = end
+            else:
+                literal.append(c)
+            i += 1
+            if budget and wildcards > MAX_PATTERN_WILDCARDS:
+                raise PatternRefused(
+                    f"address pattern has more than {MAX_PATTERN_WILDCARDS} wildcards ('*', '?', '[...]', '{{...}}')"
+                )
+            if budget and alternatives > MAX_PATTERN_ALTERNATIVES:
+                raise PatternRefused(
+                    f"address pattern has more than {MAX_PATTERN_ALTERNATIVES} alternatives in its '{{...}}'"
+                )
+        flush()
+        parts.append(tokens)
+    return parts
+
+
+def _in_class(token: tuple, c: str) -> bool:
+    _, negate, chars, ranges = token
+    return (c in chars or any(lo <= c <= hi for lo, hi in ranges)) != negate
+
+
+def _match_part(tokens: list[tuple], text: str) -> tuple[bool, int]:
+    """Whether one part's tokens match all of `text` (one part of an address, no '/'), and the
+    work done: the (token, position) pairs visited, each alternative counting one. The set of
+    reachable positions never holds more than len(text) + 1, so the work is at most
+    (len(text) + 1) x (tokens + alternatives)."""
+    n = len(text)
+    positions = {0}
+    work = 0
+    for token in tokens:
+        kind = token[0]
+        work += len(positions) * (len(token[1]) if kind == "{" else 1)
+        if kind == "=":
+            lit = token[1]
+            positions = {i + len(lit) for i in positions if text.startswith(lit, i)}
+        elif kind == "?":
+            positions = {i + 1 for i in positions if i < n}
+        elif kind == "*":
+            positions = set(range(min(positions), n + 1))
+        elif kind == "[":
+            positions = {i + 1 for i in positions if i < n and _in_class(token, text[i])}
+        else:  # "{"
+            positions = {i + len(a) for i in positions for a in token[1] if text.startswith(a, i)}
+        if not positions:
+            return False, work
+    return n in positions, work
+
+
+def match_address_pattern(pattern: str, addresses, *, budget: bool = True) -> tuple[list[str], int]:
+    """The `addresses` (exact OSC addresses, in their order) that the OSC 1.0 address pattern
+    matches, and the work done (see `_match_part`; 0 for an exact address). Each part of the
+    pattern is matched against the same part of an address, so wildcards never match '/' and
+    the part counts must be equal. Raises PatternRefused (see `parse_address_pattern`). The
+    work is at most (len(pattern) + 1) x (longest address part + 1) x len(addresses), whatever
+    the pattern: no backtracking."""
+    addresses = list(addresses)
+    if pattern in addresses:  # the common case: an exact address
+        return [pattern], 0
+    parts = parse_address_pattern(pattern, budget=budget)
+    decided: dict[tuple[int, str], bool] = {}  # (part index, address part) -> matched
+    matched, work = [], 0
+    for address in addresses:
+        names = address.split("/")[1:]
+        if len(names) != len(parts):
+            continue
+        for k, name in enumerate(names):
+            if (k, name) not in decided:
+                decided[k, name], w = _match_part(parts[k], name)
+                work += w
+            if not decided[k, name]:
+                break
+        else:
+            matched.append(address)
+    return matched, work
 
 
 class _UDPServer(BlockingOSCUDPServer):
@@ -161,6 +341,8 @@ class FractalOSCServer:
         on_result: optional `on_result(path, piece)`, called on the worker thread after each result.
         max_queue: generation requests that may wait while one runs; more are refused (busy).
         max_messages_per_second: incoming messages handled per second; the rest are dropped.
+        clock: `clock() -> seconds`, the monotonic clock of the one-second windows (flood limit,
+            refusal logging); tests pass a fake one.
     """
 
     def __init__(
@@ -174,6 +356,7 @@ class FractalOSCServer:
         on_result: Callable[[Path, Piece], None] | None = None,
         max_queue: int = 4,
         max_messages_per_second: int = 500,
+        clock: Callable[[], float] = time.monotonic,
     ):
         if max_queue < 1 or max_messages_per_second < 1:
             raise ValueError("max_queue and max_messages_per_second must be at least 1")
@@ -184,6 +367,7 @@ class FractalOSCServer:
         self.on_result = on_result
         self.max_queue = int(max_queue)
         self.max_messages_per_second = int(max_messages_per_second)
+        self._clock = clock
 
         self.last_result: tuple[Path, Piece] | None = None
         self.log: collections.deque = collections.deque(maxlen=500)  # (time, level, message)
@@ -199,19 +383,25 @@ class FractalOSCServer:
         self._server: _UDPServer | None = None
         self._server_thread: threading.Thread | None = None
         self._worker_thread: threading.Thread | None = None
-        # one-second windows, touched only by the server thread
-        self._window_start = 0.0
+        # one-second windows, touched only by the server thread; the first starts at the first message
+        self._window_start = -math.inf
         self._window_messages = 0
         self._window_refusals = 0
         self._unlogged_refusals = 0
 
+        # the address space: exact address -> handler(address pattern, *args). Incoming patterns
+        # are matched against these keys by match_address_pattern, never by python-osc.
+        self.routes: dict[str, Callable] = {}
+        for name in _PARAM_NAMES:
+            self.routes[f"/fractal/param/{name}"] = functools.partial(self._on_param, name=name)
+        self.routes["/fractal/latent/level0"] = self._on_level0
+        self.routes["/fractal/latent/level0/clear"] = self._on_level0_clear
+        self.routes["/fractal/generate"] = self._on_generate
+        # python-osc's server class wants a dispatcher; it is never asked to match (datagrams
+        # are routed by `_on_datagram`), and holds the same exact addresses for reference
         self.dispatcher = Dispatcher()
-        for name in _PARAM_RANGES:
-            self.dispatcher.map(f"/fractal/param/{name}", self._on_param, name)
-        self.dispatcher.map("/fractal/latent/level0", self._on_level0)
-        self.dispatcher.map("/fractal/latent/level0/clear", self._on_level0_clear)
-        self.dispatcher.map("/fractal/generate", self._on_generate)
-        self.dispatcher.set_default_handler(self._on_unknown)
+        for address, handler in self.routes.items():
+            self.dispatcher.map(address, handler)
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> "FractalOSCServer":
@@ -307,7 +497,7 @@ class FractalOSCServer:
 
     def _admit(self) -> bool:
         """Count one incoming message; False once this second's budget is spent (a flood)."""
-        now = time.monotonic()
+        now = self._clock()
         if now - self._window_start >= 1.0:
             self._next_window(now)
         self._window_messages += 1
@@ -335,24 +525,29 @@ class FractalOSCServer:
         for i, msg in enumerate(messages):
             if i and not self._admit():  # a bundle counts as the messages it holds
                 return
-            address = msg.address
-            if len(address) > MAX_ADDRESS_LENGTH or address.count("*") > MAX_PATTERN_WILDCARDS:
-                self._refuse(
-                    address[:64], msg.params,
-                    f"address pattern too long or with more than {MAX_PATTERN_WILDCARDS} '*'",
-                )
+            address, args = msg.address, list(msg.params)
+            shown = address if len(address) <= 64 else address[:64] + "..."  # in the log
+            try:
+                targets, _ = match_address_pattern(address, self.routes)
+            except PatternRefused as r:
+                self._refuse(shown, args, str(r))
                 continue
-            for handler in list(self.dispatcher.handlers_for_address(address)):
+            except Exception:  # a bug in the matcher: the message is dropped, the server keeps running
+                logger.exception("error matching the address pattern %.64s (server keeps running)", address)
+                continue
+            if not targets:
+                self._refuse(shown, args, "unknown address (see fractalmidi.osc for the address space)")
+                continue
+            for target in targets:  # in the address space's order
                 try:
-                    handler.invoke(client_address, msg)
+                    self.routes[target](address, *args)
                 except _Refused as r:
-                    self._refuse(address, msg.params, str(r))
+                    self._refuse(shown, args, str(r))
                 except Exception:
-                    logger.exception("error handling %s (server keeps running)", address)
+                    logger.exception("error handling %s (server keeps running)", shown)
 
-    def _on_param(self, address, fixed, *args) -> None:
-        name = fixed[0]
-        lo, hi = _PARAM_RANGES[name]
+    def _on_param(self, address, *args, name: str) -> None:
+        lo, hi = param_ranges()[name]
         if len(args) != 1:
             raise _Refused(f"expects 1 number, got {len(args)} arguments")
         value = _number(args[0])
@@ -369,7 +564,7 @@ class FractalOSCServer:
         if not 1 <= len(args) <= LEVEL0_MAX_VALUES:
             raise _Refused(f"expects 1-{LEVEL0_MAX_VALUES} numbers, got {len(args)}")
         values = [_number(a) for a in args]
-        lo, hi = LEVEL0_RANGE
+        lo, hi = level0_range()
         bad = [v for v in values if not lo <= v <= hi]
         if bad:
             raise _Refused(f"density {bad[0]:g} is out of range {lo:g}-{hi:g} (onsets per step)")
@@ -391,9 +586,6 @@ class FractalOSCServer:
             reason = f"busy: {self.max_queue} generation requests are already waiting"
             self._send("/fractal/error", f"refused /fractal/generate: {reason}")
             raise _Refused(reason) from None
-
-    def _on_unknown(self, address, *args) -> None:
-        raise _Refused("unknown address (see fractalmidi.osc for the address space)")
 
     # ----------------------------------------------------------------- generation (worker thread)
     def _work(self, stop: threading.Event) -> None:
