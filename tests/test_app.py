@@ -26,6 +26,11 @@ import pytest
 from fractalmidi import read_midi
 
 ROOT = Path(__file__).resolve().parent.parent
+# liveness bounds (seconds): generous, each wait returns as soon as its condition holds; no test
+# asserts on how long anything takes (the machine may be busy with other work)
+START_TIMEOUT_S = 180  # the served app printing its URL
+RESULT_TIMEOUT_S = 300  # a served generation (all 16 of the concurrent ones together)
+OSC_TIMEOUT_S = 120  # an OSC-triggered generation showing in /osc_status
 POP909_SONG = ROOT / "tests" / "data" / "pop909" / "001" / "001.mid"
 
 
@@ -94,14 +99,14 @@ def served_app(model_dir: Path, tmp: Path, osc_port: int | None = None, reply_po
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        if not found.wait(90) or proc.poll() is not None:
+        if not found.wait(START_TIMEOUT_S) or proc.poll() is not None:
             raise AssertionError("the app did not start:\n" + "".join(lines))
         url = re.search(r"(http://127\.0\.0\.1:\d+)", "".join(lines)).group(1)
         yield url, lines
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
 
@@ -233,19 +238,135 @@ def test_bad_parameters_are_refused_with_a_message(app):
 
     midi = run(app.generate, 4, "4/4", 0)[-1][2]
     cases = [
-        (lambda: run(app.inpaint, midi, "abc", 0), "must look like 5-8"),
+        (lambda: run(app.inpaint, midi, "abc", 0), "Bars to regenerate: bars must look like 16-32"),
         (lambda: run(app.inpaint, midi, "3-9", 0), "outside the piece's bars 1-4"),
-        (lambda: run(app.generate, 4, "4/4", 0, temperature=3.0), "Temperature must lie in 0.1-2.0"),
-        (lambda: run(app.generate, 4, "5/3", 0), "4/4 or 6/8"),
-        (lambda: run(app.generate, 4, "4/4", 0, iterations="8,4"), "one whole number 1-64 per level"),
-        (lambda: run(app.generate, 4, "4/4", 0, density="1,,x"), "'x' is not a number"),
+        (lambda: run(app.inpaint, midi, "1-2,3-4", 0), "give one range like 5-8"),
+        (lambda: run(app.generate, 4, "4/4", 0, temperature=3.0), "Temperature 3.0 is outside the allowed range 0.1-2.0"),
+        (lambda: run(app.generate, 4, "4/4", 0, cfg=11), "Cfg (guidance scale) 11.0 is outside the allowed range 0.0-10.0"),
+        (lambda: run(app.generate, 4, "5/3", 0), "Time signature 5/3: the denominator must be one of"),
+        (lambda: run(app.generate, 4, "abc", 0), "Time signature must look like 4/4 or 6/8"),
+        (lambda: run(app.generate, 4, "4/4", 0, iterations="8,4"), "Iterations: give one count per level (3 levels)"),
+        (lambda: run(app.generate, 4, "4/4", 0, density="1,,x"), "Density curve, bar 3: 'x' is not a number"),
         (lambda: run(app.generate, 4, "4/4", 0, density="1,,2"), "give one per bar"),
-        (lambda: run(app.generate, 300, "4/4", 0), "Bars must lie in 1-256"),
-        (lambda: run(app.continue_piece, midi, 0, 0), "Bars to add must lie in"),
+        (lambda: run(app.generate, 4, "4/4", 0, density="9"), "Density curve, bar 1: 9.0 is outside the allowed range 0.0-4.0"),
+        (lambda: run(app.generate, 300, "4/4", 0), "Bars 300 is outside the allowed range 1-256"),
+        (lambda: run(app.continue_piece, midi, 0, 0), "Bars to add 0 is outside the allowed range 1-252"),
+        (lambda: run(app.generate, 4, "4/4", 2**70), "Seed 1180591620717411303424 is outside the allowed range 0-"),
     ]
     for call, words in cases:
         with pytest.raises(gr.Error, match=re.escape(words)):
             call()
+
+
+# what a web client can send for any field instead of what the page would: each is refused with
+# a gr.Error naming the field, never gradio's generic "upstream app has raised an exception"
+BAD_VALUES = {
+    "abc": "abc", "None": None, "nan": float("nan"), "inf": float("inf"), "-1": -1, "2**70": 2**70,
+    "10**5000": 10**5000, "digits": "9" * 100_000, "huge text": "x" * 1_000_000,
+}
+ALLOWED = {"seed": {"None", "-1"}, "iterations": {"None"}, "density": {"None"}, "tempo": {"None"}}  # random / default
+FIELDS = [  # (handler, argument, words the message names it by)
+    ("generate", "bars", "bars"), ("generate", "time_signature", "time signature"), ("generate", "seed", "seed"),
+    ("generate", "temperature", "temperature"), ("generate", "cfg", "cfg"), ("generate", "iterations", "iterations"),
+    ("generate", "refine_ratio", "refine ratio"), ("generate", "density", "density curve"),
+    ("generate", "tempo", "tempo curve"),
+    ("inpaint", "midi_file", "MIDI file"), ("inpaint", "bars_to_regenerate", "bars to regenerate"),
+    ("inpaint", "seed", "seed"), ("inpaint", "density", "density curve"),
+    ("continue_piece", "midi_file", "MIDI file"), ("continue_piece", "more_bars", "bars to add"),
+    ("continue_piece", "seed", "seed"), ("continue_piece", "tempo", "tempo curve"),
+    ("show_selection", "bars_text", "bars to regenerate"),
+]
+
+
+@pytest.fixture(scope="module")
+def small_midi(tmp_path_factory):
+    from fractalmidi import Piece, write_midi
+
+    piece = Piece.from_bars([(4, 4)] * 4, bpm=120.0, notes=[[60, 0, 4, 80], [64, 16, 20, 80]])
+    return str(write_midi(piece, tmp_path_factory.mktemp("small") / "small.mid"))
+
+
+@pytest.mark.parametrize("handler,field,words", FIELDS, ids=[f"{h}-{f}" for h, f, _ in FIELDS])
+def test_web_inputs_are_refused_naming_the_field(app, small_midi, handler, field, words):
+    import gradio as gr
+
+    good = dict(bars=4, time_signature="4/4", seed=1, midi_file=small_midi, bars_to_regenerate="2-3", more_bars=2,
+                **SAMPLING)
+    args = {
+        "generate": ["bars", "time_signature", "seed"],
+        "inpaint": ["midi_file", "bars_to_regenerate", "seed"],
+        "continue_piece": ["midi_file", "more_bars", "seed"],
+    }
+    for name, value in BAD_VALUES.items():
+        if name in ALLOWED.get(field, ()):
+            continue
+        with pytest.raises(gr.Error) as refused:
+            if handler == "show_selection":
+                roll = {"bar_starts": [0, 16, 32, 48, 64]}
+                app.show_selection(value, roll)
+            else:
+                kw = dict(good, **{field: value})
+                list(getattr(app, handler)(*[kw.pop(a) for a in args[handler]],
+                                           **{k: kw[k] for k in SAMPLING}))
+        message = refused.value.message
+        assert words.lower() in message.lower(), (name, message)
+        assert "/tmp" not in message and len(message) < 1000, (name, message)
+        assert "Exceeds the limit" not in message and "Overflow" not in message, (name, message)
+
+
+def test_seed_minus_one_or_empty_is_random(app):
+    seeds = {run(app.generate, 2, "4/4", seed)[-1][4].split("seed ")[1].split(":")[0] for seed in (-1, None, -1.0)}
+    assert len(seeds) == 3 and all(s.isdigit() for s in seeds)
+
+
+def test_upload_errors_name_the_file_not_the_server_folder(app, tmp_path):
+    import gradio as gr
+
+    folder = tmp_path / "gradio" / "0123456789abcdef"
+    folder.mkdir(parents=True)
+    bad = folder / "song.mid"
+    bad.write_bytes(b"MThd\0\0\0\6garbage")
+    for path in (bad, folder / "missing.mid"):
+        status = app.load_midi(str(path))[4]
+        assert status.startswith("Upload refused") and path.name in status, status
+        assert "/tmp" not in status and str(folder) not in status, status
+        with pytest.raises(gr.Error) as refused:
+            run(app.inpaint, str(path), "1-2", 0)
+        assert path.name in refused.value.message and "/" not in refused.value.message.replace("4/4", ""), \
+            refused.value.message
+    assert app._message(f"{folder}/x.mid: no notes") == "X.mid: no notes"
+
+
+def test_a_long_upload_renders_at_most_the_audio_bound(app, tmp_path):
+    """256 bars at 10 BPM in a MIDI file of a few dozen bytes: 102 minutes of music. The audio
+    is its first MAX_AUDIO_SECONDS (plus the tail), the status says so, the MIDI holds it all."""
+    from fractalmidi import Piece, write_midi
+    from fractalmidi.audio import MAX_AUDIO_SECONDS, TAIL_SECONDS
+
+    piece = Piece.from_bars([(4, 4)] * 256, bpm=10.0, notes=[[60, 0, 4, 80], [64, 4092, 4096, 80]])
+    assert piece.duration_seconds > 6000
+    path = write_midi(piece, tmp_path / "long.mid")
+    assert path.stat().st_size < 200
+    roll, _, midi, wav, status, _ = app.load_midi(str(path))
+    assert read_midi(midi)[0].num_bars == 256  # the download holds the whole piece
+    assert f"the first {MAX_AUDIO_SECONDS:.0f} s of 6144 s" in status and "holds the whole piece" in status, status
+    with wave.open(wav) as w:
+        seconds = w.getnframes() / w.getframerate()
+        most = w.getnchannels() * w.getsampwidth() * w.getframerate() * (MAX_AUDIO_SECONDS + TAIL_SECONDS)
+    assert MAX_AUDIO_SECONDS - 10 <= seconds <= MAX_AUDIO_SECONDS + TAIL_SECONDS
+    assert Path(wav).stat().st_size <= most + 1000
+    assert Path(wav).stat().st_mode & 0o777 == Path(midi).stat().st_mode & 0o777  # not mkstemp's 0600
+
+
+def test_gradio_cache_and_result_folders_are_cleaned(app, tmp_path, monkeypatch):
+    frequency, age = app.demo.delete_cache  # gradio removes its copies of results and uploads
+    assert 0 < frequency <= age <= 24 * 3600
+    monkeypatch.setattr(app, "OUT_ROOT", tmp_path / "out")
+    old = app._new_out_dir()
+    (old / "x.wav").write_bytes(b"RIFF")
+    os.utime(old, (time.time() - app.OUT_MAX_AGE_S - 60,) * 2)
+    new = app._new_out_dir()
+    assert new.is_dir() and not old.exists()
 
 
 def test_no_model_gives_a_clear_message(app, tmp_path, model_dir):
@@ -270,11 +391,22 @@ def test_selection_and_drawn_curves_reach_python(app):
     assert app.select_bars(event()) == app.NO_CHANGE
     roll = run(app.generate, 8, "4/4", 0)[-1][0]
     assert app.show_selection("2-3", roll)["selection"] == [1, 3]
-    assert app.show_selection("nonsense", roll) == app.NO_CHANGE
+    with pytest.raises(gr.Error, match="Bars to regenerate: bars must look like"):
+        app.show_selection("nonsense", roll)
+    assert app.show_selection("2-3", None) == app.NO_CHANGE  # no piece on the roll: nothing to highlight
     density, tempo = app.drawn_curve(event(curve="density", values=[None, 0.5, 1.25] + [None] * 5))
     assert density == ",0.50,1.25,,,,," and tempo == app.NO_CHANGE
     assert app.drawn_curve(event(curve="tempo", values=[90.4, None])) == (app.NO_CHANGE, "90,")
     assert app.drawn_curve(event(curve="bogus", values=[1])) == (app.NO_CHANGE, app.NO_CHANGE)
+    # what a client may send instead of the roll's events: never an exception
+    assert app.drawn_curve(event(curve="tempo", values=[float("nan"), float("inf"), 2**70, None])) == (
+        app.NO_CHANGE, ",,1180591620717411303424,")
+    for data in (dict(curve="tempo", values=["abc"]), dict(curve="tempo", values=[10**5000]),
+                 dict(curve="density", values=[1.0] * 100_000), dict(curve=None, values=None)):
+        assert app.drawn_curve(event(**data)) == (app.NO_CHANGE, app.NO_CHANGE)
+    assert app.drawn_curve(gr.EventData(None, "abc")) == (app.NO_CHANGE, app.NO_CHANGE)
+    for first, stop in ((float("nan"), 3), (0, float("inf")), ("abc", None), (0, 2**70), (-1, 3)):
+        assert app.select_bars(event(first=first, stop=stop)) == app.NO_CHANGE
 
 
 def test_osc_generate_and_status(app, tmp_path):
@@ -367,9 +499,31 @@ def test_served_app_refuses_a_bad_upload(client, tmp_path):
         _predict(client, "/inpaint", handle_file(str(bad)), "1-2", 0)
 
 
+def test_served_app_names_the_field_of_a_bad_value(client):
+    """Through gradio's own input handling: values the page never sends reach the handler's
+    check, which names the field (not "upstream app has raised an exception")."""
+    good = [4, "4/4", 1, 1.0, 1.5, "", 0.3, "", ""]
+    for i, value, words in ((0, "abc", "bars"), (0, None, "bars"), (2, "abc", "seed"), (2, 2**70, "seed"),
+                            (3, None, "temperature"), (4, "abc", "cfg"), (1, "abc", "time signature"),
+                            (6, 1e300, "refine ratio")):
+        args = list(good)
+        args[i] = value
+        with pytest.raises(Exception, match=f"(?i){words}"):
+            client.predict(*args, api_name="/generate")
+    # NaN, which gradio_client will not send: a raw call (JSON as Python writes it)
+    import httpx
+
+    url = client.src.rstrip("/") + "/gradio_api/call/generate"
+    body = '{"data": [4, "4/4", NaN, 1.0, 1.5, "", 0.3, "", ""]}'
+    event = httpx.post(url, content=body, headers={"Content-Type": "application/json"}).json()["event_id"]
+    stream = httpx.get(f"{url}/{event}", timeout=RESULT_TIMEOUT_S).text
+    assert "event: error" in stream and "Seed must be a whole number" in stream, stream
+
+
 def test_served_app_sixteen_generations_at_once(client):
     jobs = [client.submit(4, "4/4", seed, 1.0, 1.5, "", 0.3, "", "", api_name="/generate") for seed in range(16)]
-    results = [job.result(timeout=120) for job in jobs]
+    deadline = time.monotonic() + RESULT_TIMEOUT_S  # one bound for all 16, not a per-job speed
+    results = [job.result(timeout=max(1.0, deadline - time.monotonic())) for job in jobs]
     assert all("4 bars" in r[4] for r in results)
     assert len({r[2] for r in results}) == 16  # each its own file
     assert [f"seed {s}" in r[4] for s, r in enumerate(results)] == [True] * 16  # each its own request
@@ -383,13 +537,14 @@ def test_served_app_runs_the_osc_server(served, client):
     url, osc_port, lines = served
     assert any(f"OSC server on 127.0.0.1:{osc_port}" in line for line in lines)
     osc = SimpleUDPClient("127.0.0.1", osc_port)
+    # one server thread handles these in the order sent, so the generation sees both parameters
     osc.send_message("/fractal/param/bars", 3)
-    time.sleep(0.05)
+    time.sleep(0.0005)  # paced
     osc.send_message("/fractal/param/temperature", 0.7)
-    time.sleep(0.05)
+    time.sleep(0.0005)
     osc.send_message("/fractal/generate", [])
-    deadline, roll, path = time.time() + 30, None, None
-    while time.time() < deadline:
+    deadline, roll, path = time.monotonic() + OSC_TIMEOUT_S, None, None
+    while time.monotonic() < deadline:
         params, log, new_roll, new_path = client.predict(api_name="/osc_status")
         roll, path = new_roll or roll, new_path or path  # the result is sent once, then "no change"
         if path and "generated 3 bars" in log:  # the log line follows the result
