@@ -1,5 +1,5 @@
-"""The app's two custom components, built on gradio 6's `gr.HTML` (html_template, css_template,
-js_on_load), and the plain functions that make their values.
+"""The app's two custom components, built on gradio 6's `gr.HTML` (html_template, js_on_load,
+head), and the plain functions that make their values.
 
 `PianoRoll`: notes over pitch and time (velocity as colour), bar lines and bar numbers, and the
 structure curves under the roll on the same time axis: tempo (BPM) and density (onsets per
@@ -18,13 +18,19 @@ tempo or density lane draws a per-bar curve into `value["drawn"][...]` and fires
 `FractalState.value`), replaced after every network pass while a generation streams.
 
 Both draw on a <canvas> in `js_on_load` and redraw when Python sends a new value (`watch`).
-For tests, the root element carries `pianoRoll` / `fractalView`: `value()` and the page
-coordinates of bars and lanes.
+Their browser code lives in `static/`, read at import: `piano_roll.js` and `fractal_view.js`
+(each component's `js_on_load`), and what they share, `common.js` and `components.css`, which
+reach the page once through `HEAD` (every component's gr.HTML `head`). `common.js` defines
+`window.fractalmidi`, whose `get('#elem_id')` gives a component's `value()` and, for the roll,
+the page coordinates of a bar in a lane (`point`): a debug surface for the browser console and
+for browser automation (tests/test_browser.py).
 """
 
 from __future__ import annotations
 
 import base64
+import json
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -141,258 +147,25 @@ class FractalState:
         }
 
 
-# ----------------------------------------------------------------------------- the piano roll
+# ----------------------------------------------------------------------------- the components
 
-_ROLL_HTML = """
-<div class="pr-root">
-  <div class="pr-head"><span class="pr-title"></span><span class="pr-info"></span></div>
-  <canvas class="pr-canvas"></canvas>
-  <div class="pr-help"></div>
-</div>
-"""
 
-_ROLL_CSS = """
-.pr-root { width: 100%; font-family: ui-sans-serif, system-ui, sans-serif; font-size: 12px; color: #ddd;
-  background: #16181d; border-radius: 8px; padding: 6px; box-sizing: border-box; user-select: none; }
-.pr-head { display: flex; justify-content: space-between; gap: 12px; min-height: 18px; padding: 0 2px 4px 2px; }
-.pr-title { font-weight: 600; color: #f2f2f2; }
-.pr-info { color: #9aa; font-variant-numeric: tabular-nums; }
-.pr-canvas { display: block; width: 100%; touch-action: none; cursor: crosshair; }
-.pr-help { color: #889; padding-top: 4px; }
-"""
+def _static(name: str) -> str:
+    return (resources.files(__package__) / "static" / name).read_text(encoding="utf-8")
 
-_ROLL_JS = r"""
-const root = element.querySelector('.pr-root');
-const canvas = root.querySelector('.pr-canvas');
-const titleEl = root.querySelector('.pr-title');
-const infoEl = root.querySelector('.pr-info');
-const helpEl = root.querySelector('.pr-help');
-const selectable = props.selectable !== false;
-const KEYS = 36, RULER = 16, ROLL_H = 300, GAP = 8, LANE_H = 58;
-const TOTAL_H = RULER + ROLL_H + 2 * (GAP + LANE_H) + 4;
-const LANES = { tempo: RULER + ROLL_H + GAP, density: RULER + ROLL_H + 2 * GAP + LANE_H };
-const NAMES = ['C', 'C#', 'D', 'D#', 'E', 'F', 'F#', 'G', 'G#', 'A', 'A#', 'B'];
-let W = 800, drag = null;
 
-helpEl.textContent = selectable
-  ? 'Drag over the roll or the bar numbers to select the bars to regenerate. Drag in the tempo or density lane to draw a curve.'
-  : '';
+def _frame(kind: str, footer: str = "") -> str:
+    """The markup of both components (`window.fractalmidi.parts` finds its pieces): a head line
+    (title, info) over a canvas. kind: the root's class, "fm-roll" or "fm-view"."""
+    return (f'<div class="fm-root {kind}"><div class="fm-head"><span class="fm-title"></span>'
+            f'<span class="fm-info"></span></div><canvas class="fm-canvas"></canvas>{footer}</div>')
 
-function val() { return props.value && props.value.bar_starts ? props.value : null; }
-function numSteps(v) { return v.bar_starts[v.bar_starts.length - 1]; }
-function stepX(v, s) { return KEYS + s * (W - KEYS) / Math.max(numSteps(v), 1); }
-function xStep(v, x) { return (x - KEYS) * numSteps(v) / (W - KEYS); }
-function barAt(v, x) {
-  const s = xStep(v, x), b = v.bar_starts;
-  let i = 0;
-  while (i < b.length - 2 && b[i + 1] <= s) i++;
-  return Math.max(0, Math.min(i, b.length - 2));
-}
-function shownPitches(v) {
-  const [lo, hi] = v.pitch_range;
-  let a = 127, z = 0;
-  for (const n of v.notes) { if (n[0] < a) a = n[0]; if (n[0] > z) z = n[0]; }
-  if (a > z) { a = 48; z = 84; }
-  a -= 2; z += 2;
-  while (z - a < 36) { a -= 1; z += 1; }
-  return [Math.max(lo, a), Math.min(hi, z)];
-}
-function velColour(vel) {  // dark blue -> teal -> yellow, by velocity
-  const t = Math.max(0, Math.min(1, (vel - 20) / 107));
-  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
-  const f = t * (stops.length - 1), i = Math.min(Math.floor(f), stops.length - 2), u = f - i;
-  const c = stops[i].map((x, k) => Math.round(x + (stops[i + 1][k] - x) * u));
-  return 'rgb(' + c.join(',') + ')';
-}
-function laneScale(v, name) {
-  if (name === 'tempo') {
-    const xs = (v.tempo || []).concat(((v.drawn || {}).tempo || []).filter(x => x != null));
-    const lo = Math.min(40, ...xs), hi = Math.max(200, ...xs);
-    return [lo, hi];
-  }
-  const xs = (v.density || []).concat(v.requested_density || [], ((v.drawn || {}).density || []).filter(x => x != null));
-  return [0, Math.max(1.5, ...xs)];
-}
-function laneY(v, name, x) { const [lo, hi] = laneScale(v, name); return LANES[name] + LANE_H - 3 - (x - lo) / (hi - lo) * (LANE_H - 8); }
-function yLane(v, name, y) { const [lo, hi] = laneScale(v, name); return lo + (LANES[name] + LANE_H - 3 - y) / (LANE_H - 8) * (hi - lo); }
 
-function draw() {
-  W = Math.max(root.clientWidth - 12, 300);
-  const dpr = window.devicePixelRatio || 1;
-  canvas.width = W * dpr; canvas.height = TOTAL_H * dpr; canvas.style.height = TOTAL_H + 'px';
-  const ctx = canvas.getContext('2d');
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.fillStyle = '#1d2027'; ctx.fillRect(0, 0, W, TOTAL_H);
-  const v = val();
-  if (!v) {
-    titleEl.textContent = 'No piece yet';
-    ctx.fillStyle = '#889'; ctx.font = '14px sans-serif';
-    ctx.fillText('Generate a piece or upload a MIDI file.', KEYS + 20, RULER + ROLL_H / 2);
-    return;
-  }
-  titleEl.textContent = v.title || '';
-  const [pa, pz] = shownPitches(v), rows = pz - pa + 1, rowH = ROLL_H / rows;
-  const py = p => RULER + (pz - p) * rowH;
-  // keyboard and pitch rows
-  for (let p = pa; p <= pz; p++) {
-    const black = [1, 3, 6, 8, 10].includes(p % 12);
-    ctx.fillStyle = black ? '#1a1c22' : '#22252d'; ctx.fillRect(KEYS, py(p), W - KEYS, rowH);
-    ctx.fillStyle = black ? '#333' : '#ccc'; ctx.fillRect(0, py(p), KEYS - 2, rowH - 0.5);
-    if (p % 12 === 0) { ctx.fillStyle = '#555'; ctx.font = '9px sans-serif'; ctx.fillText('C' + (p / 12 - 1), 2, py(p) + rowH - 1); }
-  }
-  // lanes' backgrounds and labels
-  for (const name of ['tempo', 'density']) {
-    ctx.fillStyle = '#22252d'; ctx.fillRect(KEYS, LANES[name], W - KEYS, LANE_H);
-    const [lo, hi] = laneScale(v, name);
-    ctx.fillStyle = '#9aa'; ctx.font = '9px sans-serif';
-    ctx.fillText(name === 'tempo' ? 'BPM' : 'dens.', 2, LANES[name] + 10);
-    ctx.fillText(hi.toFixed(name === 'tempo' ? 0 : 1), 2, LANES[name] + 22);
-    ctx.fillText(lo.toFixed(name === 'tempo' ? 0 : 1), 2, LANES[name] + LANE_H - 2);
-  }
-  // selection and regenerated bars
-  const bs = v.bar_starts;
-  const band = (a, b, fill, stroke) => {
-    const x0 = stepX(v, bs[a]), x1 = stepX(v, bs[b]);
-    if (fill) { ctx.fillStyle = fill; ctx.fillRect(x0, 0, x1 - x0, TOTAL_H); }
-    if (stroke) { ctx.strokeStyle = stroke; ctx.lineWidth = 2; ctx.strokeRect(x0 + 1, RULER, x1 - x0 - 2, ROLL_H); }
-  };
-  for (const g of v.generated || []) band(g[0], g[1], 'rgba(120,160,255,0.10)', 'rgba(120,160,255,0.8)');
-  let sel = v.selection;
-  if (drag && drag.mode === 'select') sel = [Math.min(drag.a, drag.b), Math.max(drag.a, drag.b) + 1];
-  if (sel) band(sel[0], sel[1], 'rgba(255,196,0,0.18)', 'rgba(255,196,0,0.9)');
-  // bar lines and numbers
-  const every = Math.max(1, Math.ceil(18 / ((W - KEYS) / Math.max(bs.length - 1, 1))));
-  ctx.font = '10px sans-serif';
-  for (let i = 0; i < bs.length; i++) {
-    const x = Math.round(stepX(v, bs[i])) + 0.5;
-    ctx.strokeStyle = '#3a3f4b'; ctx.lineWidth = 1;
-    ctx.beginPath(); ctx.moveTo(x, RULER); ctx.lineTo(x, TOTAL_H); ctx.stroke();
-    if (i < bs.length - 1 && i % every === 0) { ctx.fillStyle = '#aab'; ctx.fillText(String(i + 1), x + 2, 11); }
-  }
-  // notes, velocity as colour
-  const sx = (W - KEYS) / Math.max(numSteps(v), 1);
-  for (const n of v.notes) {
-    if (n[0] < pa || n[0] > pz) continue;
-    ctx.fillStyle = velColour(n[3]);
-    ctx.fillRect(stepX(v, n[1]), py(n[0]) + 0.5, Math.max((n[2] - n[1]) * sx - 0.5, 1), Math.max(rowH - 1, 1));
-  }
-  // structure curves, one value per bar
-  const perBar = (xs, name, style, dashed, dots) => {
-    if (!xs) return;
-    ctx.strokeStyle = style; ctx.fillStyle = style; ctx.lineWidth = 1.5; ctx.setLineDash(dashed ? [4, 3] : []);
-    ctx.beginPath();
-    let pen = false;
-    xs.forEach((x, i) => {
-      if (x == null || i >= bs.length - 1) { pen = false; return; }
-      const y = laneY(v, name, x), x0 = stepX(v, bs[i]), x1 = stepX(v, bs[i + 1]);
-      if (dots) { ctx.fillRect(x0 + 2, y - 2, x1 - x0 - 4, 4); return; }
-      if (pen) ctx.lineTo(x0, y); else ctx.moveTo(x0, y);
-      ctx.lineTo(x1, y); pen = true;
-    });
-    ctx.stroke(); ctx.setLineDash([]);
-  };
-  if (v.density) {
-    v.density.forEach((x, i) => {
-      const x0 = stepX(v, bs[i]), x1 = stepX(v, bs[i + 1]), y = laneY(v, 'density', x);
-      ctx.fillStyle = 'rgba(80,150,255,0.55)';
-      ctx.fillRect(x0 + 1, y, x1 - x0 - 2, LANES.density + LANE_H - 3 - y);
-    });
-  }
-  perBar(v.requested_density, 'density', '#ff6b6b', true, false);
-  perBar(v.tempo, 'tempo', '#ffa94d', false, false);
-  const drawn = v.drawn || {};
-  perBar(drawn.density, 'density', '#ffe066', false, true);
-  perBar(drawn.tempo, 'tempo', '#ffe066', false, true);
-  ctx.font = '9px sans-serif';
-  const legend = [['realised', '#9aa', true], ['requested', '#ff6b6b', !!v.requested_density], ['drawn', '#ffe066', selectable]];
-  let lx = W - 6;
-  for (const [word, colour, shown] of legend.reverse()) {
-    if (!shown) continue;
-    lx -= ctx.measureText(word).width + 8;
-    ctx.fillStyle = colour; ctx.fillText(word, lx, LANES.density + 10);
-  }
-}
-
-function where(e) { const r = canvas.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
-function zone(y) {
-  if (y < RULER + ROLL_H) return 'select';
-  if (y >= LANES.tempo && y < LANES.tempo + LANE_H) return 'tempo';
-  if (y >= LANES.density && y < LANES.density + LANE_H) return 'density';
-  return null;
-}
-function drawAt(v, name, x, y) {
-  const n = v.bar_starts.length - 1;
-  const d = Object.assign({}, v.drawn || {});
-  const xs = (d[name] || new Array(n).fill(null)).slice(0, n);
-  while (xs.length < n) xs.push(null);
-  let val = yLane(v, name, y);
-  const [lo, hi] = laneScale(v, name);
-  val = Math.max(name === 'tempo' ? 30 : 0, Math.min(val, hi));
-  xs[barAt(v, x)] = name === 'tempo' ? Math.round(val) : Math.round(val * 100) / 100;
-  d[name] = xs;
-  return d;
-}
-canvas.addEventListener('pointerdown', e => {
-  const v = val();
-  if (!v || !selectable || e.button !== 0) return;
-  const [x, y] = where(e), mode = zone(y);
-  if (!mode || x < KEYS) return;
-  canvas.setPointerCapture(e.pointerId);
-  drag = { mode: mode, a: barAt(v, x), b: barAt(v, x) };
-  if (mode !== 'select') { drag.drawn = drawAt(v, mode, x, y); props.value = Object.assign({}, v, { drawn: drag.drawn }); }
-  draw();
-});
-canvas.addEventListener('pointermove', e => {
-  const v = val();
-  if (!v) return;
-  const [x, y] = where(e);
-  if (drag) {
-    if (drag.mode === 'select') drag.b = barAt(v, x);
-    else { drag.drawn = drawAt(Object.assign({}, v, { drawn: drag.drawn }), drag.mode, x, y); props.value = Object.assign({}, v, { drawn: drag.drawn }); }
-    draw();
-  }
-  if (x >= KEYS) {
-    const b = barAt(v, x), [pa, pz] = shownPitches(v);
-    let text = 'bar ' + (b + 1) + ' (' + v.time_signatures[b].join('/') + ')';
-    if (v.tempo) text += ' · ' + v.tempo[b].toFixed(0) + ' BPM';
-    if (v.density) text += ' · density ' + v.density[b].toFixed(2);
-    if (y >= RULER && y < RULER + ROLL_H) {
-      const p = Math.round(pz - (y - RULER) / (ROLL_H / (pz - pa + 1)) + 0.5);
-      text += ' · ' + NAMES[((p % 12) + 12) % 12] + (Math.floor(p / 12) - 1);
-    }
-    infoEl.textContent = text;
-  }
-});
-function finish(e) {
-  const v = val();
-  if (!drag || !v) { drag = null; return; }
-  const d = drag; drag = null;
-  if (d.mode === 'select') {
-    const sel = [Math.min(d.a, d.b), Math.max(d.a, d.b) + 1];
-    props.value = Object.assign({}, v, { selection: sel });
-    draw();
-    trigger('bars_selected', { first: sel[0], stop: sel[1] });
-  } else {
-    props.value = Object.assign({}, v, { drawn: d.drawn });
-    draw();
-    trigger('curve_drawn', { curve: d.mode, values: d.drawn[d.mode] });
-  }
-}
-canvas.addEventListener('pointerup', finish);
-canvas.addEventListener('pointercancel', () => { drag = null; draw(); });
-canvas.addEventListener('pointerleave', () => { if (!drag) infoEl.textContent = ''; });
-
-// for tests: the value, and page coordinates of a bar's middle in the roll and the lanes
-root.pianoRoll = {
-  value: () => props.value,
-  barX: i => { const v = val(), r = canvas.getBoundingClientRect(); return r.left + (stepX(v, v.bar_starts[i]) + stepX(v, v.bar_starts[i + 1])) / 2; },
-  rollY: () => canvas.getBoundingClientRect().top + RULER + ROLL_H / 2,
-  laneY: (name, frac) => canvas.getBoundingClientRect().top + LANES[name] + LANE_H * (1 - frac),
-};
-watch('value', draw);
-new ResizeObserver(() => draw()).observe(root);
-draw();
-"""
+# Every component carries this as its `head`: the shared code and the shared CSS in one inline
+# script, which gradio runs once per page (it skips an inline head script already present).
+HEAD = "<script>\n{}\nwindow.fractalmidi.addStyle({});\n</script>".format(
+    _static("common.js"), json.dumps(_static("components.css")).replace("</", "<\\/"))
+_ROLL_JS, _VIEW_JS = _static("piano_roll.js"), _static("fractal_view.js")
 
 
 class PianoRoll(gr.HTML):
@@ -408,9 +181,9 @@ class PianoRoll(gr.HTML):
     def __init__(self, value=None, *, selectable: bool = True, **kwargs):
         super().__init__(
             value=value,
-            html_template=_ROLL_HTML,
-            css_template=_ROLL_CSS,
+            html_template=_frame("fm-roll", '<div class="fm-help"></div>'),
             js_on_load=_ROLL_JS,
+            head=HEAD,
             apply_default_css=False,
             selectable=selectable,
             **kwargs,
@@ -420,119 +193,6 @@ class PianoRoll(gr.HTML):
         return {"type": "object", "description": "piano roll: notes, bar_starts, tempo, density, selection"}
 
 
-# ----------------------------------------------------------------------------- the fractal view
-
-_VIEW_HTML = """
-<div class="fv-root">
-  <div class="fv-head"><span class="fv-title"></span><span class="fv-stage"></span></div>
-  <canvas class="fv-canvas"></canvas>
-</div>
-"""
-
-_VIEW_CSS = """
-.fv-root { width: 100%; font-family: ui-sans-serif, system-ui, sans-serif; font-size: 12px; color: #ddd;
-  background: #16181d; border-radius: 8px; padding: 6px; box-sizing: border-box; }
-.fv-head { display: flex; justify-content: space-between; gap: 12px; min-height: 18px; padding: 0 2px 4px 2px; }
-.fv-title { font-weight: 600; color: #f2f2f2; }
-.fv-stage { color: #9cf; font-variant-numeric: tabular-nums; }
-.fv-canvas { display: block; width: 100%; }
-"""
-
-_VIEW_JS = r"""
-const root = element.querySelector('.fv-root');
-const canvas = root.querySelector('.fv-canvas');
-const titleEl = root.querySelector('.fv-title');
-const stageEl = root.querySelector('.fv-stage');
-const LEFT = 96, PANELS = [['structure', 'Level 0 · structure', 70], ['harmony', 'Level 1 · harmony', 84],
-  ['notes', 'Level 2 · notes', 150], ['influence', 'condition influence', 110]];
-const GAP = 8, PCS = ['C', 'C#', 'D', 'D#', 'E', 'F', 'F#', 'G', 'G#', 'A', 'A#', 'B'];
-const TOTAL_H = PANELS.reduce((h, p) => h + p[2] + GAP, 0);
-
-function draw() {
-  const W = Math.max(root.clientWidth - 12, 300), dpr = window.devicePixelRatio || 1;
-  canvas.width = W * dpr; canvas.height = TOTAL_H * dpr; canvas.style.height = TOTAL_H + 'px';
-  const ctx = canvas.getContext('2d');
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.fillStyle = '#1d2027'; ctx.fillRect(0, 0, W, TOTAL_H);
-  const v = props.value;
-  if (!v || !v.bar_starts) {
-    titleEl.textContent = 'The fractal unfolding appears here while a piece is generated.';
-    stageEl.textContent = '';
-    return;
-  }
-  titleEl.textContent = v.title || '';
-  stageEl.textContent = v.stage === 'done' ? 'done · ' + v.total + ' network passes'
-    : (v.stage + ' · iteration ' + (v.iteration + 1) + ' · pass ' + v.done + '/' + v.total);
-  const bs = v.bar_starts, T = bs[bs.length - 1];
-  const X = s => LEFT + s * (W - LEFT) / Math.max(T, 1);
-  let y = 0;
-  const active = { structure: 'structure', harmony: 'harmony', notes: 'notes', done: 'influence' }[v.stage];
-  // pitch range of the notes panels
-  let pa = 127, pz = 0;
-  for (const n of v.notes || []) { if (n[0] < pa) pa = n[0]; if (n[0] > pz) pz = n[0]; }
-  if (pa > pz) { pa = 48; pz = 84; }
-  pa = Math.max(v.pitch_range[0], pa - 2); pz = Math.min(v.pitch_range[1], pz + 2);
-  for (const [key, label, h] of PANELS) {
-    ctx.fillStyle = '#22252d'; ctx.fillRect(LEFT, y, W - LEFT, h);
-    ctx.fillStyle = key === active ? '#9cf' : '#aab'; ctx.font = (key === active ? 'bold ' : '') + '11px sans-serif';
-    ctx.fillText(label, 4, y + 13);
-    if (v.region) { ctx.fillStyle = 'rgba(0,0,0,0.35)'; ctx.fillRect(LEFT, y, X(v.region[0]) - LEFT, h); ctx.fillRect(X(v.region[1]), y, W - X(v.region[1]), h); }
-    ctx.strokeStyle = '#3a3f4b'; ctx.lineWidth = 1;
-    for (const s of bs) { const x = Math.round(X(s)) + 0.5; ctx.beginPath(); ctx.moveTo(x, y); ctx.lineTo(x, y + h); ctx.stroke(); }
-    if (key === 'structure' && v.structure) {
-      const d = v.structure.density, t = v.structure.tempo;
-      const dmax = Math.max(1.5, ...d, ...(v.requested_density || [])), tlo = Math.min(...t) * 0.9, thi = Math.max(...t) * 1.1;
-      d.forEach((x, i) => { const top = y + h - 2 - x / dmax * (h - 18); ctx.fillStyle = 'rgba(80,150,255,0.6)'; ctx.fillRect(X(bs[i]) + 1, top, X(bs[i + 1]) - X(bs[i]) - 2, y + h - 2 - top); });
-      ctx.strokeStyle = '#ffa94d'; ctx.lineWidth = 1.5; ctx.beginPath();
-      t.forEach((x, i) => { const yy = y + h - 2 - (x - tlo) / (thi - tlo) * (h - 18); if (i) ctx.lineTo(X(bs[i]), yy); else ctx.moveTo(X(bs[i]), yy); ctx.lineTo(X(bs[i + 1]), yy); });
-      ctx.stroke();
-      ctx.fillStyle = '#9aa'; ctx.font = '9px sans-serif';
-      ctx.fillText('tempo ' + Math.round(Math.min(...t)) + '-' + Math.round(Math.max(...t)) + ' BPM', 4, y + 28);
-      ctx.fillText('density (blue)', 4, y + 40);
-    }
-    if (key === 'harmony' && v.harmony) {
-      const ps = v.harmony.patch_steps, rh = (h - 4) / 12;
-      for (let pc = 0; pc < 12; pc++) if (pc % 2 === 0) { ctx.fillStyle = '#778'; ctx.font = '8px sans-serif'; ctx.fillText(PCS[pc], LEFT - 16, y + 2 + (11 - pc) * rh + rh); }
-      ctx.fillStyle = '#b197fc';
-      v.harmony.masks.forEach((m, k) => {
-        for (let pc = 0; pc < 12; pc++) if (m & (1 << pc)) ctx.fillRect(X(k * ps) + 0.5, y + 2 + (11 - pc) * rh, Math.max(X((k + 1) * ps) - X(k * ps) - 1, 1), rh - 0.5);
-      });
-    }
-    if (key === 'notes' && v.notes) {
-      const rh = (h - 4) / (pz - pa + 1);
-      for (const n of v.notes) {
-        if (n[0] < pa || n[0] > pz) continue;
-        ctx.fillStyle = '#63e6be';
-        ctx.fillRect(X(n[1]), y + 2 + (pz - n[0]) * rh, Math.max(X(n[2]) - X(n[1]) - 0.5, 1), Math.max(rh - 0.5, 1));
-      }
-    }
-    if (key === 'influence') {
-      if (v.influence) {
-        const inf = v.influence, raw = atob(inf.data), rh = (h - 4) / (pz - pa + 1), cw = (W - LEFT) / Math.max(inf.T, 1);
-        for (let t = 0; t < inf.T; t++) for (let p = pa; p <= pz; p++) {
-          const q = raw.charCodeAt(t * inf.P + (p - v.pitch_range[0]));
-          if (q < 8) continue;
-          const a = Math.sqrt(q / 255);
-          ctx.fillStyle = 'rgba(255,' + Math.round(120 + 100 * a) + ',60,' + a.toFixed(3) + ')';
-          ctx.fillRect(LEFT + t * cw, y + 2 + (pz - p) * rh, Math.max(cw, 1), Math.max(rh, 1));
-        }
-        ctx.fillStyle = '#9aa'; ctx.font = '9px sans-serif';
-        ctx.fillText('|p(cond) - p(uncond)|', 4, y + 28);
-        ctx.fillText('max ' + inf.max.toFixed(3), 4, y + 40);
-      } else {
-        ctx.fillStyle = '#667'; ctx.font = '10px sans-serif'; ctx.fillText('after the last note pass', LEFT + 8, y + h / 2);
-      }
-    }
-    y += h + GAP;
-  }
-}
-root.fractalView = { value: () => props.value };
-watch('value', draw);
-new ResizeObserver(() => draw()).observe(root);
-draw();
-"""
-
-
 class FractalView(gr.HTML):
     """The levels of a generation as they unfold, and the condition-influence map.
     Value: None or `FractalState.value()`."""
@@ -540,9 +200,9 @@ class FractalView(gr.HTML):
     def __init__(self, value=None, **kwargs):
         super().__init__(
             value=value,
-            html_template=_VIEW_HTML,
-            css_template=_VIEW_CSS,
+            html_template=_frame("fm-view"),
             js_on_load=_VIEW_JS,
+            head=HEAD,
             apply_default_css=False,
             **kwargs,
         )

@@ -22,7 +22,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(os.environ.get("FRACTALMIDI_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
-ROLL = "document.querySelector('#piano_roll .pr-root').pianoRoll"
+# The components' debug surface (fractalmidi/static/common.js): value(), and where a bar is.
+ROLL = "window.fractalmidi.get('#piano_roll')"
 # How long to wait for the page to reach each state, in ms: a liveness bound, not a speed
 # requirement. The waits poll and return as soon as the state is reached; on a shared, busy
 # machine Chromium, the served app and its tiny model can be many times slower than alone.
@@ -55,6 +56,12 @@ def roll_value(page) -> dict:
     return page.evaluate(f"() => {ROLL}.value()")
 
 
+def bar_point(page, bar: int, lane: str = "roll", frac: float = 0.5) -> tuple[float, float]:
+    """Page coordinates of the middle of `bar` (0-based) in a lane of the roll."""
+    p = page.evaluate(f"([bar, lane, frac]) => {ROLL}.point(bar, lane, frac)", [bar, lane, frac])
+    return p["x"], p["y"]
+
+
 def test_generate_select_regenerate_download(url, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1400}, accept_downloads=True)
@@ -66,22 +73,21 @@ def test_generate_select_regenerate_download(url, browser):
 
     # load the page
     page.goto(url)
-    page.wait_for_function(f"() => {{ const r = document.querySelector('#piano_roll .pr-root'); return r && r.pianoRoll; }}",
-                           timeout=WAIT_MS)
+    page.wait_for_function(f"() => window.fractalmidi && {ROLL}", timeout=WAIT_MS)
+    # the components' shared script (code and CSS; each run adds the style) reaches the page once
+    assert page.evaluate("() => document.querySelectorAll('style#fractalmidi-css').length") == 1
     page.screenshot(path=ARTIFACTS / "1_loaded.png", full_page=True)
 
     # generate 16 bars
     page.click("#generate_btn")
     page.wait_for_function(f"() => {{ const v = {ROLL}.value(); return v && v.notes && v.notes.length > 0; }}", timeout=WAIT_MS)
-    page.wait_for_function("() => document.querySelector('#fractal_view .fv-root').fractalView.value().stage === 'done'",
-                           timeout=WAIT_MS)
+    page.wait_for_function("() => window.fractalmidi.get('#fractal_view').value().stage === 'done'", timeout=WAIT_MS)
     first = roll_value(page)
     assert len(first["bar_starts"]) == 17 and first["title"].startswith("Generated")
     page.screenshot(path=ARTIFACTS / "2_generated.png", full_page=True)
 
     # drag over bars 5-8 on the roll: the selection reaches the box as "5-8"
-    y = page.evaluate(f"() => {ROLL}.rollY()")
-    x0, x1 = (page.evaluate(f"i => {ROLL}.barX(i)", i) for i in (4, 7))
+    (x0, y), (x1, _) = bar_point(page, 4), bar_point(page, 7)
     page.mouse.move(x0, y)
     page.mouse.down()
     page.mouse.move(x1, y + 40, steps=10)
@@ -105,8 +111,7 @@ def test_generate_select_regenerate_download(url, browser):
     assert second["generated"] == [[4, 8]] and second["selection"] == [4, 8]
 
     # draw a density curve over bars 1-4 in the density lane: it fills the density box
-    ly = page.evaluate(f"() => {ROLL}.laneY('density', 0.5)")
-    d0, d1 = (page.evaluate(f"i => {ROLL}.barX(i)", i) for i in (0, 3))
+    (d0, ly), (d1, _) = bar_point(page, 0, "density"), bar_point(page, 3, "density")
     page.mouse.move(d0, ly)
     page.mouse.down()
     page.mouse.move(d1, ly - 15, steps=10)
