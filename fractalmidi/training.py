@@ -486,10 +486,11 @@ velocities. See the FractalMIDI repository for the model and the `fractalmidi` c
 
 ```python
 from transformers import AutoModel
-model = AutoModel.from_pretrained("path/or/hub-id", trust_remote_code=True)
-# or, with the fractalmidi package installed:
-from fractalmidi.modeling_fractalmidi import FractalMIDIModel
-model = FractalMIDIModel.from_pretrained("path/or/hub-id")
+# a Hub repo uploaded with `fractalmidi push` carries the model's code:
+model = AutoModel.from_pretrained("hub-id", trust_remote_code=True)
+# with the fractalmidi package installed (a local folder, or any Hub repo of this model):
+import fractalmidi
+model = AutoModel.from_pretrained("path/or/hub-id")
 ```
 
 ## Training data
