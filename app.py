@@ -53,7 +53,7 @@ DEFAULT_ITERATIONS = ",".join(str(n) for n in _CONFIG_DEFAULTS.num_iterations)
 MODEL = None  # the FractalMIDIModel every handler and the OSC server share
 MODEL_PATH: Path | None = None
 MODEL_MESSAGE = "No model loaded."
-MODEL_LOCK = threading.Lock()  # one generation at a time (generate keeps per-call state on the model)
+MODEL_LOCK = threading.Lock()  # one generation at a time (they share the CPU; generate keeps no state on the model)
 OSC_SERVER = None  # the FractalOSCServer, when started
 
 
@@ -250,7 +250,7 @@ def _sampling(seed, temperature, cfg, iterations, refine_ratio) -> dict:
     """Checked sampling arguments of `generate` (the ranges of `fractalmidi.controls`)."""
     model = get_model()
     kw = dict(temperature=_control(controls.temperature, temperature, field="temperature"),
-              cfg=_control(controls.guidance_scale, cfg, field="cfg"),
+              guidance_scale=_control(controls.guidance_scale, cfg, field="cfg"),
               refine_ratio=_control(controls.refine_ratio, refine_ratio, field="refine ratio"))
     text = _text(iterations, "iterations")
     if text:
@@ -266,11 +266,8 @@ def _stream(kwargs: dict, view: FractalState, progress):
     model = get_model()
     events: queue.SimpleQueue = queue.SimpleQueue()
 
-    def on_progress(level, done, total):
-        # generate(return_intermediates=True) appends each level's tokens to this per-call list
-        # just before reporting progress; the lock keeps it ours
-        records = getattr(model, "_intermediates", None)
-        events.put(("pass", level, done, total, records[-1] if records else None))
+    def on_progress(level, done, total, record):  # record: the level's tokens after this pass, or None
+        events.put(("pass", level, done, total, record))
 
     def work():
         try:
@@ -347,7 +344,7 @@ def generate(bars, time_signature, seed, temperature, cfg, iterations, refine_ra
     view = FractalState(starts, model.config, title=title)
     yield NO_CHANGE, view.value(), NO_CHANGE, NO_CHANGE, "Generating..."
     t0 = time.perf_counter()
-    stream = _Capture(_stream(dict(kw, num_bars=bars, time_signature=sig, structure=structure), view, progress))
+    stream = _Capture(_stream(dict(kw, num_bars=bars, time_signatures=sig, structure=structure), view, progress))
     for v in stream:
         yield NO_CHANGE, v, NO_CHANGE, NO_CHANGE, f"Generating: {v['stage']}, pass {v['done']}/{v['total']}"
     yield _finish(stream.value, view, f"fractalmidi_seed{kw['seed']}", title, time.perf_counter() - t0)
@@ -468,7 +465,7 @@ def osc_generate(params):
     structure = {"density": resample_level0(params.level0, params.bars)} if params.level0 else None
     with MODEL_LOCK:
         result = model.generate(num_bars=int(params.bars), temperature=float(params.temperature),
-                                cfg=float(params.cfg), structure=structure)
+                                guidance_scale=float(params.cfg), structure=structure)
     return result.to_piece()
 
 

@@ -4,7 +4,7 @@
                       [--lengths 256 1024 4096] [--repeats 3] [--json]
 
 What is measured (batch 1, one process):
-- FractalMIDI: `model.generate(num_bars=L / bar_steps, time_signature=4/4, seed=r)` with the
+- FractalMIDI: `model.generate(num_bars=L / bar_steps, time_signatures=(4, 4), seed=r)` with the
   model's own defaults (iterations, refinement, cfg 1 unless --cfg): L steps = L/16 bars of 4/4.
 - The baseline (`fractalmidi.baseline`): a decoder-only causal transformer over note-event
   tokens with a KV cache, sampling every token, sized by `ar_config_matching` to FractalMIDI's
@@ -207,7 +207,7 @@ def _generate(model, kind: str, bars: int, tokens: int | None, seed: int, contex
 
     with torch.inference_mode(), context():
         if kind == "fractalmidi":
-            return model.generate(num_bars=bars, time_signature=(4, 4), seed=seed, cfg=cfg)
+            return model.generate(num_bars=bars, time_signatures=(4, 4), seed=seed, guidance_scale=cfg)
         if tokens is not None:
             return model.generate(num_tokens=tokens, seed=seed)
         return model.generate(num_bars=bars, max_new_tokens=model.config.max_position_embeddings - 1, seed=seed)
@@ -538,7 +538,7 @@ def run_benchmark(args, log=None) -> dict:
         "machine": info,
         "fractalmidi": {
             "source": fm_source, "trained": fm_trained, "parameters": fm_params, "precision": fm_precision,
-            "num_iterations": list(fm.config.num_iterations), "refine_rounds": fm.config.refine_rounds, "cfg": args.cfg,
+            "num_iterations": list(fm.generation_config.num_iterations), "refine_rounds": fm.generation_config.refine_rounds, "cfg": args.cfg,
         },
         "ar": {
             "source": ar_source, "trained": ar_trained, "parameters": ar_params, "precision": ar_precision, "mode": mode,

@@ -8,6 +8,7 @@
     fractalmidi inpaint --input IN.mid --bars 16-32 --out OUT.mid
     fractalmidi continue --input IN.mid --bars 8 --out OUT.mid
     fractalmidi bench [--config hub_configs/small.json] [--lengths 256 1024 4096]   speed against an AR baseline
+    fractalmidi push MODEL_DIR REPO_ID [--private]            upload a model with its code to the Hub
 
 Expected problems (a bad file, a bad argument) print one line, `fractalmidi: error: ...`,
 and exit with status 2; they never show a traceback.
@@ -340,7 +341,7 @@ def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
             if len(curve) != num_bars:
                 raise InputError(f"the {what} curve has {len(curve)} values for {num_bars} bars")
             structure[what] = curve
-    kw = dict(temperature=args.temperature, top_p=args.top_p, cfg=args.cfg, structure=structure or None,
+    kw = dict(temperature=args.temperature, top_p=args.top_p, guidance_scale=args.cfg, structure=structure or None,
               refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds)
     if args.iterations:
         kw["num_iterations"] = controls.iterations(args.iterations, len(limits["levels"]) if "levels" in limits else None)
@@ -400,7 +401,7 @@ def cmd_generate(args) -> int:
     kw = _generation_kwargs(args, args.bars, limits)
     paths = _output_paths(args, "fractalmidi")
     model = _load_model(args.model)
-    result = model.generate(num_bars=args.bars, time_signature=args.time_signature, seed=args.seed,
+    result = model.generate(num_bars=args.bars, time_signatures=args.time_signature, seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
     _write_results(result, args, paths)
     return 0
@@ -442,7 +443,7 @@ def cmd_continue(args) -> int:
     kw = _generation_kwargs(args, total, limits)
     paths = _output_paths(args, Path(args.input).stem + "_continued")
     model = _load_model(args.model)
-    result = model.generate(prompt=prompt, num_bars=total, time_signature=args.time_signature, seed=args.seed,
+    result = model.generate(prompt=prompt, num_bars=total, time_signatures=args.time_signature, seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
     _write_results(result, args, paths)
     return 0
@@ -452,6 +453,20 @@ def cmd_bench(args) -> int:
     from .bench import cmd_bench as run
 
     return run(args)
+
+
+def cmd_push(args) -> int:
+    from . import hub
+
+    hub.check_model_dir(args.model_dir)  # refused in one line before torch loads
+    hub.check_repo_id(args.repo_id)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    url = hub.push(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
+                   commit_message=args.commit_message)
+    print(url)
+    return 0
 
 
 # ----------------------------------------------------------------------------- parser
@@ -605,6 +620,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub with its code",
+                       description="Uploads MODEL_DIR (config, generation config, weights, model card and the "
+                                   "folder's other files) with this package's model code, so that "
+                                   "AutoModel.from_pretrained(REPO_ID, trust_remote_code=True) works without the "
+                                   "package. Creates the repo if missing; logs in with `hf auth login` or HF_TOKEN.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model folder (config.json, model.safetensors)")
+    p.add_argument("repo_id", metavar="REPO_ID", help="the Hub model repo, NAMESPACE/NAME (or NAME: your namespace)")
+    p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
+    p.add_argument("--revision", metavar="BRANCH", help="the branch to push to (created if missing; default: main)")
+    p.add_argument("--commit-message", metavar="TEXT", help="the commit message")
+    p.set_defaults(func=cmd_push)
     return parser
 
 

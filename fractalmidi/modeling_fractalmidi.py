@@ -32,10 +32,18 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_fractalmidi import FractalMIDIConfig
-from .generation_fractalmidi import FractalMIDIGenerationMixin
-from .tokens_fractalmidi import density_to_class, tempo_to_class, velocity_to_class
+from .generation_fractalmidi import FractalMIDIGenerationMixin, Grid, default_generation_config
+from .limits_fractalmidi import check_curve_value
+from .sampling import (
+    apply_temperature, cfg_logits, class_planes, fit_class_count, sample_bernoulli, sample_categorical,
+    sample_note_states, softmax_classes, top_p_filter,
+)
+from .tokens_fractalmidi import (
+    class_to_density, class_to_tempo, class_to_velocity, density_to_class, tempo_to_class, velocity_to_class,
+)
 
 NUM_STATES = 3  # per step and pitch: 0 silent, 1 onset, 2 held (sounding, started earlier)
+HELD = 2
 NUM_PITCH_CLASSES = 12
 LOCAL_GAIN = 10.0  # output multiplier of the note level's local head
 
@@ -186,14 +194,59 @@ class LevelTransformer(nn.Module):
 
 
 # ============================================================================ the levels
-class StructureLevel(nn.Module):
+class Level(nn.Module):
+    """One level of the hierarchy: its tokens, its network, its condition from the levels above,
+    its training loss, and its part in decoding. The model walks `config.levels` top down, in
+    training (`FractalMIDIModel.forward`) and in generation (`generation_fractalmidi.decode_level`,
+    one masked-decoding loop for every level), calling:
+
+        targets(truth, grid)                the level's tokens from the piece's notes and structure
+        inputs(grid, above)                 what its network reads besides its tokens
+        loss(tokens, inputs, training)      its training losses (masked prediction)
+        state(tokens, inputs)               its hidden state, the condition of the levels below
+        start(run, above)                   decoding: first tokens, positions to generate (N, L), inputs
+        sample(run, inputs, tokens, masked, last)  a sample of the masked tokens, confidence (N, L)
+        commit(inputs, tokens, sample, where)      tokens with `where` (N, L) taken from the sample
+        finish(run, inputs, tokens)         the decoded tokens (and the level's fields of the result)
+    """
+
+    name: str
+    guided = True  # conditioned on the levels above: classifier-free guidance applies
+    refines = True  # refinement rounds follow its iterations
+    stride = 1  # steps per token (content levels)
+
+    def num_passes(self, iterations: int, refine_rounds: int, last: bool) -> int:
+        """Sequential network passes of this level in `generate`: its iterations, refinement
+        rounds, and the pass giving the levels below their condition."""
+        return iterations + (refine_rounds if self.refines else 0) + (0 if last else 1)
+
+    def token_of_step(self, grid: Grid) -> torch.Tensor:
+        """(N, T) the index of the token holding each step."""
+        T = grid.step_mask.shape[1]
+        return (torch.arange(T, device=grid.step_mask.device) // self.stride).expand_as(grid.step_mask)
+
+    def shown(self, tokens):
+        """The tokens an intermediate record holds (for a visualiser)."""
+        return tokens
+
+    def commit(self, inputs, tokens, sample, where):
+        return torch.where(where.view(*where.shape, *[1] * (tokens.dim() - 2)), sample, tokens)
+
+    def finish(self, run, inputs, tokens):
+        return tokens
+
+
+class StructureLevel(Level):
     """Level 0: one token per bar holding a tempo class and a density class (each may be masked),
-    plus the bar's length in steps (known: it is the time signature)."""
+    plus the bar's length in steps (known: it is the time signature). Its tokens are (N, 2B):
+    B tempo classes, then B density classes."""
+
+    name, width_field, guided, refines = "structure", "structure_hidden_size", False, False
 
     def __init__(self, config: FractalMIDIConfig):
         super().__init__()
         d = config.structure_hidden_size
-        self.tempo_mask_id, self.density_mask_id = config.tempo_bins, config.density_bins
+        self.config = config
         self.tempo_embed = nn.Embedding(config.tempo_bins + 1, d)  # last id = [MASK]
         self.density_embed = nn.Embedding(config.density_bins + 1, d)
         self.length_embed = nn.Embedding(config.max_bar_len + 1, d)
@@ -204,18 +257,100 @@ class StructureLevel(nn.Module):
         self.tempo_head = nn.Linear(d, config.tempo_bins)
         self.density_head = nn.Linear(d, config.density_bins)
 
-    def forward(self, tempo_ids, density_ids, lengths, valid):
-        """tempo_ids, density_ids (N, B) classes or the mask id; lengths (N, B); valid (N, B).
-        Returns hidden (N, B, d), tempo logits (N, B, tempo_bins), density logits (N, B, density_bins)."""
-        x = self.tempo_embed(tempo_ids) + self.density_embed(density_ids) + self.length_embed(lengths)
+    def forward(self, tokens, masked, lengths, valid):
+        """tokens, masked (N, 2B): tempo then density classes (-1 or anything where masked);
+        lengths, valid (N, B). Returns hidden (N, B, d), tempo logits (N, B, tempo_bins), density
+        logits (N, B, density_bins)."""
+        B = lengths.shape[1]
+        ids = tokens.clamp(min=0)
+        tempo = torch.where(masked[:, :B], self.config.tempo_bins, ids[:, :B])
+        density = torch.where(masked[:, B:], self.config.density_bins, ids[:, B:])
+        x = self.tempo_embed(tempo) + self.density_embed(density) + self.length_embed(lengths)
         cond = self.cond.view(1, 1, -1)  # (1, 1, d): the same for every bar, so modulated once, broadcast
         h = self.transformer(x, cond, valid)
         return h, self.tempo_head(h), self.density_head(h)
 
+    def token_of_step(self, grid):
+        return grid.bar_index.clamp(min=0)
 
-class ContentLevel(nn.Module):
-    """A level conditioned on the levels above: its parent state through `cond_proj`, or the
-    learned `null_cond` where dropped (classifier-free guidance), modulating `transformer`."""
+    def targets(self, truth, grid):
+        return torch.cat([truth["tempo"], truth["density"]], dim=1)  # (N, 2B)
+
+    def inputs(self, grid, above):
+        return {"lengths": grid.lengths, "valid": grid.bar_mask}
+
+    def loss(self, tokens, inputs, training):
+        """Tempo and density are masked independently."""
+        B = inputs["lengths"].shape[1]
+        masked = torch.cat([_mask_like(inputs["valid"]), _mask_like(inputs["valid"])], dim=1)  # (N, 2B)
+        _, tempo_logits, density_logits = self(tokens, masked, **inputs)
+        mask_t, mask_d = masked[:, :B], masked[:, B:]
+        tempo = F.cross_entropy(tempo_logits[mask_t], tokens[:, :B][mask_t])
+        density = F.cross_entropy(density_logits[mask_d], tokens[:, B:][mask_d])
+        return {"tempo": tempo, "density": density, "structure": (tempo + density) / 2}
+
+    def state(self, tokens, inputs, modulations=None):
+        return self(tokens, torch.zeros_like(tokens, dtype=torch.bool), **inputs)[0]
+
+    # ---- decoding
+    def start(self, run, above):
+        """The classes that are given (-1 = to generate): the user's structure, and the prompt's
+        bars outside the region."""
+        cfg, B, device = self.config, run.num_bars, run.device
+        known = torch.full((2, B), -1, dtype=torch.long, device=device)  # tempo, density
+        if run.prompt is not None:
+            pb = run.prompt.num_bars
+            keep = ~run.gen_bars[:pb].to(device)
+            known[0, :pb][keep] = tempo_to_class(run.prompt_tempo[keep], cfg)
+            known[1, :pb][keep] = density_to_class(run.prompt_density[keep], cfg)
+        for name in run.structure:
+            if name not in ("tempo", "density"):
+                raise ValueError(f"structure has an unknown key {name!r} (allowed: 'tempo', 'density')")
+        for row, (name, convert) in enumerate((("tempo", tempo_to_class), ("density", density_to_class))):
+            values = run.structure.get(name)
+            if values is None:
+                continue
+            if len(values) != B:
+                raise ValueError(f"structure[{name!r}] has {len(values)} values for {B} bars")
+            for i, v in enumerate(values):
+                if v is not None:
+                    v = check_curve_value(name, i + 1, v, cfg.density_max)  # finite, in the model's range
+                    known[row, i] = convert(torch.tensor(v, device=device), cfg)
+        tokens = known.view(1, 2 * B).expand(run.num_samples, 2 * B)  # (N, 2B)
+        return tokens, tokens < 0, self.inputs(run.grid, above)
+
+    def sample(self, run, inputs, tokens, masked, last):
+        _, tempo_logits, density_logits = run.count_pass(self, tokens, masked, **inputs)
+        st, ct = sample_categorical(tempo_logits, run.temperature, run.generator, run.top_p)  # (N, B)
+        sd, cd = sample_categorical(density_logits, run.temperature, run.generator, run.top_p)
+        return torch.cat([st, sd], 1), torch.cat([ct, cd], 1)
+
+    def finish(self, run, inputs, tokens):
+        """Per bar the tempo (BPM) and density (onsets per step) Level 0 settled on: the user's
+        exact values and the prompt's where given, else the class centres."""
+        B = run.num_bars
+        for row, (name, convert) in enumerate((("bar_tempo", class_to_tempo), ("requested_density", class_to_density))):
+            values = convert(tokens[:, row * B : (row + 1) * B], self.config)  # (N, B)
+            for i, v in enumerate(run.structure.get(("tempo", "density")[row]) or []):
+                if v is not None:
+                    values[:, i] = float(v)
+            if run.prompt is not None:
+                given = (run.prompt_tempo, run.prompt_density)[row]
+                keep = ~run.gen_bars[: len(given)].to(values.device)
+                values[:, : len(given)][:, keep] = given[keep]
+            run.outputs[name] = values
+        return tokens
+
+
+class ContentLevel(Level):
+    """A level conditioned on the levels above: their states at its tokens (`parent`) through
+    `cond_proj`, or the learned `null_cond` where dropped (classifier-free guidance), modulating
+    `transformer`. One token per `stride` steps."""
+
+    def parent_size(self, config):
+        """The width of the condition: the widths of the levels above, concatenated."""
+        above = config.levels[: config.levels.index(self.name)]
+        return sum(getattr(config, LEVEL_CLASSES[name].width_field) for name in above)
 
     def condition(self, parent, drop):
         """The adaLN parameters for a parent state (N, L, d_parent) and drop (N,) bool: computed
@@ -223,18 +358,44 @@ class ContentLevel(nn.Module):
         cond = torch.where(drop[:, None, None], self.null_cond, self.cond_proj(parent))
         return self.transformer.modulations(cond)
 
+    def inputs(self, grid, above):
+        """Each token's step in its bar; the states of the levels above at the token holding its
+        first step, concatenated (N, L, d_parent); and which tokens are real."""
+        parts = []
+        for level, h in above:
+            index = level.token_of_step(grid)[:, :: self.stride]  # (N, L)
+            parts.append(torch.gather(h, 1, index[..., None].expand(-1, -1, h.shape[-1])))
+        return {"position": grid.bar_position[:, :: self.stride], "parent": torch.cat(parts, dim=-1),
+                "valid": grid.step_mask[:, :: self.stride]}
+
+    def drop(self, N, device, training):
+        """Training: which examples get the null condition (probability `cond_drop_prob`)."""
+        if training:
+            return torch.rand(N, device=device) < self.config.cond_drop_prob
+        return torch.zeros(N, dtype=torch.bool, device=device)
+
+    def start(self, run, above):
+        """The prompt's tokens; the tokens whose first step lies in the region are generated."""
+        N = run.num_samples
+        tokens = self.targets(run.known, run.grid)
+        editable = run.region[:: self.stride][None, :].expand(N, -1)  # (N, L)
+        return tokens, editable, self.inputs(run.grid, above)
+
 
 class HarmonyLevel(ContentLevel):
     """The harmonic level: one token per `harmony_patch_steps` steps holding the 12 pitch classes
     that sound in it (the seed's "harmonic compression"), conditioned on the bar's structure."""
 
+    name, width_field = "harmony", "harmony_hidden_size"
+
     def __init__(self, config: FractalMIDIConfig):
         super().__init__()
         d = config.harmony_hidden_size
+        self.config, self.stride = config, config.harmony_patch_steps
         self.pc_in = nn.Linear(NUM_PITCH_CLASSES, d)
         self.mask_embed = nn.Parameter(torch.zeros(d))
         self.bar_position_embed = nn.Embedding(config.max_bar_len, d)
-        self.cond_proj = nn.Linear(config.structure_hidden_size, d)
+        self.cond_proj = nn.Linear(self.parent_size(config), d)
         self.null_cond = nn.Parameter(torch.zeros(d))
         self.transformer = LevelTransformer(
             config, d, config.harmony_num_layers, config.harmony_num_heads, config.harmony_window
@@ -253,23 +414,59 @@ class HarmonyLevel(ContentLevel):
         h = self.transformer(x, None, valid, modulations)
         return h, self.head(h)
 
+    def targets(self, truth, grid):
+        """(N, T, P) note states -> (N, H, 12) pitch classes sounding in each patch."""
+        states = truth["states"]
+        N, T, P = states.shape
+        hp = self.stride
+        H = -(-T // hp)
+        sounding = F.pad((states > 0).float(), (0, 0, 0, H * hp - T))  # (N, H*hp, P)
+        per_patch = sounding.view(N, H, hp, P).amax(dim=2)  # (N, H, P)
+        return (per_patch @ pitch_class_matrix(self.config, per_patch.device) > 0).float()  # (N, H, 12)
+
+    def loss(self, pcs, inputs, training):
+        drop = self.drop(pcs.shape[0], pcs.device, training)
+        masked = _mask_like(inputs["valid"])
+        _, logits = self(pcs, masked, inputs["position"], inputs["parent"], drop, inputs["valid"])
+        return {"harmony": F.binary_cross_entropy_with_logits(logits[masked], pcs[masked])}
+
+    def state(self, pcs, inputs, modulations=None):
+        """The harmony state on the pitch classes, none masked, with the condition."""
+        none = torch.zeros_like(pcs[..., 0], dtype=torch.bool)
+        no_drop = torch.zeros(pcs.shape[0], dtype=torch.bool, device=pcs.device)
+        return self(pcs, none, inputs["position"], inputs["parent"], no_drop, inputs["valid"], modulations)[0]
+
+    def sample(self, run, inputs, pcs, masked, last):
+        (_, logits), uncond = run.guided_pass(self, inputs, pcs, masked)
+        if uncond is not None:
+            logits = cfg_logits(logits, uncond[1], run.guidance_scale)
+        sample, conf = sample_bernoulli(logits, run.temperature, run.generator)  # (N, H, 12)
+        return sample.float(), conf.clamp_min(1e-6).log().sum(-1).exp()  # joint confidence (N, H)
+
+    def finish(self, run, inputs, pcs):
+        run.outputs["harmony"] = pcs
+        return pcs
+
 
 class NoteLevel(ContentLevel):
     """The note level: one token per step. Input channels per pitch: onset, held, velocity/127 and
     a mask flag; a pitch-sweep convolution (kernel `pitch_kernel` = an octave along the pitch
-    axis, shared over time) sees intervals as such, then the P pitches fold into one token."""
+    axis, shared over time) sees intervals as such, then the P pitches fold into one token.
+    Its tokens are (states, velocity), each (N, T, P)."""
+
+    name, width_field = "notes", "note_hidden_size"
 
     def __init__(self, config: FractalMIDIConfig):
         super().__init__()
         d, P = config.note_hidden_size, config.num_pitches
+        self.config = config
         self.num_pitches, self.velocity_bins = P, config.velocity_bins
         k = config.pitch_kernel
         self.pitch_pad = ((k - 1) // 2, k - 1 - (k - 1) // 2)  # "same" padding along the pitch axis
         self.pitch_sweep = nn.Conv2d(4, config.pitch_channels, kernel_size=(1, k))
         self.in_proj = nn.Linear(config.pitch_channels * P, d)
         self.bar_position_embed = nn.Embedding(config.max_bar_len, d)
-        parent = config.structure_hidden_size + (config.harmony_hidden_size if config.use_harmony else 0)
-        self.cond_proj = nn.Linear(parent, d)
+        self.cond_proj = nn.Linear(self.parent_size(config), d)
         self.null_cond = nn.Parameter(torch.zeros(d))
         self.transformer = LevelTransformer(config, d, config.note_num_layers, config.note_num_heads, config.note_window)
         self.state_head = nn.Linear(d, P * NUM_STATES)
@@ -315,6 +512,102 @@ class NoteLevel(ContentLevel):
             # a few thousand steps instead of tens of thousands)
             state_logits = state_logits + LOCAL_GAIN * self.local_head(channels).permute(0, 2, 3, 1)  # (N, T, P, 3)
         return h, state_logits, (self.velocity_logits(h) if with_velocity else None)
+
+    def targets(self, truth, grid):
+        return truth["states"], truth["velocity"]
+
+    def loss(self, tokens, inputs, training):
+        states, velocity = tokens
+        drop = self.drop(states.shape[0], states.device, training)
+        masked = _mask_like(inputs["valid"])
+        _, state_logits, velocity_logits = self(states, velocity, masked, inputs["position"], inputs["parent"],
+                                                drop, inputs["valid"])
+        losses = {"notes": F.cross_entropy(state_logits[masked].reshape(-1, NUM_STATES), states[masked].reshape(-1))}
+        onsets = (states == 1) & masked[..., None]  # (N, T, P)
+        if onsets.any():
+            losses["velocity"] = F.cross_entropy(velocity_logits[onsets], velocity_to_class(velocity[onsets], self.config))
+        else:
+            losses["velocity"] = velocity_logits.sum() * 0.0
+        return losses
+
+    # ---- decoding
+    def start(self, run, above):
+        """Also the cells the prompt fixes, and the plan: each bar's onsets as its density asks."""
+        tokens, editable, inputs = super().start(run, above)
+        inputs["fixed"] = run.known["fixed"]
+        if run.follow_structure:
+            inputs["plan"] = run.grid.bar_index[0], run.outputs["requested_density"] * run.grid.lengths  # (T,), (N, B)
+        return tokens, editable, inputs
+
+    def commit(self, inputs, tokens, sample, where):
+        cells = where[..., None] & ~inputs["fixed"]
+        return tuple(torch.where(cells, s, t) for s, t in zip(sample, tokens))
+
+    def shown(self, tokens):
+        return tokens[0]
+
+    def sample(self, run, inputs, tokens, masked, last):
+        """Note states by chains along time (`sample_note_states`), velocities where notes start;
+        confidence: the geometric mean over the pitches of a step."""
+        states, velocity = tokens
+        fixed, scale = inputs["fixed"], run.guidance_scale
+        (h, s_logits, _), uncond = run.guided_pass(self, inputs, states, velocity, masked,
+                                                   want_uncond=last and run.return_influence, with_velocity=False)
+        if uncond is not None:
+            if last:  # where the condition changes the prediction
+                run.outputs["influence"] = (softmax_classes(s_logits) - softmax_classes(uncond[1])).abs().sum(-1) / 2
+            if scale != 1.0:
+                s_logits = cfg_logits(s_logits, uncond[1], scale)
+        # one contiguous plane per state (silent, onset, held): what follows reads one state at a time
+        s_logits = class_planes(s_logits.float()).movedim(0, -1)
+        # how long notes last follows the model's own estimate: neither the temperature nor
+        # top_p (which sharpen and cut the tails) nor the plan's onset offset shortens notes
+        continuation = softmax_classes(s_logits)
+        s_logits = apply_temperature(s_logits, run.temperature)
+        active = masked[..., None] & ~fixed  # (N, T, P) cells sampled now
+        if "plan" in inputs:  # each bar's onsets: what is committed plus what is expected = the plan
+            bar_index, wanted = inputs["plan"]  # (T,), (N, B)
+            onsets = ((states == 1) & ~active).float().sum(-1)  # (N, T) onsets already in place
+            have = torch.zeros_like(wanted).index_add_(1, bar_index, onsets)
+            offset = fit_class_count(s_logits, 1, bar_index, wanted - have, active)  # (N, B)
+            s_logits[..., 1] += offset[:, bar_index, None]
+        probs = softmax_classes(top_p_filter(s_logits, run.top_p))  # (N, T, P, 3)
+        s, conf = sample_note_states(probs, active, states, run.generator, continuation)  # (N, T, P)
+        onsets = (s == 1) & active  # velocities are drawn only where a note starts: the
+        v = torch.zeros_like(s)     # velocity head runs on those steps alone
+        if onsets.any():
+            n_idx, t_idx = onsets.any(-1).nonzero(as_tuple=True)  # (K,) steps with an onset
+            v_logits = self.velocity_logits(h[n_idx, t_idx])  # (K, P, V)
+            if uncond is not None and scale != 1.0:
+                v_logits = cfg_logits(v_logits, self.velocity_logits(uncond[0][n_idx, t_idx]), scale)
+            cells = onsets[n_idx, t_idx]  # (K, P)
+            v_cls, _ = sample_categorical(v_logits[cells], run.temperature, run.generator, run.top_p)
+            chosen = torch.zeros_like(cells, dtype=v.dtype)
+            chosen[cells] = class_to_velocity(v_cls, self.config).to(v.dtype)
+            v[n_idx, t_idx] = chosen
+        return (s, v), conf.clamp_min(1e-6).log().mean(-1).exp()  # (N, T): geometric mean over pitches
+
+    def finish(self, run, inputs, tokens):
+        """A hold whose note start was re-sampled away in a later iteration is silence."""
+        states = drop_orphan_holds(tokens[0], inputs["fixed"])
+        run.outputs["states"], run.outputs["velocity"] = states, tokens[1] * (states == 1)
+        return states, run.outputs["velocity"]
+
+
+def drop_orphan_holds(states: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """A "held" cell continues a note: it needs an onset before it with only held cells
+    between. Held cells that follow silence (or start the piece) are made silent, so every
+    note in the result begins with an onset and the onsets are the notes (fixed cells stay).
+    states (N, T, P) -> (N, T, P)."""
+    T = states.shape[1]
+    steps = torch.arange(T, device=states.device)[None, :, None]
+    last = torch.where(states != HELD, steps, -1).cummax(dim=1).values  # (N, T, P) last non-held step
+    anchor = states.gather(1, last.clamp(min=0))  # the state there
+    orphan = (states == HELD) & ((last < 0) | (anchor != 1)) & ~fixed
+    return states.masked_fill(orphan, 0)
+
+
+LEVEL_CLASSES = {level.name: level for level in (StructureLevel, HarmonyLevel, NoteLevel)}  # in `config.levels`' order
 
 
 # ============================================================================ the model
@@ -368,34 +661,20 @@ def _mask_like(valid: torch.Tensor) -> torch.Tensor:
 
 
 class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
-    """The hierarchy: structure, then (optionally) harmony, then notes. `forward` gives the
-    training losses; `generate` (from `FractalMIDIGenerationMixin`) unfolds a new piece."""
+    """The hierarchy: the levels `config.levels` names, top down (structure, optionally harmony,
+    notes), each an attribute of that name. `forward` gives the training losses; `generate`
+    (from `FractalMIDIGenerationMixin`) unfolds a new piece."""
 
     def __init__(self, config: FractalMIDIConfig):
         super().__init__(config)
-        self.structure = StructureLevel(config)
-        self.harmony = HarmonyLevel(config) if config.use_harmony else None
-        self.notes = NoteLevel(config)
+        for name, level in LEVEL_CLASSES.items():
+            setattr(self, name, level(config) if name in config.levels else None)
         self.post_init()
+        self.generation_config = default_generation_config(config)
 
-    # ---------------------------------------------------------------- targets from a roll
-    def note_targets(self, roll: torch.Tensor):
-        """(N, 3, T, P) roll (onset, sustain, velocity) -> states (N, T, P) in {0, 1, 2} and
-        velocities (N, T, P) (0 where no onset)."""
-        onset, sustain, velocity = roll[:, 0].bool(), roll[:, 1].bool(), roll[:, 2].long()
-        states = torch.where(onset, 1, torch.where(sustain, 2, 0))
-        return states, velocity * onset
-
-    def harmony_targets(self, states: torch.Tensor, step_mask: torch.Tensor):
-        """(N, T, P) states -> (N, H, 12) pitch classes sounding in each patch, and (N, H) valid."""
-        N, T, P = states.shape
-        hp = self.config.harmony_patch_steps
-        H = -(-T // hp)
-        sounding = F.pad((states > 0).float(), (0, 0, 0, H * hp - T))  # (N, H*hp, P)
-        per_patch = sounding.view(N, H, hp, P).amax(dim=2)  # (N, H, P)
-        pcs = (per_patch @ pitch_class_matrix(self.config, per_patch.device) > 0).float()  # (N, H, 12)
-        valid = F.pad(step_mask, (0, H * hp - T))[:, ::hp]  # patch valid if its first step is
-        return pcs, valid
+    @property
+    def levels(self) -> list[Level]:
+        return [getattr(self, name) for name in self.config.levels]
 
     def check_bars(self, lengths, bar_mask, bar_position, step_mask):
         """Refuse bars the model cannot hold, naming the value and the limit."""
@@ -408,30 +687,6 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         if (bar_position[step_mask] >= cfg.max_bar_len).any():
             raise ValueError(f"bar positions must be below max_bar_len = {cfg.max_bar_len}")
 
-    # ---------------------------------------------------------------- conditions
-    def structure_state(self, tempo_cls, density_cls, lengths, bar_mask):
-        """Hidden state of the structure level on (fully known) structure: (N, B, d0)."""
-        return self.structure(tempo_cls, density_cls, lengths, bar_mask)[0]
-
-    def note_parent(self, h0, h1, bar_index):
-        """The note level's condition per step: its bar's structure state and its patch's
-        harmony state, concatenated (N, T, d0 [+ d1])."""
-        bars = bar_index.clamp(min=0)
-        parent = torch.gather(h0, 1, bars[..., None].expand(-1, -1, h0.shape[-1]))  # (N, T, d0)
-        if h1 is not None:
-            T = bar_index.shape[1]
-            patch = (torch.arange(T, device=h1.device) // self.config.harmony_patch_steps)[None, :, None]
-            parent = torch.cat([parent, torch.gather(h1, 1, patch.expand(h1.shape[0], -1, h1.shape[-1]))], dim=-1)
-        return parent
-
-    def harmony_parent(self, h0, bar_index, step_mask):
-        """The harmony level's condition per patch: the structure state of the bar holding the
-        patch's first step (N, H, d0), and each patch's step-in-bar."""
-        hp = self.config.harmony_patch_steps
-        first = bar_index[:, ::hp].clamp(min=0)  # (N, H)
-        return torch.gather(h0, 1, first[..., None].expand(-1, -1, h0.shape[-1]))
-
-    # ---------------------------------------------------------------- training
     def forward(
         self,
         roll: torch.Tensor,
@@ -447,56 +702,26 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
     ) -> FractalMIDIOutput:
         """Masked-prediction losses of every level on a batch of `fractalmidi.data.collate`:
         roll (N, 3, T, P), bar_position / bar_index / step_mask (N, T), bar_tempo / bar_density /
-        bar_mask (N, B), time_signatures (N, B, 2). Masks and condition drops use torch's RNG."""
-        cfg = self.config
-        device = self.device
+        bar_mask (N, B), time_signatures (N, B, 2). Masks and condition drops use torch's RNG.
+        Each level is conditioned on the states of the levels above run on the true tokens."""
+        cfg, device = self.config, self.device
         step_mask, bar_mask = step_mask.bool().to(device), bar_mask.bool().to(device)
         bar_index, bar_position = bar_index.long().to(device), bar_position.long().to(device)
         lengths = bar_lengths(time_signatures.to(device), cfg)
         self.check_bars(lengths, bar_mask, bar_position, step_mask)
-        bar_position = bar_position.clamp(min=0) * step_mask
-        N = roll.shape[0]
-        losses = {}
+        grid = Grid(lengths, bar_mask, bar_index, bar_position.clamp(min=0) * step_mask, step_mask)
+        roll = roll.to(device)
+        onset, sustain = roll[:, 0].bool(), roll[:, 1].bool()
+        states = torch.where(onset, 1, torch.where(sustain, 2, 0))  # (N, T, P)
+        truth = {"tempo": tempo_to_class(bar_tempo.to(device), cfg), "density": density_to_class(bar_density.to(device), cfg),
+                 "states": states, "velocity": roll[:, 2].long() * onset}
 
-        # ---- Level 0: structure. Tempo and density are masked independently.
-        tempo_cls = tempo_to_class(bar_tempo.to(device), cfg)
-        density_cls = density_to_class(bar_density.to(device), cfg)
-        mask_t, mask_d = _mask_like(bar_mask), _mask_like(bar_mask)
-        _, tempo_logits, density_logits = self.structure(
-            tempo_cls.masked_fill(mask_t, cfg.tempo_bins), density_cls.masked_fill(mask_d, cfg.density_bins),
-            lengths, bar_mask,
-        )
-        losses["tempo"] = F.cross_entropy(tempo_logits[mask_t], tempo_cls[mask_t])
-        losses["density"] = F.cross_entropy(density_logits[mask_d], density_cls[mask_d])
-        losses["structure"] = (losses["tempo"] + losses["density"]) / 2
-        h0 = self.structure_state(tempo_cls, density_cls, lengths, bar_mask)  # condition for below
-
-        # ---- Level 1: harmony (pitch classes per patch), conditioned on the structure
-        states, velocity = self.note_targets(roll.to(device))
-        h1 = None
-        if self.harmony is not None:
-            pcs, patch_valid = self.harmony_targets(states, step_mask)
-            parent = self.harmony_parent(h0, bar_index, step_mask)
-            patch_position = bar_position[:, :: cfg.harmony_patch_steps]
-            drop = torch.rand(N, device=device) < cfg.cond_drop_prob if self.training else torch.zeros(N, dtype=torch.bool, device=device)
-            masked = _mask_like(patch_valid)
-            _, pc_logits = self.harmony(pcs, masked, patch_position, parent, drop, patch_valid)
-            losses["harmony"] = F.binary_cross_entropy_with_logits(pc_logits[masked], pcs[masked])
-            # condition for the note level: the harmony state on the true pitch classes
-            none = torch.zeros_like(masked)
-            h1, _ = self.harmony(pcs, none, patch_position, parent, torch.zeros_like(drop), patch_valid)
-
-        # ---- Level 2: notes, conditioned on structure (and harmony)
-        parent = self.note_parent(h0, h1, bar_index)
-        drop = torch.rand(N, device=device) < cfg.cond_drop_prob if self.training else torch.zeros(N, dtype=torch.bool, device=device)
-        masked = _mask_like(step_mask)
-        _, state_logits, velocity_logits = self.notes(states, velocity, masked, bar_position, parent, drop, step_mask)
-        losses["notes"] = F.cross_entropy(state_logits[masked].reshape(-1, NUM_STATES), states[masked].reshape(-1))
-        onsets = (states == 1) & masked[..., None]  # (N, T, P)
-        if onsets.any():
-            losses["velocity"] = F.cross_entropy(velocity_logits[onsets], velocity_to_class(velocity[onsets], cfg))
-        else:
-            losses["velocity"] = velocity_logits.sum() * 0.0
+        losses, above = {}, []
+        for level in self.levels:
+            tokens, inputs = level.targets(truth, grid), level.inputs(grid, above)
+            losses.update(level.loss(tokens, inputs, self.training))
+            if level is not self.levels[-1]:
+                above.append((level, level.state(tokens, inputs)))
 
         w = cfg.structure_weight if structure_weight is None else structure_weight
         loss = w * losses["structure"] + losses["notes"] + losses["velocity"] + losses.get("harmony", 0.0)
@@ -505,8 +730,3 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
 
 __all__ = ["FractalMIDIModel", "FractalMIDIPreTrainedModel", "FractalMIDIOutput"]
 
-
-# `save_pretrained` writes `auto_map` and copies this file and its siblings, so that
-# `AutoModel.from_pretrained(path, trust_remote_code=True)` works without the package.
-FractalMIDIConfig.register_for_auto_class()
-FractalMIDIModel.register_for_auto_class("AutoModel")

@@ -30,12 +30,10 @@ A typical level loop (the model code owns the loop; names here are illustrative)
     masked = to_generate.clone()                                   # (B, L) bool
     counts = masked_counts_batched(masked.sum(-1), num_iterations)  # (num_iterations, B)
     for i in range(num_iterations):
-        logits = cfg_logits(model(x, cond), model(x, None), cfg)    # (B, L, V)
+        logits = cfg_logits(model(x, cond), model(x, None), scale)  # (B, L, V)
         tokens, conf = sample_categorical(logits, temperature, generator)
         x = torch.where(masked, tokens, x)
-        noise = annealed_noise_scale(choice_temperature, (i + 1) / num_iterations)
-        masked = choose_tokens_to_keep_masked(conf, masked, counts[i], generator,
-                                              noise_scale=noise)
+        masked = choose_tokens_to_keep_masked(conf, masked, counts[i], generator)
 """
 
 import math
@@ -44,6 +42,7 @@ import torch
 
 SCHEDULES = ("cosine", "linear", "square", "cubic")
 KEEP_MASKED_MODES = ("confidence", "random")
+MAX_BRIDGE = 2  # sampled cells a note is bridged over to reach a known held cell (sample_note_states)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -93,50 +92,19 @@ def _check_iterations(num_iterations: int) -> None:
 _FLOOR_EPS = 1e-9
 
 
-def masked_counts(num_tokens: int, num_iterations: int, schedule: str = "cosine") -> list[int]:
-    """How many of `num_tokens` tokens remain masked after each of `num_iterations` iterations.
-
-    counts[i] is the number still masked after iteration i (0-based), from the schedule:
-    floor(num_tokens * mask_ratio((i + 1) / num_iterations)), then adjusted so that
-      * counts[-1] == 0 (everything is decoded at the end);
-      * every iteration unmasks at least one token while tokens remain
-        (counts[i] <= counts[i-1] - 1, with counts[-1 before the first] = num_tokens);
-      * no iteration is left with nothing to do when num_tokens >= num_iterations
-        (counts[i] >= num_iterations - 1 - i), so then the counts strictly decrease.
-    With fewer tokens than iterations (num_tokens < num_iterations) one token is unmasked per
-    iteration until none remain, then the counts stay at 0. num_tokens = 0 gives all zeros.
-
-    Args:
-        num_tokens: tokens to generate (masked at the start), >= 0.
-        num_iterations: decoding iterations, >= 1.
-        schedule: one of SCHEDULES (see `mask_ratio`).
-
-    Returns:
-        A list of `num_iterations` ints, non-increasing, ending at 0.
-    """
-    _check_iterations(num_iterations)
-    if not isinstance(num_tokens, int) or num_tokens < 0:
-        raise ValueError(f"num_tokens must be an integer >= 0, got {num_tokens!r}")
-    counts = []
-    prev = num_tokens
-    for i in range(num_iterations):
-        base = math.floor(num_tokens * mask_ratio((i + 1) / num_iterations, schedule) + _FLOOR_EPS)
-        count = max(0, min(prev - 1, max(base, num_iterations - 1 - i)))
-        if i == num_iterations - 1:
-            count = 0
-        counts.append(count)
-        prev = count
-    return counts
-
-
 def masked_counts_batched(
     num_tokens: torch.Tensor, num_iterations: int, schedule: str = "cosine"
 ) -> torch.Tensor:
-    """`masked_counts` for a batch whose rows have different numbers of tokens to generate.
+    """How many of each row's `num_tokens[b]` tokens remain masked after each of `num_iterations`
+    iterations (rows may differ: inpainting a few bars of one piece, a whole piece in another).
 
-    Rows of a batch may have different numbers of masked tokens (inpainting a few bars of one
-    piece, a whole piece in another); each row follows its own schedule, exactly as
-    `masked_counts(int(num_tokens[b]), num_iterations, schedule)`.
+    counts[i, b] is the number still masked after iteration i (0-based), from the schedule:
+    floor(num_tokens[b] * mask_ratio((i + 1) / num_iterations)), then adjusted so that
+      * counts[-1] == 0 (everything is decoded at the end);
+      * every iteration unmasks at least one token while tokens remain;
+      * no iteration is left with nothing to do when num_tokens[b] >= num_iterations
+        (counts[i] >= num_iterations - 1 - i), so then the counts strictly decrease.
+    With fewer tokens than iterations one token is unmasked per iteration until none remain.
 
     Args:
         num_tokens: (B,) integer tensor, tokens to generate per row, >= 0.
@@ -155,7 +123,7 @@ def masked_counts_batched(
     if num_tokens.numel() and int(num_tokens.min()) < 0:
         raise ValueError(f"num_tokens must be >= 0, got {num_tokens.tolist()}")
     n = num_tokens.to(torch.int64)  # (B,)
-    total = n.to(torch.float64)  # (B,) float64 = Python float arithmetic, as in masked_counts
+    total = n.to(torch.float64)  # (B,) float64: the exact floor of n * ratio
     counts = []
     prev = n
     for i in range(num_iterations):
@@ -199,23 +167,13 @@ def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.
     Args:
         cond: logits with the condition, any shape.
         uncond: logits with the condition dropped, the same shape as `cond`.
-        scale: a finite float (the `cfg` sampling control).
+        scale: a finite float (`guidance_scale`).
     """
     if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-        raise ValueError(f"cfg scale must be a finite number, got {scale!r}")
+        raise ValueError(f"guidance_scale must be a finite number, got {scale!r}")
     if cond.shape != uncond.shape:
         raise ValueError(f"cond and uncond shapes differ: {tuple(cond.shape)} vs {tuple(uncond.shape)}")
     return uncond + scale * (cond - uncond)
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy, in nats, of softmax(logits) over the last dim: (..., V) -> (...).
-
-    -inf logits (impossible classes) contribute 0. A diagnostic: higher temperature raises it.
-    """
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (..., V)
-    p = logp.exp()
-    return -(p * logp.nan_to_num(neginf=0.0)).sum(-1)  # (...)
 
 
 # --------------------------------------------------------------------------- random draws
@@ -340,7 +298,6 @@ def sample_note_states(
     known: torch.Tensor,
     generator: torch.Generator | None = None,
     continuation_probs: torch.Tensor | None = None,
-    max_gap: int = 2,
     chain_confidence: bool = True,
     known_prev_ratio: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -359,7 +316,7 @@ def sample_note_states(
     short at every later iteration. A known silent cell before: no continuation. The chains are resolved with running
     maxima, without a loop over time. A sampled cell right before a known held cell always
     sounds: a short gap back to the pitch's last sounding cell is bridged with holds (at most
-    `max_gap` cells), else the note starts there; so iterative decoding, which fixes some steps
+    `MAX_BRIDGE` cells), else the note starts there; so iterative decoding, which fixes some steps
     before their neighbours, does not cut notes short.
 
     Args:
@@ -407,7 +364,7 @@ def sample_note_states(
     states = torch.where(active, torch.where(onset, 1, torch.where(held, 2, 0)), known)
     # A known held cell needs its predecessor sounding. Where a sampled silent cell comes right
     # before one, the note is bridged back to the last sounding cell of the pitch when that is
-    # at most `max_gap` sampled cells away (the hold continues that note); else the note
+    # at most `MAX_BRIDGE` sampled cells away (the hold continues that note); else the note
     # starts there (an onset).
     before_known_hold = torch.zeros_like(active)
     before_known_hold[:, :-1] = ~active[:, 1:] & (known[:, 1:] == 2)
@@ -418,7 +375,7 @@ def sample_note_states(
         next_end = torch.where(end, steps, T).flip(1).cummin(dim=1).values.flip(1)  # nearest end at or after
         at = next_end.clamp(max=T - 1)
         source = last_sound.gather(1, at)  # the note a bridge would continue
-        bridgeable = (source >= 0) & (at - source <= max_gap) & (last_fixed_silence.gather(1, at) < source)
+        bridgeable = (source >= 0) & (at - source <= MAX_BRIDGE) & (last_fixed_silence.gather(1, at) < source)
         fill = active & (states == 0) & (next_end < T) & (source < steps) & bridgeable
         states = torch.where(fill, 2, states)
         states = torch.where(end & ~bridgeable, 1, states)
@@ -491,14 +448,6 @@ def sample_bernoulli(
 
 
 # --------------------------------------------------------------------------- masking
-def annealed_noise_scale(base: float, progress: float) -> float:
-    """MaskGIT's choice temperature: base * (1 - progress), so re-masking is noisy early and
-    purely confidence-driven at the end. progress = (i + 1) / num_iterations after iteration i."""
-    if not (0.0 <= progress <= 1.0):
-        raise ValueError(f"progress must lie in [0, 1], got {progress}")
-    return base * (1.0 - progress)
-
-
 def _rank_ascending(scores: torch.Tensor) -> torch.Tensor:
     """Rank of each entry within its row, 0 = smallest (ties broken by position): (B, L)."""
     order = torch.argsort(scores, dim=-1, stable=True)  # (B, L)
@@ -529,7 +478,6 @@ def choose_tokens_to_keep_masked(
     num_to_mask: int | torch.Tensor,
     generator: torch.Generator | None = None,
     mode: str = "confidence",
-    noise_scale: float = 0.0,
 ) -> torch.Tensor:
     """One MaskGIT / MAR step: which of this iteration's masked positions stay masked.
 
@@ -539,9 +487,7 @@ def choose_tokens_to_keep_masked(
     never re-masked.
 
     Scores:
-      mode="confidence": log(confidence) + noise_scale * Gumbel noise (MaskGIT). noise_scale = 0
-        keeps exactly the least confident masked; use `annealed_noise_scale` for MaskGIT's
-        choice temperature, which decays to 0 over the iterations.
+      mode="confidence": log(confidence): exactly the least confident stay masked (MaskGIT).
       mode="random": uniform noise, i.e. a random order as in MAR (confidence is ignored).
     Ties are broken by position (lower index stays masked first).
 
@@ -550,9 +496,8 @@ def choose_tokens_to_keep_masked(
         still_masked: (B, L) bool, True where the position was masked this iteration.
         num_to_mask: int, or (B,) integer tensor (e.g. a row of `masked_counts_batched`): how
             many stay masked in each row; 0 <= num_to_mask[b] <= still_masked[b].sum().
-        generator: seeds the noise (used when mode="random" or noise_scale > 0).
+        generator: seeds the noise (used when mode="random").
         mode: one of KEEP_MASKED_MODES.
-        noise_scale: >= 0, the weight of the Gumbel noise in confidence mode.
 
     Returns:
         (B, L) bool, True where the position stays masked; a subset of `still_masked` with
@@ -565,8 +510,6 @@ def choose_tokens_to_keep_masked(
             f"confidence and still_masked must both be (B, L), got {tuple(confidence.shape)} "
             f"and {tuple(still_masked.shape)}"
         )
-    if not (isinstance(noise_scale, (int, float)) and math.isfinite(noise_scale) and noise_scale >= 0):
-        raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale!r}")
     still_masked = still_masked.bool()
     B, L = confidence.shape
     k = _per_row_counts(num_to_mask, B, confidence.device, "num_to_mask")  # (B,)
@@ -582,8 +525,6 @@ def choose_tokens_to_keep_masked(
     else:
         tiny = torch.finfo(torch.float32).tiny
         scores = torch.log(confidence.float().clamp_min(tiny))  # (B, L)
-        if noise_scale > 0:
-            scores = scores + noise_scale * gumbel_noise((B, L), generator, confidence.device)
     # A NaN confidence counts as least confident; known positions rank after every masked one,
     # so they are never chosen.
     scores = scores.masked_fill(scores.isnan(), float("-inf"))  # (B, L)

@@ -63,13 +63,13 @@ def main():
     torch.set_grad_enabled(False)
     model = FractalMIDIModel.from_pretrained(args.model).eval()
     if args.temperature is None:
-        args.temperature = model.config.default_temperature
+        args.temperature = model.generation_config.temperature
     if args.top_p is None:
-        args.top_p = getattr(model.config, "default_top_p", 1.0)
+        args.top_p = model.generation_config.top_p
     if args.iterations:
-        model.config.num_iterations = args.iterations
+        model.generation_config.num_iterations = args.iterations
     if args.refine_rounds is not None:
-        model.config.refine_rounds = args.refine_rounds
+        model.generation_config.refine_rounds = args.refine_rounds
     if args.remask_mode:
         model.config.remask_mode = args.remask_mode
     t0 = time.perf_counter()
@@ -80,13 +80,13 @@ def main():
     free_cfg = args.free_cfg if args.free_cfg is not None else args.cfg[0]
     gen = []
     for seed in range(args.num_samples):
-        piece = model.generate(num_bars=args.bars, seed=seed, temperature=args.temperature, cfg=free_cfg, top_p=args.top_p,
+        piece = model.generate(num_bars=args.bars, seed=seed, temperature=args.temperature, guidance_scale=free_cfg, top_p=args.top_p,
                                follow_structure=not args.no_follow).to_piece()
         gen.append(evaluate_piece(piece))
     real_s, gen_s = summarize(real), summarize(gen)
     print(f"Musical metrics: {args.num_samples} generated pieces of {args.bars} bars (cfg {free_cfg}, "
           f"temperature {args.temperature}, top_p {args.top_p}, re-masking {model.config.remask_mode}, "
-          f"iterations {model.config.num_iterations}, refinement rounds {model.config.refine_rounds}) vs {len(windows)} validation windows of {args.bars} bars (4/4)")
+          f"iterations {model.generation_config.num_iterations}, refinement rounds {model.generation_config.refine_rounds}) vs {len(windows)} validation windows of {args.bars} bars (4/4)")
     print(f"| metric | generated | validation | within 1 std |")
     print(f"|---|---|---|---|")
     rows = {}
@@ -109,7 +109,7 @@ def main():
         rs_, maes, req_all, got_all, tempo_err = [], [], [], [], []
         for i, (_, w) in enumerate(windows):
             density, tempo = w.bar_density().tolist(), w.bar_tempo().tolist()
-            piece = model.generate(num_bars=args.bars, seed=1000 + i, temperature=args.temperature, cfg=scale, top_p=args.top_p, follow_structure=not args.no_follow,
+            piece = model.generate(num_bars=args.bars, seed=1000 + i, temperature=args.temperature, guidance_scale=scale, top_p=args.top_p, follow_structure=not args.no_follow,
                                    structure={"density": density, "tempo": tempo}).to_piece()
             a = density_adherence(density, piece.bar_density())
             if not math.isnan(a["pearson_r"]):

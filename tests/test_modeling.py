@@ -4,8 +4,6 @@ All on the CPU with hub_configs/tiny.json."""
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,9 @@ import torch
 from fractalmidi import FractalMIDIConfig, FractalMIDIModel, read_midi
 from fractalmidi.data import collate, dense_example
 from fractalmidi.metrics import pitch_entropy
+from fractalmidi.generation_fractalmidi import GenerationRun
 from fractalmidi.modeling_fractalmidi import WindowedSelfAttention
+from transformers import GenerationConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SONG = ROOT / "tests" / "data" / "pop909" / "001"
@@ -86,7 +86,7 @@ def test_bars_longer_than_max_bar_len_are_refused(song):
     with pytest.raises(ValueError, match="16 steps is longer than max_bar_len = 12"):
         model(**batch_of(song.crop_bars(0, 2)))
     with pytest.raises(ValueError, match="longer than max_bar_len"):
-        model.generate(num_bars=2, time_signature=(4, 4))
+        model.generate(num_bars=2, time_signatures=(4, 4))
 
 
 # ------------------------------------------------------------------------------ attention
@@ -135,28 +135,22 @@ def test_flash_attention_matches_sdpa_on_gpu(song):  # pragma: no cover - no GPU
 
 # ------------------------------------------------------------------------------ save / load
 def test_save_load_and_auto_model_give_identical_generations(tmp_path, trained):
+    """save_pretrained writes config and weights, no code; the package's classes load them,
+    through AutoModel too (registered by importing fractalmidi, no trust_remote_code). The Hub
+    folder with the code, loaded without the package: tests/test_hub.py."""
+    from transformers import AutoModel
+
     model, _ = trained
     model.save_pretrained(tmp_path / "m")
     files = set(os.listdir(tmp_path / "m"))
-    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
-    assert {"modeling_fractalmidi.py", "configuration_fractalmidi.py", "generation_fractalmidi.py"} <= files
+    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pkl", ".py")) for f in files)
+    assert "auto_map" not in json.loads((tmp_path / "m" / "config.json").read_text())
     expected = model.generate(num_bars=4, seed=11).states
     again = FractalMIDIModel.from_pretrained(tmp_path / "m").eval()
     assert torch.equal(again.generate(num_bars=4, seed=11).states, expected)
-    # AutoModel with the files the checkpoint carries, in a fresh process that never imports
-    # the fractalmidi package's model code
-    np.save(tmp_path / "expected.npy", expected.numpy())
-    code = (
-        "import sys, numpy as np, torch\n"
-        "from transformers import AutoModel\n"
-        f"m = AutoModel.from_pretrained({str(tmp_path / 'm')!r}, trust_remote_code=True).eval()\n"
-        "assert type(m).__module__.startswith('transformers_modules'), type(m).__module__\n"
-        f"assert np.array_equal(m.generate(num_bars=4, seed=11).states.numpy(), np.load({str(tmp_path / 'expected.npy')!r}))\n"
-        "print('ok')\n"
-    )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+    auto = AutoModel.from_pretrained(tmp_path / "m").eval()
+    assert type(auto) is FractalMIDIModel
+    assert torch.equal(auto.generate(num_bars=4, seed=11).states, expected)
 
 
 # ------------------------------------------------------------------------------ generate
@@ -167,8 +161,8 @@ def test_same_seed_same_piece_other_seed_other_piece(trained):
     c = model.generate(num_bars=4, seed=4)
     assert torch.equal(a.states, b.states) and torch.equal(a.bar_tempo, b.bar_tempo)
     assert not torch.equal(a.states, c.states)
-    g = torch.Generator().manual_seed(3)
-    assert torch.equal(model.generate(num_bars=4, generator=g).states, a.states)
+    with pytest.raises(TypeError, match="generator"):  # the seed is the one way to seed
+        model.generate(num_bars=4, generator=torch.Generator().manual_seed(3))
 
 
 def test_higher_temperature_gives_higher_note_entropy(trained):
@@ -187,7 +181,7 @@ def test_forward_passes_do_not_grow_with_length(trained):
     long = model.generate(num_bars=256, seed=0)
     assert short.num_forward_passes == long.num_forward_passes
     assert long.to_piece().num_bars == 256
-    guided = model.generate(num_bars=16, seed=0, cfg=2.0)
+    guided = model.generate(num_bars=16, seed=0, guidance_scale=2.0)
     assert guided.num_forward_passes == short.num_forward_passes  # cond + uncond are one batched pass
 
 
@@ -251,12 +245,13 @@ def test_to_midi_writes_a_readable_file(trained, tmp_path):
     [
         (dict(num_bars=0), "num_bars must be a whole number >= 1"),
         (dict(num_bars=4, temperature=0), "temperature 0.0 is outside the allowed range 0.1-2.0"),
-        (dict(num_bars=4, cfg=-1), "cfg (guidance scale) -1.0 is outside the allowed range 0.0-10.0"),
+        (dict(num_bars=4, guidance_scale=-1), "guidance_scale -1.0 is outside the allowed range 0.0-10.0"),
         (dict(num_bars=4, refine_ratio=1.5), "refine_ratio 1.5 is outside the allowed range 0.0-1.0"),
         (dict(num_bars=4, num_iterations=[2, 2]), "one count >= 1 per level"),
         (dict(num_bars=4, structure={"density": [0.5]}), "has 1 values for 4 bars"),
         (dict(num_bars=4, structure={"loudness": [1] * 4}), "unknown key 'loudness'"),
-        (dict(num_bars=4, time_signature=(5, 3)), "time signature 5/3: the denominator must be one of"),
+        (dict(num_bars=4, time_signatures=(5, 3)), "time signature 5/3: the denominator must be one of"),
+        (dict(num_bars=4, time_signatures=[(4, 4)] * 3), "num_bars = 4 but 3 time signatures"),
         (dict(num_bars=4, inpaint_bars=[(0, 2)]), "inpaint_bars needs a prompt"),
     ],
 )
@@ -273,7 +268,7 @@ def test_inpaint_range_outside_the_piece_is_refused(trained, song):
 
 
 def test_orphan_holds_become_silence():
-    from fractalmidi.generation_fractalmidi import drop_orphan_holds
+    from fractalmidi.modeling_fractalmidi import drop_orphan_holds
 
     s = torch.tensor([[0, 2, 2, 1, 2, 2, 0, 2, 1, 0]]).T[None]  # (1, T, 1): silent, held, held, onset, ...
     fixed = torch.zeros_like(s, dtype=torch.bool)
@@ -321,12 +316,11 @@ def test_training_after_generating_in_the_same_process(song):
 SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-small"
 
 
-def test_the_shipped_model_carries_the_current_code():
-    """The checkpoint's copies of the model files are what `trust_remote_code` runs: they must
-    be the package's. After changing a model file, re-save the shipped model (README)."""
-    for name in ("configuration_fractalmidi.py", "modeling_fractalmidi.py", "generation_fractalmidi.py",
-                 "sampling.py", "tokens_fractalmidi.py", "limits_fractalmidi.py"):
-        assert (SHIPPED / name).read_bytes() == (ROOT / "fractalmidi" / name).read_bytes(), name
+def test_the_shipped_model_holds_no_code():
+    """Model folders hold config, generation config, weights and model card: the package's
+    classes load them. `fractalmidi push` adds the code for the Hub (tests/test_hub.py)."""
+    assert not list((ROOT / "checkpoints").rglob("*.py"))
+    assert "auto_map" not in json.loads((SHIPPED / "config.json").read_text())
 
 
 def test_the_shipped_model_loads_and_generates():
@@ -379,14 +373,14 @@ def test_guidance_with_cached_conditions_matches_separate_passes(trained):
     position = (torch.arange(H) * 4 % 16).expand(N, H)
     parent = torch.randn(N, H, model.config.structure_hidden_size)
     valid = torch.ones(N, H, dtype=torch.bool)
-    model._passes = 0
+    run = GenerationRun(model, None, dict(guidance_scale=2.0), 0, 1, None, False, False)
     with torch.no_grad():
-        (_, cond), (_, uncond) = model._guided(model.harmony, (pcs, masked, position, parent, None, valid), 2.0, 4, cache={})
+        (_, cond), (_, uncond) = run.guided_pass(model.harmony, dict(position=position, parent=parent, valid=valid), pcs, masked)
         _, ref_c = model.harmony(pcs, masked, position, parent, torch.tensor([False]), valid)
         _, ref_u = model.harmony(pcs, masked, position, parent, torch.tensor([True]), valid)
     torch.testing.assert_close(cond, ref_c)
     torch.testing.assert_close(uncond, ref_u)
-    assert model._passes == 1  # one sequential pass for both
+    assert run.passes == 1  # one sequential pass for both
 
 
 def test_generate_in_bfloat16(trained):
@@ -412,18 +406,73 @@ def test_generate_in_bfloat16(trained):
 
 def test_default_top_p_comes_from_the_config(trained):
     model, _ = trained
-    old = model.config.default_top_p
+    old = model.generation_config.top_p
     try:
-        model.config.default_top_p = 0.5
+        model.generation_config.top_p = 0.5
         a = model.generate(num_bars=4, seed=3).to_piece()
         b = model.generate(num_bars=4, seed=3, top_p=0.5).to_piece()
-        c = model.generate(num_bars=4, seed=3, top_p=1.0).to_piece()
+        c = model.generate(num_bars=4, seed=3, generation_config=GenerationConfig(top_p=1.0)).to_piece()
     finally:
-        model.config.default_top_p = old
+        model.generation_config.top_p = old
     assert np.array_equal(a.notes, b.notes)
     assert not np.array_equal(a.notes, c.notes)
     with pytest.raises(ValueError, match="default_top_p"):
         tiny_config(default_top_p=0.0)
+
+
+def test_two_threads_share_one_model(trained):
+    """generate keeps its state in the call, not on the model: two threads generating at the
+    same time with one model give the pieces two sequential calls give."""
+    import threading
+
+    model, _ = trained
+    kwargs = [dict(num_bars=4, seed=5, return_intermediates=True), dict(num_bars=6, seed=6, guidance_scale=2.0)]
+    sequential = [model.generate(**kw) for kw in kwargs]
+    results = [None, None]
+    start = threading.Barrier(2)
+
+    def work(i):
+        start.wait()
+        results[i] = model.generate(**kwargs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(sequential, results):
+        assert torch.equal(a.states, b.states) and torch.equal(a.velocity, b.velocity)
+        assert a.num_forward_passes == b.num_forward_passes
+    assert len(results[0].intermediates) == len(sequential[0].intermediates) and results[1].intermediates is None
+
+
+def test_generation_config_holds_the_decoding_defaults(trained, tmp_path):
+    """save_pretrained writes generation_config.json with the decoding defaults; from_pretrained
+    reads it; a generation_config.json without them (older checkpoints) falls back to the model
+    config's default_temperature / default_top_p / num_iterations / refine_*."""
+    model, _ = trained
+    gen = model.generation_config
+    c = model.config
+    assert (gen.temperature, gen.top_p, gen.guidance_scale, gen.num_iterations, gen.refine_ratio, gen.refine_rounds,
+            gen.follow_structure) == (c.default_temperature, c.default_top_p, 1.0, c.num_iterations, 0.3, 1, True)
+    model.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "generation_config.json").read_text())
+    assert saved["num_iterations"] == c.num_iterations and saved["temperature"] == c.default_temperature
+    saved.update(temperature=1.2, num_iterations=[2, 2, 1])
+    (tmp_path / "m" / "generation_config.json").write_text(json.dumps(saved))
+    loaded = FractalMIDIModel.from_pretrained(tmp_path / "m")
+    assert loaded.generation_config.temperature == 1.2 and loaded.generation_config.num_iterations == [2, 2, 1]
+    assert loaded.generate(num_bars=2, seed=0).num_forward_passes == 2 + 1 + 2 + 1 + 1 + 1 + 1
+    (tmp_path / "m" / "generation_config.json").write_text(json.dumps({"_from_model_config": True}))
+    old = FractalMIDIModel.from_pretrained(tmp_path / "m")
+    assert old.generation_config.temperature == model.config.default_temperature
+    assert old.generation_config.num_iterations == list(model.config.num_iterations)
+    with pytest.raises(TypeError, match="cfg"):  # the guidance scale is `guidance_scale`
+        model.generate(num_bars=2, seed=0, cfg=2.0)
+    shown = []
+    model.generate(num_bars=2, seed=0, progress=lambda *args: shown.append(args))
+    total = sum(c.num_iterations) + 1 + 1 + 2 * c.refine_rounds  # + the passes conditioning the levels below
+    assert [s[1] for s in shown] == list(range(1, total + 1)) and {s[2] for s in shown} == {total}
 
 
 def test_local_head_starts_as_no_change_and_reaches_the_logits():
