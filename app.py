@@ -28,8 +28,8 @@ import numpy as np
 import gradio as gr
 from fractalmidi import FractalMIDIConfig, InputError, Piece, bar_length_steps, controls, read_midi, write_midi
 from fractalmidi import limits_fractalmidi as limits
-from fractalmidi.app_components import FractalState, FractalView, PianoRoll, roll_value
-from fractalmidi.audio import MAX_AUDIO_SECONDS, describe_renderer, render_audio
+from fractalmidi.web.app_components import FractalState, FractalView, PianoRoll, roll_value
+from fractalmidi.web.audio import MAX_AUDIO_SECONDS, describe_renderer, render_audio
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "checkpoints" / "fractalmidi-pop909-small"
@@ -459,7 +459,7 @@ def model_info():
 
 def osc_generate(params):
     """The OSC server's generation: the current performance parameters, a fresh seed."""
-    from fractalmidi.osc import resample_level0
+    from fractalmidi.web.osc import resample_level0
 
     model = get_model()
     structure = {"density": resample_level0(params.level0, params.bars)} if params.level0 else None
@@ -638,7 +638,7 @@ def main(argv=None):
     load_model(args.model)
     print(MODEL_MESSAGE.replace("`", ""), flush=True)
     if not args.no_osc:
-        from fractalmidi.osc import FractalOSCServer
+        from fractalmidi.web.osc import FractalOSCServer
 
         try:
             OSC_SERVER = FractalOSCServer(osc_generate, host=args.osc_host, port=args.osc_port,

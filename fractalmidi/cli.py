@@ -7,7 +7,6 @@
     fractalmidi generate --bars N --seed S --out x.mid         a new piece (the shipped model by default)
     fractalmidi inpaint --input IN.mid --bars 16-32 --out OUT.mid
     fractalmidi continue --input IN.mid --bars 8 --out OUT.mid
-    fractalmidi bench [--config hub_configs/small.json] [--lengths 256 1024 4096]   speed against an AR baseline
     fractalmidi push MODEL_DIR REPO_ID [--private]            upload a model with its code to the Hub
 
 Expected problems (a bad file, a bad argument) print one line, `fractalmidi: error: ...`,
@@ -449,12 +448,6 @@ def cmd_continue(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from .bench import cmd_bench as run
-
-    return run(args)
-
-
 def cmd_push(args) -> int:
     from . import hub
 
@@ -611,15 +604,6 @@ def build_parser() -> argparse.ArgumentParser:
     generation_options(p, "IN_continued")
     p.set_defaults(func=cmd_continue)
 
-    p = sub.add_parser("bench", help="time FractalMIDI generate against an autoregressive baseline of equal size",
-                       description="Batch 1, after a warm-up, the median of --repeats runs: FractalMIDI generate of "
-                                   "L steps (L/16 bars of 4/4) against a causal transformer over note-event tokens "
-                                   "(KV cache, sampling every token, as many parameters) making the same bars: "
-                                   "seconds, ratio, sequential passes, peak memory, seconds of music per second.")
-    from .bench import add_arguments as bench_arguments
-
-    bench_arguments(p)
-    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub with its code",
                        description="Uploads MODEL_DIR (config, generation config, weights, model card and the "

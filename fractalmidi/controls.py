@@ -1,19 +1,25 @@
-"""The controls the front-ends share: the command line, the web app and the OSC server read
-their users' text and numbers here, with the ranges of `limits_fractalmidi` (the same ones
-`generate` enforces), so each refuses the same values with the same message.
+"""The controls the front-ends share: the command line, the web app and the OSC server find and
+load their model here, take their decoding defaults from its generation config, and read their
+users' text and numbers with the ranges of `limits_fractalmidi` (the same ones `generate`
+enforces), so each refuses the same values with the same message.
 
-Every function raises `InputError` naming the field, the value and the allowed range. Nothing
-here imports torch: the command line checks its arguments before it loads a model.
+Every parser raises `InputError` naming the field, the value and the allowed range. Parsing
+imports no torch: the command line checks its arguments before it loads a model.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from . import limits_fractalmidi as limits
 from .errors import InputError
 
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "fractalmidi-pop909-small"
+MODEL_ENV = "FRACTALMIDI_MODEL"  # overrides the default model folder for every front-end
+DECODING_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
+                   "follow_structure")
 DEFAULT_DENSITY_MAX = 4.0  # FractalMIDIConfig's default density_max (the shipped model's)
 MAX_CURVE_FILE_BYTES = 1 << 20  # a .json curve file
 MAX_BARS = 1024  # bars per piece from the command line (FractalMIDIConfig's default max_bars)
@@ -22,6 +28,69 @@ MAX_INTERACTIVE_BARS = 256  # bars per piece in the web app and over OSC (a CPU 
 
 def _err(e: ValueError) -> InputError:
     return InputError(str(e))
+
+
+# ----------------------------------------------------------------------------- the model
+def model_dir(path=None) -> Path:
+    """The model folder a front-end uses: `path`, else $FRACTALMIDI_MODEL, else the shipped model."""
+    return Path(path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
+
+
+def model_limits(path=None) -> dict:
+    """What a model folder's config.json says about the arguments its model takes (read as
+    JSON, so bad arguments are refused before the weights load): density_max, levels,
+    max_bars, max_bar_len, steps_per_beat."""
+    folder = model_dir(path)
+    config = folder / "config.json"
+    if not config.is_file():
+        hint = " (the shipped default model is missing: is this a full clone?)" if folder == DEFAULT_MODEL else ""
+        raise InputError(f"{folder}: no model there (expected config.json and model.safetensors){hint}")
+    c = _json_file(config)
+    return dict(density_max=float(c.get("density_max", DEFAULT_DENSITY_MAX)),
+                levels=list(c.get("levels", ["structure", "harmony", "notes"])),
+                max_bars=int(c.get("max_bars", MAX_BARS)), max_bar_len=int(c.get("max_bar_len", 48)),
+                steps_per_beat=int(c.get("steps_per_beat", 4)))
+
+
+def load_model(path=None):
+    """The model of `model_dir(path)`, loaded for generation (`InputError` when the folder holds
+    none). Imports torch and transformers."""
+    from transformers.utils import logging as hf_logging
+
+    from .modeling_fractalmidi import FractalMIDIModel
+
+    folder = model_dir(path)
+    model_limits(folder)  # a missing or broken folder named in one line
+    hf_logging.disable_progress_bar()
+    return FractalMIDIModel.from_pretrained(folder).eval()
+
+
+def decoding_defaults(model_or_path=None) -> dict:
+    """The decoding defaults the controls start at: a loaded model's generation config, or a
+    model folder's (its generation_config.json over its config.json, as `from_pretrained`
+    reads them). Keys: DECODING_FIELDS."""
+    from .generation_fractalmidi import default_generation_config
+
+    gen = getattr(model_or_path, "generation_config", None)
+    if gen is None:
+        from .configuration_fractalmidi import FractalMIDIConfig
+
+        folder = model_dir(model_or_path)
+        model_limits(folder)
+        saved = folder / "generation_config.json"
+        gen = default_generation_config(FractalMIDIConfig.from_pretrained(folder),
+                                        **(_json_file(saved) if saved.is_file() else {}))
+    return {k: getattr(gen, k) for k in DECODING_FIELDS}
 
 
 def number(name: str, value, bounds, *, integer=False, low_open=False, unit="") -> float | int:

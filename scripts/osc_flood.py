@@ -41,7 +41,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fractalmidi import Piece  # noqa: E402
-from fractalmidi.osc import FractalOSCServer, PatternRefused, match_address_pattern  # noqa: E402
+from fractalmidi.web.osc import FractalOSCServer, PatternRefused, match_address_pattern  # noqa: E402
 
 ADDRESS_TEXT = "fractal/param/temperature"
 
@@ -188,7 +188,7 @@ def main() -> None:
     ap.add_argument("--python-osc-groups", type=int, nargs="*", default=[8, 10, 12],
                     help="group counts to time python-osc's own matcher on (each 2 more is ~9x slower)")
     args = ap.parse_args()
-    logging.getLogger("fractalmidi.osc").setLevel(logging.ERROR)  # thousands of refusals
+    logging.getLogger("fractalmidi.web.osc").setLevel(logging.ERROR)  # thousands of refusals
     out_dir = Path(args.out_dir)
 
     scenarios = [

@@ -341,7 +341,7 @@ def test_a_long_upload_renders_at_most_the_audio_bound(app, tmp_path):
     """256 bars at 10 BPM in a MIDI file of a few dozen bytes: 102 minutes of music. The audio
     is its first MAX_AUDIO_SECONDS (plus the tail), the status says so, the MIDI holds it all."""
     from fractalmidi import Piece, write_midi
-    from fractalmidi.audio import MAX_AUDIO_SECONDS, TAIL_SECONDS
+    from fractalmidi.web.audio import MAX_AUDIO_SECONDS, TAIL_SECONDS
 
     piece = Piece.from_bars([(4, 4)] * 256, bpm=10.0, notes=[[60, 0, 4, 80], [64, 4092, 4096, 80]])
     assert piece.duration_seconds > 6000
@@ -410,7 +410,7 @@ def test_selection_and_drawn_curves_reach_python(app):
 
 
 def test_osc_generate_and_status(app, tmp_path):
-    from fractalmidi.osc import FractalOSCServer, OSCParams
+    from fractalmidi.web.osc import FractalOSCServer, OSCParams
 
     piece = app.osc_generate(OSCParams(temperature=0.8, cfg=1.0, level0=[0.5, 1.5], bars=6))
     assert piece.num_bars == 6
@@ -429,7 +429,7 @@ def test_osc_generate_and_status(app, tmp_path):
 
 
 def test_audio_soundfont_and_sine_fallback(tmp_path, monkeypatch):
-    from fractalmidi import audio
+    from fractalmidi.web import audio
 
     song, _ = read_midi(POP909_SONG)
     piece = song.crop_bars(0, 4)

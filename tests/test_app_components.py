@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from fractalmidi import app_components
-from fractalmidi.app_components import HEAD, FractalView, PianoRoll
+from fractalmidi.web import app_components
+from fractalmidi.web.app_components import HEAD, FractalView, PianoRoll
 
 STATIC = resources.files(app_components.__package__) / "static"  # beside the module
 COMPONENT_JS = {"piano_roll.js": app_components._ROLL_JS, "fractal_view.js": app_components._VIEW_JS}

@@ -6,8 +6,9 @@ import wave
 import numpy as np
 import pytest
 
-from fractalmidi import Piece, audio
-from fractalmidi.audio import _trim_tail, first_seconds
+from fractalmidi import Piece
+from fractalmidi.web import audio
+from fractalmidi.web.audio import _trim_tail, first_seconds
 
 
 def _write(path, audio, rate=8000):

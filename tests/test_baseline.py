@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fractalmidi import read_midi
-from fractalmidi.baseline import (
+from benchmarks.baseline import (
     BAR,
     BOS,
     EOS,

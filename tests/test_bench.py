@@ -1,4 +1,4 @@
-"""`fractalmidi bench` on tiny models: it runs, its JSON holds every field, passes do not grow."""
+"""`python -m benchmarks.bench` on tiny models: it runs, its JSON holds every field, passes do not grow."""
 
 import io
 import json
@@ -7,8 +7,8 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from fractalmidi import bench
-from fractalmidi.cli import main
+from benchmarks import bench
+from benchmarks.bench import main
 
 ROW_FIELDS = (
     "steps", "bars", "fractalmidi_seconds", "ar_seconds", "ar_tokens", "speedup", "fractalmidi_passes",
@@ -20,7 +20,7 @@ ROW_FIELDS = (
 @pytest.fixture(scope="module")
 def result():
     """One run of the command of the brief (memory subprocesses included), as JSON."""
-    argv = ["bench", "--config", "hub_configs/tiny.json", "--lengths", "64", "128", "--repeats", "1", "--json"]
+    argv = ["--config", "hub_configs/tiny.json", "--lengths", "64", "128", "--repeats", "1", "--json"]
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         code = main(argv)
@@ -72,17 +72,17 @@ def test_table_names_the_columns(result):
 
 
 def test_bad_arguments(capsys):
-    assert main(["bench", "--config", "hub_configs/tiny.json", "--lengths", "100", "--no-memory"]) == 2
+    assert main(["--config", "hub_configs/tiny.json", "--lengths", "100", "--no-memory"]) == 2
     assert "not a whole number of 4/4 bars" in capsys.readouterr().err
-    assert main(["bench", "--config", "no/such.json"]) == 2
+    assert main(["--config", "no/such.json"]) == 2
     assert "no such config" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["bench", "--config", "hub_configs/tiny.json", "--model", "x"])
+        main(["--config", "hub_configs/tiny.json", "--model", "x"])
 
 
 def test_default_model_or_a_clear_error(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "DEFAULT_MODEL", tmp_path / "missing")
-    assert main(["bench", "--lengths", "64", "--no-memory"]) == 2
+    assert main(["--lengths", "64", "--no-memory"]) == 2
     err = capsys.readouterr().err
     assert "--config hub_configs/small.json" in err and "--model" in err
 

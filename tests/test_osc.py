@@ -27,7 +27,7 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
 from fractalmidi import Piece, read_midi
-from fractalmidi.osc import REFUSALS_LOGGED_PER_SECOND, FractalOSCServer, OSCParams, resample_level0
+from fractalmidi.web.osc import REFUSALS_LOGGED_PER_SECOND, FractalOSCServer, OSCParams, resample_level0
 
 PACE_S = 0.0005  # between sends, so the kernel does not drop them
 TIMEOUT_S = 60.0  # liveness bound of every wait: generous, a wait returns as soon as its condition holds
@@ -247,11 +247,11 @@ def test_bad_messages_refused_with_reason(make_server, caplog, name, datagram, r
     send(c, "/fractal/latent/level0", [1.0, 2.0])
     assert wait_for(lambda: server.params.level0 == [1.0, 2.0])
     before = server.params
-    with caplog.at_level("WARNING", logger="fractalmidi.osc"):
+    with caplog.at_level("WARNING", logger="fractalmidi.web.osc"):
         send_raw(server, datagram)
         assert wait_for(lambda: reason in log_text(server)), log_text(server)
     assert server.params == before
-    assert any(r.name == "fractalmidi.osc" and r.levelno == logging.WARNING and reason in r.getMessage()
+    assert any(r.name == "fractalmidi.web.osc" and r.levelno == logging.WARNING and reason in r.getMessage()
                for r in caplog.records)
     assert server.running
 
@@ -297,7 +297,7 @@ def test_refusal_logging_is_bounded(tmp_path):
     unlogged = 201 - REFUSALS_LOGGED_PER_SECOND
     assert [m for _, _, m in server.log if "not logged" in m] == [
         f"{unlogged} more refusals in the last second were not logged"]
-    assert log_text(server).endswith("refused /fractal/nowhere: unknown address (see fractalmidi.osc for the address space)")
+    assert log_text(server).endswith("refused /fractal/nowhere: unknown address (see fractalmidi.web.osc for the address space)")
     refused = [m for _, _, m in server.log if m.startswith("refused /fractal/param/cfg")]
     assert len(refused) == REFUSALS_LOGGED_PER_SECOND
     assert server.params == OSCParams()
@@ -447,7 +447,7 @@ PATTERN_CASES = [
 
 @pytest.mark.parametrize("pattern,expected", PATTERN_CASES, ids=[c[0] for c in PATTERN_CASES])
 def test_pattern_matcher_follows_osc_1_0(pattern, expected):
-    from fractalmidi.osc import match_address_pattern
+    from fractalmidi.web.osc import match_address_pattern
 
     matched, work = match_address_pattern(pattern, ADDRESSES)
     assert matched == expected
@@ -471,7 +471,7 @@ REFUSED_PATTERNS = [
 
 @pytest.mark.parametrize("pattern,reason", REFUSED_PATTERNS, ids=[r[1] + f" {i}" for i, r in enumerate(REFUSED_PATTERNS)])
 def test_pattern_matcher_refuses_with_reason(pattern, reason):
-    from fractalmidi.osc import PatternRefused, match_address_pattern
+    from fractalmidi.web.osc import PatternRefused, match_address_pattern
 
     with pytest.raises(PatternRefused, match="address pattern") as e:
         match_address_pattern(pattern, ADDRESSES)
@@ -502,7 +502,7 @@ def test_hostile_patterns_decided_with_bounded_work():
     hostile pattern is decided (refused by the budget, or matched without it) with a work count
     polynomial in the lengths; the call returning at all is checked on a thread with a
     generous timeout (a liveness check, not a timing assertion)."""
-    from fractalmidi.osc import PatternRefused, match_address_pattern
+    from fractalmidi.web.osc import PatternRefused, match_address_pattern
 
     results = {}
 
@@ -553,7 +553,7 @@ def test_hostile_datagrams_do_not_block_a_valid_message(make_server, caplog):
     """Issue 10, end to end: 50 hostile address patterns, then a valid message, which is applied;
     every hostile one is refused with a reason and the server keeps running."""
     server = make_server()
-    with caplog.at_level("WARNING", logger="fractalmidi.osc"):
+    with caplog.at_level("WARNING", logger="fractalmidi.web.osc"):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for d in hostile_datagrams(50):
                 s.sendto(d, server.address)
@@ -570,7 +570,7 @@ def test_hostile_datagrams_do_not_block_a_valid_message(make_server, caplog):
 
 
 def test_python_osc_dispatcher_never_matches_patterns(make_server, monkeypatch):
-    """Incoming patterns are matched by fractalmidi.osc; python-osc's regex matcher is never
+    """Incoming patterns are matched by fractalmidi.web.osc; python-osc's regex matcher is never
     asked (it is exponential in `{...}` groups). Wildcard patterns still reach their handlers."""
     from pythonosc import dispatcher as dispatcher_module
 
@@ -615,7 +615,7 @@ def test_bundles_of_patterns(make_server):
 def test_ranges_come_from_the_shared_limits(make_server, monkeypatch):
     """The OSC ranges are the shared ones (limits_fractalmidi, controls), read when a value is checked."""
     from fractalmidi import controls, limits_fractalmidi
-    from fractalmidi import osc
+    from fractalmidi.web import osc
 
     assert osc.TEMPERATURE_RANGE == limits_fractalmidi.TEMPERATURE
     assert osc.CFG_RANGE == limits_fractalmidi.GUIDANCE_SCALE

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path
-from .piece import Piece
+from ..files import atomic_path
+from ..piece import Piece
 
 SAMPLE_RATE = 22050
 MAX_AUDIO_SECONDS = 600.0  # audio rendered per piece, at most (a longer piece: its first 10 minutes)
@@ -142,14 +142,14 @@ def _render(piece: Piece, out: Path, sample_rate: int) -> str:
     if sf is not None and _symusic_works(sf):
         from symusic import Synthesizer, dump_wav
 
-        from .midi_io import piece_to_score
+        from ..midi_io import piece_to_score
 
         buffer = Synthesizer(str(sf), sample_rate, 0).render(piece_to_score(piece), stereo=True)
         dump_wav(str(out), np.asfortranarray(buffer, dtype=np.float32), sample_rate, True)
         return f"{sf.name} (symusic)"
     fluidsynth = shutil.which("fluidsynth")
     if sf is not None and fluidsynth:
-        from .midi_io import write_midi
+        from ..midi_io import write_midi
 
         with tempfile.TemporaryDirectory() as d:
             midi = write_midi(piece, Path(d) / "piece.mid")

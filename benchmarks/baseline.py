@@ -1,6 +1,6 @@
 """An honest autoregressive baseline: a decoder-only causal transformer over note-event tokens.
 
-What FractalMIDI's speed is measured against (`fractalmidi bench`). Unlike the seed's "AR
+What FractalMIDI's speed is measured against (`python -m benchmarks.bench`). Unlike the seed's "AR
 baseline" (the bidirectional note level run L times, untrained, no sampling) this is what an
 autoregressive music model really is:
 
@@ -45,9 +45,9 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .modeling_fractalmidi import eager_attention_forward
-from .piece import Piece, normalize_notes
-from .tokens_fractalmidi import class_to_tempo, class_to_velocity, tempo_to_class, velocity_to_class
+from fractalmidi.modeling_fractalmidi import eager_attention_forward
+from fractalmidi.piece import Piece, normalize_notes
+from fractalmidi.tokens_fractalmidi import class_to_tempo, class_to_velocity, tempo_to_class, velocity_to_class
 
 PAD, BOS, EOS, BAR = 0, 1, 2, 3
 SPECIAL = ("PAD", "BOS", "EOS", "Bar")
@@ -696,7 +696,7 @@ def count_parameters(model_or_config) -> int:
         return sum(p.numel() for p in model_or_config.parameters())
     if isinstance(model_or_config, ARBaselineConfig):
         return ar_num_parameters(model_or_config)
-    from .modeling_fractalmidi import FractalMIDIModel
+    from fractalmidi.modeling_fractalmidi import FractalMIDIModel
 
     with torch.device("meta"):
         model = FractalMIDIModel(model_or_config)
@@ -754,7 +754,7 @@ class ARTokenWindows(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, key) -> list[int]:
-        from .data import augment_transpose, random_crop, row_to_piece
+        from fractalmidi.data import augment_transpose, random_crop, row_to_piece
 
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = np.random.default_rng([self.seed, epoch, index])

@@ -35,7 +35,7 @@ Messages out (to reply_host:reply_port), after each generation, in this order
 Rules
 - Integers are accepted where a float is expected (`i`, `h`, `f`, `d`). Strings, blobs,
   booleans, NaN / inf, values out of range, wrong argument counts and unknown addresses are
-  refused: the parameter keeps its value and the reason is logged (logger `fractalmidi.osc`
+  refused: the parameter keeps its value and the reason is logged (logger `fractalmidi.web.osc`
   at WARNING, and `FractalOSCServer.log`; past 50 refusals in one second they are counted,
   not logged one by one).
 - More than `max_messages_per_second` messages in one second (a flood): the rest of that
@@ -74,12 +74,12 @@ from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
-from . import controls
-from . import limits_fractalmidi as limits
-from .midi_io import write_midi
-from .piece import Piece
+from .. import controls
+from .. import limits_fractalmidi as limits
+from ..midi_io import write_midi
+from ..piece import Piece
 
-logger = logging.getLogger("fractalmidi.osc")
+logger = logging.getLogger(__name__)  # "fractalmidi.web.osc"
 
 
 def param_ranges() -> dict[str, tuple]:
@@ -536,7 +536,7 @@ class FractalOSCServer:
                 logger.exception("error matching the address pattern %.64s (server keeps running)", address)
                 continue
             if not targets:
-                self._refuse(shown, args, "unknown address (see fractalmidi.osc for the address space)")
+                self._refuse(shown, args, "unknown address (see fractalmidi.web.osc for the address space)")
                 continue
             for target in targets:  # in the address space's order
                 try:

@@ -1,12 +1,12 @@
-"""`fractalmidi bench`: FractalMIDI `generate` against an autoregressive baseline, same machine, same run.
+"""`python -m benchmarks.bench` (from the repository root): FractalMIDI `generate` against an autoregressive baseline, same machine, same run.
 
-    fractalmidi bench [--model PATH | --config hub_configs/small.json] [--device cpu|cuda]
+    python -m benchmarks.bench [--model PATH | --config hub_configs/small.json] [--device cpu|cuda]
                       [--lengths 256 1024 4096] [--repeats 3] [--json]
 
 What is measured (batch 1, one process):
 - FractalMIDI: `model.generate(num_bars=L / bar_steps, time_signatures=(4, 4), seed=r)` with the
   model's own defaults (iterations, refinement, cfg 1 unless --cfg): L steps = L/16 bars of 4/4.
-- The baseline (`fractalmidi.baseline`): a decoder-only causal transformer over note-event
+- The baseline (`benchmarks/baseline.py`): a decoder-only causal transformer over note-event
   tokens with a KV cache, sampling every token, sized by `ar_config_matching` to FractalMIDI's
   parameter count, making the same number of bars. A trained baseline (`--ar-model PATH`)
   samples until it has opened that many bars ("sampled"). An untrained one cannot be trusted to
@@ -20,7 +20,7 @@ What is measured (batch 1, one process):
   `torch.inference_mode()`. Turning the result into notes is not timed.
 - Sequential passes: FractalMIDI's `num_forward_passes`; the baseline's is one per token sampled.
 - Peak memory: on CPU, every measurement runs once more in a fresh Python subprocess
-  (`python -m fractalmidi.bench --memory-worker SPEC`) that builds the model, resets its peak
+  (`python -m benchmarks.bench --memory-worker SPEC`) that builds the model, resets its peak
   RSS to its current RSS (Linux: /proc/self/clear_refs), runs `generate` once, and reports the
   peak RSS during it (VmHWM) minus the RSS before: the working memory of generation
   (activations, KV cache, outputs), not the interpreter and weights, which are reported apart
@@ -52,7 +52,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import InputError
+from fractalmidi.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "checkpoints" / "fractalmidi-pop909-small"
@@ -73,7 +73,7 @@ def load_fractalmidi(model_path=None, config_path=None):
     """(model, description, trained): --model, else --config (random weights), else the default."""
     from transformers.utils import logging as hf_logging
 
-    from . import FractalMIDIConfig, FractalMIDIModel
+    from fractalmidi import FractalMIDIConfig, FractalMIDIModel
 
     hf_logging.disable_progress_bar()
     if model_path is None and config_path is None:
@@ -101,7 +101,7 @@ def load_fractalmidi(model_path=None, config_path=None):
 def load_ar(fractalmidi_model, ar_model_path=None, attention_window: int = 0):
     """(baseline, description, trained): a trained baseline from --ar-model, else an untrained
     one sized to the FractalMIDI model."""
-    from .baseline import ARBaselineModel, ar_config_matching
+    from benchmarks.baseline import ARBaselineModel, ar_config_matching
 
     if ar_model_path is not None:
         path = Path(ar_model_path)
@@ -116,10 +116,10 @@ def _load_pieces(data):
     """Pieces of a built dataset folder, or of a folder of MIDI files (POP909 beat files used)."""
     path = Path(data)
     if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
-        from .data import load_dataset_dir, row_to_piece
+        from fractalmidi.data import load_dataset_dir, row_to_piece
 
         return [row_to_piece(r) for r in load_dataset_dir(path)]
-    from .midi_io import find_midi_files, read_midi
+    from fractalmidi.midi_io import find_midi_files, read_midi
 
     files = find_midi_files(path)
     if not files:
@@ -130,7 +130,7 @@ def _load_pieces(data):
 def measure_tokens_per_bar(tokenizer, data=None) -> dict:
     """Tokens per bar of real music under the baseline's tokenizer (`baseline.tokens_per_bar`),
     from `data` or the first of DEFAULT_DATA that exists; the source is recorded."""
-    from .baseline import tokens_per_bar
+    from benchmarks.baseline import tokens_per_bar
 
     candidates = [Path(data)] if data is not None else [p for p in DEFAULT_DATA if p.exists()]
     if not candidates or not candidates[0].exists():
@@ -273,14 +273,14 @@ def memory_worker(spec: dict) -> dict:
         torch.set_num_threads(int(spec["threads"]))
     torch.set_grad_enabled(False)
     if spec["kind"] == "fractalmidi":
-        from . import FractalMIDIConfig, FractalMIDIModel
+        from fractalmidi import FractalMIDIConfig, FractalMIDIModel
 
         if spec.get("model"):
             model = FractalMIDIModel.from_pretrained(spec["model"]).eval()
         else:
             model = FractalMIDIModel(FractalMIDIConfig.from_json_file(spec["config"])).eval()
     else:
-        from .baseline import ARBaselineConfig, ARBaselineModel
+        from benchmarks.baseline import ARBaselineConfig, ARBaselineModel
 
         if spec.get("model"):
             model = ARBaselineModel.from_pretrained(spec["model"]).eval()
@@ -308,8 +308,9 @@ def memory_worker(spec: dict) -> dict:
 
 
 def peak_memory_subprocess(spec: dict) -> dict:
-    cmd = [sys.executable, "-m", "fractalmidi.bench", "--memory-worker", json.dumps(spec)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    cmd = [sys.executable, "-m", "benchmarks.bench", "--memory-worker", json.dumps(spec)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     if out.returncode != 0:
         raise RuntimeError(f"memory measurement failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -435,7 +436,7 @@ def run_benchmark(args, log=None) -> dict:
         if L < bar_steps or L % bar_steps:
             raise InputError(f"--lengths: {L} is not a whole number of 4/4 bars ({bar_steps} steps each)")
     ar, ar_source, ar_trained = load_ar(fm, args.ar_model, args.ar_window)
-    from .baseline import count_parameters
+    from benchmarks.baseline import count_parameters
 
     fm_params, ar_params = count_parameters(fm), count_parameters(ar)
     tpb = measure_tokens_per_bar(ar.tokenizer, args.data)
@@ -565,7 +566,7 @@ def run_benchmark(args, log=None) -> dict:
 # ----------------------------------------------------------------------------- output
 def command_line(args) -> str:
     """The bench command that reproduces this run (the options that were given)."""
-    parts = ["fractalmidi bench"]
+    parts = ["python -m benchmarks.bench"]
     for flag, value in (("--model", args.model), ("--config", args.config), ("--ar-model", args.ar_model),
                         ("--data", args.data), ("--threads", args.threads)):
         if value is not None:
@@ -659,9 +660,24 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench",
+        description="Batch 1, after a warm-up, the median of --repeats runs: FractalMIDI generate of L steps (L/16 "
+                    "bars of 4/4) against a causal transformer over note-event tokens (KV cache, sampling every token, "
+                    "as many parameters) making the same bars: seconds, ratio, sequential passes, peak memory, "
+                    "seconds of music per second.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_bench(args)
+    except (InputError, ValueError) as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--memory-worker":
         print(json.dumps(memory_worker(json.loads(sys.argv[2]))))
         sys.exit(0)
-    print("usage: fractalmidi bench ... (this module is the bench's implementation)", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())

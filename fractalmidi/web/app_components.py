@@ -37,7 +37,7 @@ import numpy as np
 
 import gradio as gr
 
-from .piece import Piece, roll_to_notes
+from ..piece import Piece, roll_to_notes
 
 # ----------------------------------------------------------------------------- values
 
@@ -91,7 +91,7 @@ class FractalState:
 
     def update(self, record: dict) -> None:
         """Take one intermediate record {"level", "iteration", "tokens"} (sample 0)."""
-        from .tokens_fractalmidi import class_to_density, class_to_tempo
+        from ..tokens_fractalmidi import class_to_density, class_to_tempo
 
         level, tokens = record["level"], record["tokens"][0]
         self.stage, self.iteration = level, int(record["iteration"])
