@@ -32,7 +32,7 @@ from fractalmidi.web.app_components import FractalState, FractalView, PianoRoll,
 from fractalmidi.web.audio import MAX_AUDIO_SECONDS, describe_renderer, render_audio
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+DEFAULT_MODEL = controls.DEFAULT_MODEL
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # uploads above this are refused
 MAX_BARS = controls.MAX_INTERACTIVE_BARS  # per piece in the app (generation is O(length) work: a CPU takes a while at 256)
 # audio is rendered for a piece's first MAX_AUDIO_SECONDS (600 s) only (the MIDI holds all of it):
@@ -44,9 +44,21 @@ OUT_MAX_AGE_S = 3600  # result folders older than this are removed
 # gradio's own copies of the results and uploads (its cache): every 10 minutes, those older than an hour go
 DELETE_CACHE = (600, OUT_MAX_AGE_S)
 OSC_OUT_DIR = Path("outputs/osc").resolve()  # MIDI files of OSC generations (the OSC server's default)
-_CONFIG_DEFAULTS = FractalMIDIConfig()  # the controls start at the decoding defaults (the shipped model's)
-DEFAULT_TEMPERATURE = _CONFIG_DEFAULTS.default_temperature
-DEFAULT_ITERATIONS = ",".join(str(n) for n in _CONFIG_DEFAULTS.num_iterations)
+
+
+def _decoding_defaults() -> dict:
+    """Where the controls start: the decoding defaults of the model the app will load
+    ($FRACTALMIDI_MODEL or the shipped one), else those of a new model's config."""
+    try:
+        return controls.decoding_defaults(controls.model_dir())
+    except InputError:
+        from fractalmidi.generation_fractalmidi import default_generation_config
+
+        gen = default_generation_config(FractalMIDIConfig())
+        return {k: getattr(gen, k) for k in controls.DECODING_FIELDS}
+
+
+DEFAULTS = _decoding_defaults()
 
 # ----------------------------------------------------------------------------- the model
 
@@ -61,21 +73,17 @@ def load_model(path=None):
     """Load the model from `path` (default: $FRACTALMIDI_MODEL, else the shipped checkpoint).
     Returns it, or None with `MODEL_MESSAGE` saying what is missing."""
     global MODEL, MODEL_PATH, MODEL_MESSAGE
-    path = Path(path or os.environ.get("FRACTALMIDI_MODEL") or DEFAULT_MODEL)
-    if not (path / "config.json").is_file():
+    path = controls.model_dir(path)
+    try:
+        model = controls.load_model(path)
+    except InputError:
         MODEL, MODEL_PATH = None, None
         MODEL_MESSAGE = (
             f"No model found at `{path}` (expected config.json and model.safetensors). Train one "
             "(README, Training) or start the app with `--model PATH`."
         )
         return None
-    from transformers.utils import logging as hf_logging
-
-    from fractalmidi import FractalMIDIModel
-
-    hf_logging.disable_progress_bar()
-    MODEL, MODEL_PATH = FractalMIDIModel.from_pretrained(path).eval(), path
-    MODEL_MESSAGE = f"Model: `{path}`"
+    MODEL, MODEL_PATH, MODEL_MESSAGE = model, path, f"Model: `{path}`"
     return MODEL
 
 
@@ -545,10 +553,10 @@ with gr.Blocks(title="FractalMIDI", analytics_enabled=False, delete_cache=DELETE
                 time_signature = gr.Dropdown(TIME_SIGNATURES, value="4/4", label="Time signature", allow_custom_value=True)
                 seed = _raw(gr.Number(0, precision=0, label="Seed (-1 or empty: random)", elem_id="seed"))
             with gr.Group():
-                temperature = _raw(gr.Slider(*limits.TEMPERATURE, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature"))
-                cfg = _raw(gr.Slider(limits.GUIDANCE_SCALE[0], 5.0, value=1.5, step=0.1, label="CFG (condition strength; 1 = none)"))
-                iterations = gr.Textbox("", label="Iterations per level (structure, harmony, notes)", placeholder=f"{DEFAULT_ITERATIONS} (model default)")
-                refine_ratio = _raw(gr.Slider(*limits.REFINE_RATIO, value=0.3, step=0.05, label="Refine ratio (fraction re-masked per refinement round)"))
+                temperature = _raw(gr.Slider(*limits.TEMPERATURE, value=DEFAULTS["temperature"], step=0.05, label="Temperature"))
+                cfg = _raw(gr.Slider(*limits.GUIDANCE_SCALE, value=DEFAULTS["guidance_scale"], step=0.1, label="CFG (guidance scale: condition strength; 1 = none)"))
+                iterations = gr.Textbox("", label="Iterations per level (structure, harmony, notes)", placeholder=f"{','.join(map(str, DEFAULTS['num_iterations']))} (model default)")
+                refine_ratio = _raw(gr.Slider(*limits.REFINE_RATIO, value=DEFAULTS["refine_ratio"], step=0.05, label="Refine ratio (fraction re-masked per refinement round)"))
             with gr.Group():
                 density = gr.Textbox("", label="Density curve (onsets per step, per bar)", placeholder="0.5,0.8,1.2,... or draw it under the roll",
                                      elem_id="density")
@@ -613,7 +621,7 @@ def parse_args(argv=None):
                    help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=int(env("FRACTALMIDI_PORT") or env("GRADIO_SERVER_PORT") or 7860),
                    help="port (default 7860; 0: a free one)")
-    p.add_argument("--model", default=env("FRACTALMIDI_MODEL"), help=f"model folder (default {DEFAULT_MODEL.relative_to(ROOT)})")
+    p.add_argument("--model", default=env("FRACTALMIDI_MODEL"), help=f"model folder (default: ${controls.MODEL_ENV} if set, else the shipped checkpoints/{DEFAULT_MODEL.name})")
     p.add_argument("--no-osc", action="store_true",
                    default=env("FRACTALMIDI_NO_OSC", "1" if env("SPACE_ID") else "") not in ("", "0"),
                    help="do not start the OSC server (off by default in a Space)")
@@ -638,11 +646,13 @@ def main(argv=None):
     load_model(args.model)
     print(MODEL_MESSAGE.replace("`", ""), flush=True)
     if not args.no_osc:
-        from fractalmidi.web.osc import FractalOSCServer
+        from fractalmidi.web.osc import FractalOSCServer, OSCParams
 
         try:
+            start = controls.decoding_defaults(MODEL) if MODEL is not None else DEFAULTS
+            params = OSCParams(temperature=float(start["temperature"]), cfg=float(start["guidance_scale"]))
             OSC_SERVER = FractalOSCServer(osc_generate, host=args.osc_host, port=args.osc_port,
-                                          reply_port=args.osc_reply_port, out_dir=OSC_OUT_DIR).start()
+                                          reply_port=args.osc_reply_port, out_dir=OSC_OUT_DIR, params=params).start()
             print(f"OSC server on {args.osc_host}:{OSC_SERVER.address[1]}", flush=True)
         except OSError as e:
             print(f"OSC server not started: {args.osc_host}:{args.osc_port}: {e}", flush=True)

@@ -52,10 +52,11 @@ import sys
 import time
 from pathlib import Path
 
+from fractalmidi import controls
 from fractalmidi.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO / "checkpoints" / "fractalmidi-pop909-small"
+DEFAULT_MODEL = controls.DEFAULT_MODEL
 DEFAULT_DATA = (REPO / "data_cache" / "pop909", REPO / "tests" / "data" / "pop909")
 WARMUP_SEED = 1000
 

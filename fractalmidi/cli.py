@@ -276,7 +276,6 @@ def cmd_build_dataset(args) -> int:
 
 
 # ----------------------------------------------------------------------------- generation
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "fractalmidi-pop909-small"
 
 
 def _arg(parse):
@@ -295,34 +294,6 @@ def _arg(parse):
 
 def _bars(text: str) -> int:
     return controls.bars(text)
-
-
-def _model_limits(path) -> dict:
-    """What the model folder's config.json says about the arguments it takes (read as JSON,
-    so that bad arguments are refused before the weights load)."""
-    path = Path(path) if path is not None else DEFAULT_MODEL
-    config = path / "config.json"
-    if not config.is_file():
-        hint = " (the shipped default model is missing: is this a full clone?)" if path == DEFAULT_MODEL else ""
-        raise InputError(f"{path}: no model there (expected config.json and model.safetensors){hint}")
-    try:
-        c = json.loads(config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{config}: not valid JSON ({e})") from None
-    return dict(density_max=float(c.get("density_max", controls.DEFAULT_DENSITY_MAX)),
-                levels=list(c.get("levels", ["structure", "harmony", "notes"])),
-                max_bars=int(c.get("max_bars", controls.MAX_BARS)), max_bar_len=int(c.get("max_bar_len", 48)),
-                steps_per_beat=int(c.get("steps_per_beat", 4)))
-
-
-def _load_model(path):
-    from transformers.utils import logging as hf_logging
-
-    from . import FractalMIDIModel
-
-    hf_logging.disable_progress_bar()
-    _model_limits(path)  # a missing folder named in one line
-    return FractalMIDIModel.from_pretrained(Path(path) if path is not None else DEFAULT_MODEL).eval()
 
 
 def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
@@ -393,13 +364,13 @@ def _write_results(result, args, paths: list[Path]) -> list[Path]:
 
 
 def cmd_generate(args) -> int:
-    limits = _model_limits(args.model)
+    limits = controls.model_limits(args.model)
     if args.time_signature is not None:
         controls.time_signature(f"{args.time_signature[0]}/{args.time_signature[1]}", limits["steps_per_beat"],
                                 limits["max_bar_len"])
     kw = _generation_kwargs(args, args.bars, limits)
     paths = _output_paths(args, "fractalmidi")
-    model = _load_model(args.model)
+    model = controls.load_model(args.model)
     result = model.generate(num_bars=args.bars, time_signatures=args.time_signature, seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
     _write_results(result, args, paths)
@@ -416,7 +387,7 @@ def _read_prompt(args):
 
 
 def cmd_inpaint(args) -> int:
-    limits = _model_limits(args.model)
+    limits = controls.model_limits(args.model)
     prompt = _read_prompt(args)
     for first, stop in args.bars:
         if stop > prompt.num_bars:
@@ -425,7 +396,7 @@ def cmd_inpaint(args) -> int:
             )
     kw = _generation_kwargs(args, prompt.num_bars, limits)
     paths = _output_paths(args, Path(args.input).stem + "_inpainted")
-    model = _load_model(args.model)
+    model = controls.load_model(args.model)
     result = model.generate(prompt=prompt, inpaint_bars=args.bars, seed=args.seed, num_samples=args.num_samples,
                             progress=not args.quiet, **kw)
     _write_results(result, args, paths)
@@ -433,7 +404,7 @@ def cmd_inpaint(args) -> int:
 
 
 def cmd_continue(args) -> int:
-    limits = _model_limits(args.model)
+    limits = controls.model_limits(args.model)
     if args.time_signature is not None:
         controls.time_signature(f"{args.time_signature[0]}/{args.time_signature[1]}", limits["steps_per_beat"],
                                 limits["max_bar_len"])
@@ -441,7 +412,7 @@ def cmd_continue(args) -> int:
     total = prompt.num_bars + args.bars
     kw = _generation_kwargs(args, total, limits)
     paths = _output_paths(args, Path(args.input).stem + "_continued")
-    model = _load_model(args.model)
+    model = controls.load_model(args.model)
     result = model.generate(prompt=prompt, num_bars=total, time_signatures=args.time_signature, seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
     _write_results(result, args, paths)
@@ -533,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def generation_options(p, stem):
         lim = limits
-        p.add_argument("--model", metavar="PATH", help="model folder (default: the shipped checkpoints/fractalmidi-pop909-small)")
+        p.add_argument("--model", metavar="PATH", help=f"model folder (default: ${controls.MODEL_ENV} if set, else the shipped "
+                                                       "checkpoints/fractalmidi-pop909-small)")
         p.add_argument("--seed", type=_arg(controls.seed), default=0,
                        help=f"random seed, {lim.SEED[0]}-{lim.SEED[1]}: the same seed gives the same piece (default 0)")
         p.add_argument("--temperature", type=_arg(controls.temperature), default=None,
@@ -541,9 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the model's, 0.8 for the shipped one)")
         p.add_argument("--top-p", type=_arg(controls.top_p), default=None,
                        help="nucleus sampling, in (0, 1]; 1 = off (default: the model's, 0.9 for the shipped one)")
-        p.add_argument("--cfg", type=_arg(controls.guidance_scale), default=1.0,
-                       help=f"classifier-free guidance scale, {lim.GUIDANCE_SCALE[0]}-{lim.GUIDANCE_SCALE[1]} "
-                            "(default 1: none); higher follows the structure more closely")
+        p.add_argument("--guidance-scale", "--cfg", dest="cfg", type=_arg(controls.guidance_scale), default=None,
+                       help=f"classifier-free guidance scale, {lim.GUIDANCE_SCALE[0]}-{lim.GUIDANCE_SCALE[1]}; 1 = none, "
+                            "higher follows the structure more closely (default: the model's, 1.0 for the shipped one)")
         p.add_argument("--iterations", type=_arg(controls.iterations), metavar="N,N,N",
                        help=f"decoding iterations per level (structure,harmony,notes), each "
                             f"{lim.ITERATIONS[0]}-{lim.ITERATIONS[1]} (default: the model's, 8,8,3 for the shipped one)")

@@ -119,8 +119,8 @@ MAX_PATTERN_ALTERNATIVES = 32  # strings in all the '{...}' of one pattern
 class OSCParams:
     """The current performance parameters (always in range)."""
 
-    temperature: float = 0.8  # sampling temperature, 0.1-2.0 (the shipped model's default)
-    cfg: float = 1.0  # classifier-free guidance scale, 0.0-10.0
+    temperature: float = 0.8  # sampling temperature, 0.1-2.0 (the app starts at its model's default)
+    cfg: float = 1.0  # classifier-free guidance scale, 0.0-10.0 (likewise)
     level0: list[float] | None = None  # per-bar density shape (onsets per step, each 0-4), or None
     bars: int = 16  # bars per generation, 1-256
 
@@ -134,6 +134,14 @@ def resample_level0(values, bars: int) -> list[float]:
         # position of each bar on the shape's own axis 0 .. len-1
         out = np.interp(np.linspace(0.0, len(v) - 1, bars), np.arange(len(v)), v)
     return np.clip(out, *level0_range()).tolist()
+
+
+def _check_params(params: OSCParams) -> None:
+    """Starting parameters (from the app: its model's decoding defaults) in the OSC ranges."""
+    for name, (lo, hi) in param_ranges().items():
+        value = getattr(params, name)
+        if not lo <= value <= hi:
+            raise ValueError(f"OSC {name} {value} is outside {lo}-{hi}")
 
 
 class _Refused(Exception):
@@ -343,6 +351,8 @@ class FractalOSCServer:
         max_messages_per_second: incoming messages handled per second; the rest are dropped.
         clock: `clock() -> seconds`, the monotonic clock of the one-second windows (flood limit,
             refusal logging); tests pass a fake one.
+        params: the starting parameters (default `OSCParams()`); the app passes its model's
+            decoding defaults (temperature, guidance scale).
     """
 
     def __init__(
@@ -357,6 +367,7 @@ class FractalOSCServer:
         max_queue: int = 4,
         max_messages_per_second: int = 500,
         clock: Callable[[], float] = time.monotonic,
+        params: OSCParams | None = None,
     ):
         if max_queue < 1 or max_messages_per_second < 1:
             raise ValueError("max_queue and max_messages_per_second must be at least 1")
@@ -373,7 +384,8 @@ class FractalOSCServer:
         self.log: collections.deque = collections.deque(maxlen=500)  # (time, level, message)
         self.dropped_messages = 0  # total dropped by the flood limit
 
-        self._params = OSCParams()
+        self._params = params if params is not None else OSCParams()  # checked: see _check_params
+        _check_params(self._params)
         self._params_lock = threading.Lock()
         self._jobs: queue.Queue = queue.Queue(maxsize=self.max_queue)
         self._stop = threading.Event()
