@@ -211,50 +211,130 @@ def cmd_quantize(args) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluate
+def _evaluation_piece(f, beats, args, melody_wanted: bool):
+    """(piece, melody piece or None, first bar or None) of one file for `evaluate`: the merged
+    piece as `read_midi` gives it; its track named MELODY (if any and `melody_wanted`) on the
+    same bars; cut to the first run of --bars 4/4 bars when asked (None if there is none)."""
+    from .metrics import first_bars
+    from .midi_io import read_midi, read_midi_tracks
+
+    piece, _ = read_midi(f, beats=beats, **_read_args(args))
+    melody = None
+    if melody_wanted:
+        tracks, _ = read_midi_tracks(f, beats=beats, **_read_args(args))
+        melody = next((p for name, p in tracks if name.lower() == "melody"), None)
+    if not args.bars:
+        return piece, melody, 0
+    window = first_bars(piece, args.bars)
+    if window is None:
+        return None, None, None
+    first, piece = window
+    return piece, (melody.crop_bars(first, first + args.bars) if melody is not None else None), first
+
+
 def cmd_evaluate(args) -> int:
     from tqdm.auto import tqdm
 
-    from .metrics import METRIC_KEYS, evaluate_piece, summarize
-    from .midi_io import read_midi
+    from .metrics import METRIC_KEYS, bar_features, evaluate_piece, frechet_distance, summarize
 
+    reference = None
+    if args.reference is not None:  # checked before any work: a bad folder is one line, status 2
+        if not args.reference.is_dir():
+            raise InputError(f"{args.reference}: reference folder not found" if not args.reference.exists()
+                             else f"{args.reference}: --reference must be a folder of MIDI files")
+        try:
+            reference = _midi_files([str(args.reference)])
+        except InputError as e:
+            raise InputError(f"--reference: {e}") from None
     files = _midi_files(args.inputs, args.beats_dir)
-    rows, failed = [], []
+    # the melody metrics use a track named MELODY where the file has one (and --tracks keeps it)
+    melody_wanted = not args.tracks or "melody" in [t.strip().lower() for t in args.tracks.split(",")]
+    rows, failed, short, features = [], [], [], []
     for f, beats in tqdm(files, desc="evaluate", unit="file", disable=len(files) < 5 or args.json, file=sys.stderr):
         beats = None if args.no_beats else beats
         try:
-            piece, _ = read_midi(f, beats=beats, **_read_args(args))
+            piece, melody, first = _evaluation_piece(f, beats, args, melody_wanted)
         except InputError as e:
             failed.append({"file": str(f), "error": str(e)})
             continue
-        rows.append({"file": str(f), "beats": str(beats) if beats else None, **evaluate_piece(piece)})
+        if piece is None:
+            short.append(str(f))
+            continue
+        features.append(bar_features(piece))
+        rows.append({"file": str(f), "beats": str(beats) if beats else None,
+                     "melody": "MELODY track" if melody is not None else "top voice",
+                     **({"first_bar": first + 1} if args.bars else {}), **evaluate_piece(piece, melody)})
     if not rows:  # nothing could be read: no table of NaN, one line per file and status 2
         for fl in failed[:-1]:
             print(f"fractalmidi: error: {fl['error']}", file=sys.stderr)
+        if not failed:
+            raise InputError(f"none of the {len(short)} files has {args.bars} consecutive bars of 4/4")
         raise InputError(failed[-1]["error"] + (f" (none of the {len(failed)} files could be read)" if len(failed) > 1 else ""))
     summary = summarize([{k: r[k] for k in METRIC_KEYS} for r in rows])
+    frechet = None
+    if reference is not None:
+        ref_features, ref_failed, ref_short = [], [], 0
+        for f, beats in tqdm(reference, desc="reference", unit="file", disable=len(reference) < 5 or args.json, file=sys.stderr):
+            try:
+                piece, _, _ = _evaluation_piece(f, None if args.no_beats else beats, args, False)
+            except InputError as e:
+                ref_failed.append({"file": str(f), "error": str(e)})
+                continue
+            if piece is None:
+                ref_short += 1
+                continue
+            ref_features.append(bar_features(piece))
+        if not ref_features:
+            raise InputError(f"{args.reference}: none of the {len(reference)} reference MIDI files could be used"
+                             + (f" ({ref_failed[-1]['error']})" if ref_failed else ""))
+        a, b = np.concatenate(features), np.concatenate(ref_features)
+        frechet = {"reference": str(args.reference), "distance": frechet_distance(a, b), "bars": len(a),
+                   "reference_files": len(ref_features), "reference_bars": len(b),
+                   "reference_failed": ref_failed, "reference_without_window": ref_short}
+    n_melody = sum(r["melody"] == "MELODY track" for r in rows)
+    melody_note = f"melody metrics on the MELODY track in {n_melody} files, on the top voice in {len(rows) - n_melody}"
+    window_note = f"the first {args.bars} consecutive 4/4 bars of each file" if args.bars else "whole files"
     if args.json:
         out = {
             "files": rows,
             "failed": failed,
+            "without_window": short,
             "summary": {k: {"mean": m, "std": s, "count": n} for k, (m, s, n) in summary.items()},
         }
+        if frechet is not None:
+            out["frechet"] = frechet
         print(json.dumps(out, indent=1, default=_json_default).replace("NaN", "null"))
     else:
         keys = list(METRIC_KEYS)
-        short = {"pitch_entropy": "pitch_ent", "pitch_class_entropy": "pc_ent", "scale_consistency": "scale",
-                 "groove_consistency": "groove", "polyphony": "polyph", "empty_beat_rate": "empty_beat"}
+        short_names = {"pitch_entropy": "pitch_ent", "pitch_class_entropy": "pc_ent", "scale_consistency": "scale",
+                       "groove_consistency": "groove", "polyphony": "polyph", "empty_beat_rate": "empty_beat",
+                       "melody_step_share": "mel_step", "melody_mean_leap": "mel_leap",
+                       "repeated_bar_rate": "rep_bars", "bar_similarity": "bar_sim"}
         if len(rows) <= args.max_rows:
-            print(f"{'file':40s} " + " ".join(f"{short.get(k, k):>10s}" for k in keys))
+            print(f"{'file':40s} " + " ".join(f"{short_names.get(k, k):>10s}" for k in keys) + "  melody")
             for r in rows:
                 name = r["file"] if len(r["file"]) <= 40 else "..." + r["file"][-37:]
-                print(f"{name:40s} " + " ".join(f"{_fmt(int(r[k]) if k.startswith('n_') else r[k]):>10s}" for k in keys))
+                print(f"{name:40s} " + " ".join(f"{_fmt(int(r[k]) if k.startswith('n_') else r[k]):>10s}" for k in keys)
+                      + f"  {r['melody']}")
         print(f"\n{len(rows)} files evaluated on the beat grid where a beat file was found "
-              f"({sum(r['beats'] is not None for r in rows)} with one); groove on the {args.steps_per_beat}-steps-per-beat grid")
+              f"({sum(r['beats'] is not None for r in rows)} with one); groove on the {args.steps_per_beat}-steps-per-beat grid; "
+              f"{window_note}; {melody_note}")
         for k in keys:
             m, s, n = summary[k] if k in summary else (math.nan, math.nan, 0)
             print(f"  {k:22s} {m:8.4f} ± {s:.4f}  (n={n})")
+        if frechet is not None:
+            print(f"\nper-bar feature Frechet distance to {frechet['reference']}: {frechet['distance']:.4f} "
+                  f"({frechet['bars']} bars vs {frechet['reference_bars']} bars of {frechet['reference_files']} reference files)")
+            for fl in frechet["reference_failed"]:
+                print(f"reference skipped: {fl['error']}", file=sys.stderr)
+            if frechet["reference_without_window"]:
+                print(f"reference: {frechet['reference_without_window']} files without {args.bars} consecutive 4/4 bars left out",
+                      file=sys.stderr)
         for fl in failed:
             print(f"skipped: {fl['error']}", file=sys.stderr)
+        if short:
+            print(f"left out: {len(short)} files without {args.bars} consecutive 4/4 bars ({', '.join(short[:5])}"
+                  f"{' ...' if len(short) > 5 else ''})", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -478,14 +558,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="musical metrics of MIDI files (per file, then mean ± std)",
                        description="Pitch entropy, pitch-class entropy, scale consistency, groove consistency, "
-                                   "polyphony and empty-beat rate (muspy's definitions, on the grid), per file "
-                                   "and mean ± std over all. Folders are searched recursively.")
+                                   "polyphony and empty-beat rate (muspy's definitions, on the grid), melody step "
+                                   "share and mean leap (on the track named MELODY, else the top voice), repeated-bar "
+                                   "rate and mean best bar similarity, per file and mean ± std over all; with "
+                                   "--reference, the per-bar feature Frechet distance to a folder of real songs. "
+                                   "Folders are searched recursively.")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
     p.add_argument("--beats-dir", type=Path, metavar="DIR",
                    help="folder of beat files (DIR/STEM.txt or DIR/STEM/beat_midi.txt); beat files beside "
                         "the MIDI files are used too")
     p.add_argument("--json", action="store_true", help="print JSON (per file and summary)")
     p.add_argument("--max-rows", type=int, default=50, help="print the per-file table up to this many files")
+    p.add_argument("--reference", type=Path, metavar="DIR",
+                   help="a folder of real MIDI files (searched recursively, beat files beside them used): also "
+                        "print the per-bar feature Frechet distance of the evaluated files to them")
+    p.add_argument("--bars", type=_positive_int, metavar="N",
+                   help="evaluate only the first N consecutive 4/4 bars of each file (and of each reference "
+                        "file); files without such a run are left out and counted")
     grid_options(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -43,6 +43,21 @@ bars end where muspy puts its last measure (see below) and generalises it to the
       padded with zeros at its end and the distance is divided by the longer length;
   NaN: fewer than 2 bars, or no notes (as muspy; silence must not score a perfect groove).
 
+Song metrics (the 16th grid at 4 steps per beat; exact definitions in each function's docstring):
+
+- melody_step_share (fraction, 0-1) and melody_mean_leap (semitones): over consecutive notes of
+  the melody (`melody_motion`): the share of moves of at most 2 semitones and the mean absolute
+  interval. The melody is the piece's melody track when `evaluate_piece` is given one (e.g. the
+  MELODY track of `read_midi_tracks`), else the top voice (`top_voice`: at each onset step the
+  highest sounding pitch; a new note when it changes or is struck again). NaN: < 2 notes.
+- repeated_bar_rate (fraction) and bar_similarity (Jaccard, 0-1) (`bar_repetition`): a bar is the
+  set of its (pitch, onset step within the bar) cells; for each bar with onsets, its best Jaccard
+  with another bar with onsets 2+ bars away; the share of bars whose best is >= 0.7 (a near
+  copy) and the mean best. NaN: no two bars with onsets 2+ bars apart.
+- per-bar feature Frechet distance (`bar_features`, `frechet_distance`,
+  `feature_frechet_distance`): a set-level figure between two sets of pieces (there is no
+  per-piece value, so it is not in `evaluate_piece`); `fractalmidi evaluate --reference DIR`.
+
 Structure adherence: how well a piece realises the per-bar structure it was asked for (as
 produced by Level 0 of the model or given by the user; see `Piece.structure`).
 
@@ -79,6 +94,10 @@ METRIC_KEYS = (
     "groove_consistency",
     "polyphony",
     "empty_beat_rate",
+    "melody_step_share",
+    "melody_mean_leap",
+    "repeated_bar_rate",
+    "bar_similarity",
     "n_notes",
     "n_bars",
 )
@@ -164,9 +183,209 @@ def groove_consistency(piece: Piece) -> float:
     return float(1.0 - np.mean(distance / pair_length))
 
 
+# --------------------------------------------------------------------------- melody and repetition
+STEP_SEMITONES = 2  # a move of at most this many semitones (0, 1 or 2) is a step
+NEAR_COPY_JACCARD = 0.7  # a bar with Jaccard >= this to a bar 2+ bars away is repeated
+MIN_BAR_DISTANCE = 2  # neighbouring bars are not compared: a repeat must be 2+ bars away
+
+
+def top_voice(piece: Piece) -> np.ndarray:
+    """The top voice (skyline) of a piece: (M, 2) int64 rows of (pitch, start step), in time order.
+
+    It is sampled at the onset steps only (steps where at least one note starts): at each onset
+    step the top pitch is the highest pitch sounding there (notes started then or still held).
+    A new top-voice note begins at an onset step when the top pitch differs from the top pitch
+    of the previous onset step, or when it is the same pitch struck again (a note of that pitch
+    starts at that step). A melody note held over accompaniment onsets below it is therefore
+    one note; rests are skipped (the notes either side of a rest are consecutive)."""
+    notes = piece.notes
+    if len(notes) == 0:
+        return np.zeros((0, 2), np.int64)
+    onset_steps = np.unique(notes[:, 1])  # sorted
+    # highest sounding pitch at each onset step: notes with start <= t < end, max pitch.
+    # Notes of one pitch never overlap, so sort by pitch descending and take the first cover.
+    top = np.full(len(onset_steps), -1, np.int64)
+    for p, s, e, _ in notes[np.argsort(-notes[:, 0], kind="stable")]:
+        lo, hi = np.searchsorted(onset_steps, [s, e])  # onset steps in [s, e)
+        free = top[lo:hi] < 0
+        top[lo:hi][free] = p
+    struck = np.zeros(len(onset_steps), bool)  # the top pitch starts a note at that step
+    starts = {(int(p), int(s)) for p, s in notes[:, :2]}
+    struck[:] = [(int(p), int(t)) in starts for p, t in zip(top, onset_steps)]
+    new = np.ones(len(onset_steps), bool)
+    new[1:] = (top[1:] != top[:-1]) | struck[1:]
+    return np.stack([top[new], onset_steps[new]], axis=1)
+
+
+def melody_motion(piece: Piece) -> tuple[float, float]:
+    """(step share, mean leap) of the piece's top voice (`top_voice`).
+
+    Over consecutive top-voice notes (M - 1 pairs for M notes): step share = the fraction of
+    pairs whose pitches differ by at most 2 semitones (repeated pitches count as steps); mean
+    leap = the mean absolute pitch interval in semitones (0 for a repeat). Both NaN with fewer
+    than 2 top-voice notes. Pass the melody track alone to measure the melody itself."""
+    voice = top_voice(piece)
+    if len(voice) < 2:
+        return math.nan, math.nan
+    leaps = np.abs(np.diff(voice[:, 0]))
+    return float(np.mean(leaps <= STEP_SEMITONES)), float(leaps.mean())
+
+
+def bar_cells(piece: Piece) -> np.ndarray:
+    """(B, 128 * longest bar) bool: bar b's cells, (pitch, onset step within the bar), True
+    where a note of that pitch starts on that step of the bar (steps counted from the bar's own
+    start on the piece's grid: the 16th grid at 4 steps per beat). Bars of different lengths
+    simply hold different cells; nothing is stretched or padded into the other bar."""
+    width = int(piece.bar_lengths.max()) if piece.num_bars else 1
+    cells = np.zeros((piece.num_bars, 128 * width), bool)
+    if len(piece.notes):
+        starts = piece.notes[:, 1]
+        bar = piece.bar_of_step(starts)
+        cells[bar, piece.notes[:, 0] * width + (starts - piece.bar_starts[bar])] = True
+    return cells
+
+
+def bar_jaccard(piece: Piece) -> np.ndarray:
+    """(B, B) Jaccard similarity |A & B| / |A | B| of every pair of bars' cell sets (`bar_cells`);
+    NaN where both bars are empty (no onsets)."""
+    cells = bar_cells(piece).astype(np.float32)
+    inter = cells @ cells.T
+    size = cells.sum(axis=1)
+    union = size[:, None] + size[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), np.nan).astype(np.float64)
+
+
+def bar_repetition(piece: Piece) -> tuple[float, float]:
+    """(repeated-bar rate, mean best bar similarity), from `bar_jaccard`.
+
+    Only bars with at least one onset take part, as bars and as partners (silence repeating is
+    no repeat). For each such bar, its best similarity is the largest Jaccard with another such
+    bar at least 2 bars away (|i - j| >= 2: a bar and its neighbour are not compared).
+    Repeated-bar rate = the fraction of those bars whose best similarity is >= 0.7 (a near copy:
+    verse, chorus or riff repetition); mean best bar similarity = the mean of the best
+    similarities. Both over the bars that have a partner at all; NaN when none has."""
+    B = piece.num_bars
+    if B < MIN_BAR_DISTANCE + 1 or len(piece.notes) == 0:
+        return math.nan, math.nan
+    sim = bar_jaccard(piece)
+    busy = np.zeros(B, bool)
+    busy[np.unique(piece.bar_of_step(piece.notes[:, 1]))] = True
+    idx = np.arange(B)
+    far = np.abs(idx[:, None] - idx[None, :]) >= MIN_BAR_DISTANCE
+    ok = far & busy[:, None] & busy[None, :]
+    has = ok.any(axis=1)
+    if not has.any():
+        return math.nan, math.nan
+    best = np.where(ok, np.nan_to_num(sim, nan=0.0), -1.0).max(axis=1)[has]
+    return float(np.mean(best >= NEAR_COPY_JACCARD)), float(best.mean())
+
+
+# --------------------------------------------------------------------------- per-bar features, Frechet
+ONSET_SLOTS = 16  # a bar's onset pattern: 16 equal slots (the 16th grid of a 4/4 bar at 4 steps per beat)
+FEATURE_NAMES = (
+    [f"pc_{k}" for k in range(12)]
+    + [f"onset_{k}" for k in range(ONSET_SLOTS)]
+    + ["onsets_per_step", "mean_pitch_oct", "lowest_pitch_oct", "range_oct", "polyphony"]
+)
+FRECHET_RIDGE = 1e-6  # added to each covariance's diagonal before the matrix square root
+
+
+def bar_features(piece: Piece) -> np.ndarray:
+    """(n, 33) float64 per-bar feature vectors, one row per bar with at least one onset (bars
+    without onsets are left out). Components, in `FEATURE_NAMES` order, and their scale:
+
+    - pc_0 .. pc_11 (12): the share of the bar's onsets (notes starting in it) on each pitch
+      class, C = 0; they sum to 1.
+    - onset_0 .. onset_15 (16): the onset pattern, 1 where at least one note starts in that
+      sixteenth of the bar (slot = 16 * step within the bar // bar length: exactly the 16th
+      grid for 4/4 at 4 steps per beat), else 0.
+    - onsets_per_step (1): onsets in the bar / bar length in steps (`Piece.bar_density`; a
+      4/4 bar with one onset per 16th has 1.0).
+    - mean_pitch_oct, lowest_pitch_oct (2): the mean and the lowest pitch of the bar's onsets,
+      in octaves (MIDI pitch / 12; middle C = 5.0).
+    - range_oct (1): highest minus lowest onset pitch, in octaves.
+    - polyphony (1): the mean number of sounding pitches over the bar's steps where something
+      sounds (notes held into the bar count), in pitches.
+    """
+    notes = piece.notes
+    rows = []
+    if len(notes) == 0:
+        return np.zeros((0, len(FEATURE_NAMES)))
+    bar = piece.bar_of_step(notes[:, 1])
+    sounding = _covered(notes[:, 1], notes[:, 2], piece.num_steps)
+    for b in np.unique(bar):
+        n = notes[bar == b]
+        s0, length = int(piece.bar_starts[b]), int(piece.bar_lengths[b])
+        pitch = n[:, 0]
+        pc = np.bincount(pitch % 12, minlength=12) / len(n)
+        onset = np.zeros(ONSET_SLOTS)
+        onset[(ONSET_SLOTS * (n[:, 1] - s0)) // length] = 1.0
+        here = sounding[s0 : s0 + length]
+        poly = here.sum() / max(np.count_nonzero(here), 1)
+        rows.append(np.concatenate([pc, onset, [
+            len(n) / length, pitch.mean() / 12, pitch.min() / 12, (pitch.max() - pitch.min()) / 12, poly,
+        ]]))
+    return np.asarray(rows, np.float64)
+
+
+def _sqrt_psd(m: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix by eigen-decomposition (negative
+    round-off eigenvalues clipped to 0)."""
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray, ridge: float = FRECHET_RIDGE) -> float:
+    """Frechet distance between Gaussians fitted to two sets of feature vectors (rows):
+    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), S the covariance (ddof=1).
+
+    Numerics: `ridge` * I is added to both covariances (the pitch-class shares sum to 1, so the
+    covariances are singular); Tr((S_a S_b)^(1/2)) is computed as Tr((R S_b R)^(1/2)) with
+    R = S_a^(1/2), both square roots of symmetric PSD matrices by eigen-decomposition (no scipy);
+    the result is clipped at 0. NaN if either set has fewer than 2 rows."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    eye = ridge * np.eye(a.shape[1])
+    sa, sb = np.cov(a, rowvar=False) + eye, np.cov(b, rowvar=False) + eye
+    r = _sqrt_psd(sa)
+    cross = np.trace(_sqrt_psd(r @ sb @ r))
+    d = float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * cross)
+    return max(0.0, d)
+
+
+def feature_frechet_distance(pieces, reference) -> float:
+    """Per-bar feature Frechet distance of a set of pieces to a reference set: every bar with an
+    onset of every piece is one sample (`bar_features`), pooled per set, then `frechet_distance`.
+    A set-level figure (there is no per-piece value)."""
+    def pooled(ps):
+        rows = [bar_features(p) for p in ps]
+        return np.concatenate(rows) if rows else np.zeros((0, len(FEATURE_NAMES)))
+
+    return frechet_distance(pooled(pieces), pooled(reference))
+
+
+def first_bars(piece: Piece, n_bars: int, time_signature=(4, 4)) -> tuple[int, Piece] | None:
+    """The first run of `n_bars` consecutive bars in `time_signature` (default 4/4: a song's
+    4/4 section, skipping a pickup or other metres before it), as (index of its first bar,
+    `piece.crop_bars` of it); None if the piece has no such run."""
+    ok = np.all(piece.time_signatures == np.asarray(time_signature), axis=1)
+    for first in range(piece.num_bars - n_bars + 1):
+        if ok[first : first + n_bars].all():
+            return first, piece.crop_bars(first, first + n_bars)
+    return None
+
+
 # --------------------------------------------------------------------------- per piece, per set
-def evaluate_piece(piece: Piece) -> dict[str, float]:
-    """All musical metrics of one piece (keys: `METRIC_KEYS`), plus its note and bar counts."""
+def evaluate_piece(piece: Piece, melody: Piece | None = None) -> dict[str, float]:
+    """All musical metrics of one piece (keys: `METRIC_KEYS`), plus its note and bar counts.
+
+    `melody`: the piece's melody track as its own `Piece` (e.g. the MELODY entry of
+    `read_midi_tracks`); the melody metrics are taken on its top voice (its notes, if it is
+    monophonic). Without it they are taken on the top voice of `piece` itself."""
+    step_share, mean_leap = melody_motion(melody if melody is not None else piece)
+    rate, similarity = bar_repetition(piece)
     return {
         "pitch_entropy": pitch_entropy(piece),
         "pitch_class_entropy": pitch_class_entropy(piece),
@@ -174,6 +393,10 @@ def evaluate_piece(piece: Piece) -> dict[str, float]:
         "groove_consistency": groove_consistency(piece),
         "polyphony": polyphony(piece),
         "empty_beat_rate": empty_beat_rate(piece),
+        "melody_step_share": step_share,
+        "melody_mean_leap": mean_leap,
+        "repeated_bar_rate": rate,
+        "bar_similarity": similarity,
         "n_notes": float(len(piece.notes)),
         "n_bars": float(piece.num_bars),
     }

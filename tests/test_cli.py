@@ -327,3 +327,42 @@ def test_top_p_and_temperature_reach_generate_or_default_to_the_model():
     assert kw["top_p"] == 0.8 and kw["temperature"] == 1.2
     kw = _generation_kwargs(build_parser().parse_args(["generate", "--bars", "2"]), 2)
     assert kw["top_p"] is None and kw["temperature"] is None  # generate then takes the model's defaults
+
+
+def test_evaluate_reference_prints_the_frechet_distance(capsys):
+    code, out, _ = run(capsys, "evaluate", SONG, "--reference", DATA)
+    assert code == 0
+    assert "per-bar feature Frechet distance to" in out and "reference files" in out
+    assert "melody_step_share" in out and "MELODY track" in out  # POP909 has a MELODY track
+    code, out, _ = run(capsys, "evaluate", DATA, "--reference", DATA, "--json")
+    result = json.loads(out)
+    assert result["frechet"]["distance"] == pytest.approx(0.0, abs=1e-4)  # a set against itself
+    assert result["frechet"]["reference_files"] == len(list(DATA.glob("*/*.mid")))
+    first = next(r for r in result["files"] if r["file"].endswith("001.mid"))
+    assert first["melody"] == "MELODY track"
+    tracks, _ = read_midi_tracks(SONG, beats=DATA / "001" / "beat_midi.txt")
+    piece, _ = read_midi(SONG, beats=DATA / "001" / "beat_midi.txt")
+    melody = next(p for name, p in tracks if name == "MELODY")
+    expected = evaluate_piece(piece, melody)
+    for k in ("melody_step_share", "melody_mean_leap", "repeated_bar_rate", "bar_similarity"):
+        assert first[k] == pytest.approx(expected[k], abs=1e-9)
+
+
+def test_evaluate_top_voice_without_a_melody_track_and_bars(capsys, tmp_path):
+    code, out, _ = run(capsys, "evaluate", SONG, "--tracks", "PIANO", "--json", "--bars", 8)
+    assert code == 0
+    row = json.loads(out)["files"][0]
+    assert row["melody"] == "top voice" and row["n_bars"] == 8 and row["first_bar"] >= 1
+    code, _, err = run(capsys, "evaluate", SONG, "--bars", 10000)
+    assert code == 2 and "10000 consecutive bars of 4/4" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("ref, message", [("{tmp}/nowhere", "nowhere: reference folder not found"),
+                                          ("{tmp}/empty", "--reference: no MIDI files"),
+                                          ("{tmp}/file.mid", "must be a folder of MIDI files")])
+def test_evaluate_bad_reference_is_one_line_and_status_2(capsys, tmp_path, ref, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.mid").write_text("x")
+    code, out, err = run(capsys, "evaluate", SONG, "--reference", ref.format(tmp=tmp_path))
+    assert code == 2 and out == ""
+    assert err.startswith("fractalmidi: error:") and message in err and err.count("\n") == 1

@@ -231,3 +231,125 @@ def test_structure_adherence():
         M.structure_adherence(piece, density=[0.1, 0.2])
     with pytest.raises(InputError, match=r"tempo has 4 bars but the piece has 3 bars"):
         M.structure_adherence(piece, tempo=[120] * 4)
+
+
+# --------------------------------------------------------------------------- melody, repetition, Frechet
+def test_top_voice_of_a_melody_over_chords():
+    # melody C5 held over 8 steps while a chord below re-strikes: one top-voice note; then the
+    # melody stops and the chord's next strike (top G4) takes over; then D5 struck twice
+    notes = [[72, 0, 8, 90], [60, 0, 4, 60], [67, 0, 4, 60], [60, 4, 8, 60], [67, 4, 8, 60],
+             [60, 8, 12, 60], [67, 8, 12, 60], [74, 12, 14, 90], [74, 14, 16, 90], [55, 14, 16, 60]]
+    piece = Piece.from_bars([(4, 4)], notes=notes)
+    np.testing.assert_array_equal(M.top_voice(piece), [[72, 0], [67, 8], [74, 12], [74, 14]])
+    # sampled at onset steps only: a held lower note does not become the top when the melody
+    # stops with no new onset (the melody then continues at step 12 from 72 directly)
+    notes = [[72, 0, 8, 90], [60, 0, 12, 60], [74, 12, 16, 90]]
+    np.testing.assert_array_equal(M.top_voice(Piece.from_bars([(4, 4)], notes=notes)), [[72, 0], [74, 12]])
+    assert M.top_voice(Piece.from_bars([(4, 4)])).shape == (0, 2)
+
+
+def test_scale_is_all_steps():
+    # C major scale up and down: steps of 1 and 2 semitones
+    pitches = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60]
+    notes = [[p, 2 * i, 2 * i + 2, 90] for i, p in enumerate(pitches)]
+    share, leap = M.melody_motion(Piece.from_bars([(4, 4)] * 2, notes=notes))
+    assert share == 1.0 and leap == pytest.approx(np.mean(np.abs(np.diff(pitches))))
+    # chromatic scale with a bass note under every note: the top voice is the scale, leap 1
+    notes = [[60 + i, i, i + 1, 90] for i in range(12)] + [[36, i, i + 1, 90] for i in range(12)]
+    assert M.melody_motion(Piece.from_bars([(4, 4)], notes=notes)) == (1.0, 1.0)
+    # whole-tone scale: leap 2, still steps; octave leaps: share 0, leap 12
+    notes = [[60 + 2 * i, i, i + 1, 90] for i in range(6)]
+    assert M.melody_motion(Piece.from_bars([(4, 4)], notes=notes)) == (1.0, 2.0)
+    notes = [[60 + 12 * (i % 2), i, i + 1, 90] for i in range(6)]
+    assert M.melody_motion(Piece.from_bars([(4, 4)], notes=notes)) == (0.0, 12.0)
+    assert all(math.isnan(x) for x in M.melody_motion(Piece.from_bars([(4, 4)], notes=[[60, 0, 4, 90]])))
+
+
+def test_melody_track_is_used_when_given():
+    melody = [[72, 0, 4, 90], [74, 4, 8, 90], [76, 8, 12, 90]]
+    accomp = [[84, 0, 2, 60], [48, 4, 8, 60], [84, 8, 12, 60]]  # a high accompaniment note on top
+    piece = Piece.from_bars([(4, 4)], notes=melody + accomp)
+    row = M.evaluate_piece(piece, melody=piece.replace_notes(np.array(melody)))
+    assert row["melody_step_share"] == 1.0 and row["melody_mean_leap"] == 2.0
+    top = M.evaluate_piece(piece)  # top voice: 84, 74, 84 -> leaps 10, 10
+    assert top["melody_step_share"] == 0.0 and top["melody_mean_leap"] == 10.0
+
+
+def one_bar_riff(n_bars: int, riff=((60, 0), (64, 4), (67, 8), (72, 12))) -> Piece:
+    notes = [[p, 16 * b + s, 16 * b + s + 2, 90] for b in range(n_bars) for p, s in riff]
+    return Piece.from_bars([(4, 4)] * n_bars, notes=notes)
+
+
+def test_one_bar_repeated_is_all_repeats():
+    rate, sim = M.bar_repetition(one_bar_riff(8))
+    assert rate == 1.0 and sim == 1.0
+    j = M.bar_jaccard(one_bar_riff(3))
+    np.testing.assert_array_equal(j, np.ones((3, 3)))
+
+
+def test_random_bars_do_not_repeat():
+    rng = np.random.default_rng(0)
+    notes = [[int(rng.integers(40, 90)), 16 * b + s, 16 * b + s + 1, 90]
+             for b in range(16) for s in sorted(rng.choice(16, 6, replace=False))]
+    notes, _ = normalize_notes(np.array(notes))
+    rate, sim = M.bar_repetition(Piece.from_bars([(4, 4)] * 16, notes=notes))
+    assert rate == 0.0 and sim < 0.2
+
+
+def test_bar_similarity_by_hand():
+    # bars A B A' C: A' shares 3 of A's 4 cells plus one of its own -> Jaccard 3/5 = 0.6 < 0.7;
+    # A (bar 0) vs C (bar 3): disjoint; neighbours are never compared
+    a = [(60, 0), (64, 4), (67, 8), (72, 12)]
+    a2 = [(60, 0), (64, 4), (67, 8), (71, 12)]
+    b, c = [(50, 2)], [(80, 6)]
+    notes = [[p, 16 * k + s, 16 * k + s + 1, 90] for k, bar in enumerate([a, b, a2, c]) for p, s in bar]
+    piece = Piece.from_bars([(4, 4)] * 4, notes=notes)
+    assert M.bar_jaccard(piece)[0, 2] == pytest.approx(0.6)
+    rate, sim = M.bar_repetition(piece)
+    # best: bar0 0.6 (bar2), bar1 0 (bar3), bar2 0.6 (bar0), bar3 0 (bar0, bar1)
+    assert rate == 0.0 and sim == pytest.approx(0.3)
+    # bars of different lengths compare on their own cells: a 3/4 bar holding A's first 3 cells
+    notes = [[p, s, s + 1, 90] for p, s in a] + [[50, 18, 19, 90]] + [[p, 32 + s, 33 + s, 90] for p, s in a[:3]]
+    piece = Piece.from_bars([(4, 4), (4, 4), (3, 4)], notes=notes)
+    assert M.bar_jaccard(piece)[0, 2] == pytest.approx(0.75)
+    assert M.bar_repetition(piece) == (1.0, 0.75)  # bar 1 has no partner 2+ bars away
+    # silence repeating is no repeat; too few bars is NaN
+    assert all(math.isnan(x) for x in M.bar_repetition(Piece.from_bars([(4, 4)] * 4, notes=[[60, 0, 1, 90]])))
+    assert all(math.isnan(x) for x in M.bar_repetition(one_bar_riff(2)))
+
+
+def test_bar_features():
+    piece = one_bar_riff(2)
+    f = M.bar_features(piece)
+    assert f.shape == (2, len(M.FEATURE_NAMES)) == (2, 33)
+    row = dict(zip(M.FEATURE_NAMES, f[0]))
+    assert row["pc_0"] == 0.5 and row["pc_4"] == row["pc_7"] == 0.25
+    assert [row[f"onset_{k}"] for k in range(16)] == [1, 0, 0, 0] * 4
+    assert row["onsets_per_step"] == 0.25 and row["lowest_pitch_oct"] == 5.0
+    assert row["mean_pitch_oct"] == pytest.approx(263 / 4 / 12) and row["range_oct"] == 1.0
+    assert row["polyphony"] == 1.0
+    # a 3/4 bar spreads its 12 steps over the 16 slots; an empty bar gives no row
+    p3 = Piece.from_bars([(3, 4), (4, 4)], notes=[[60, 0, 1, 90], [60, 6, 7, 90]])
+    f3 = M.bar_features(p3)
+    assert f3.shape == (1, 33) and f3[0, 12 + 0] == 1 and f3[0, 12 + 8] == 1
+
+
+def test_frechet_distance():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 5)) @ rng.normal(size=(5, 5))
+    assert M.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-4)
+    shifted = [M.frechet_distance(x, x + d) for d in (0.5, 1.0, 2.0)]
+    assert shifted == pytest.approx([5 * 0.25, 5 * 1.0, 5 * 4.0], rel=1e-3)  # ||shift||^2
+    # two Gaussians with diagonal covariances: sum of (sd_a - sd_b)^2 for the trace term
+    a, b = rng.normal(size=(20000, 3)), 2 * rng.normal(size=(20000, 3))
+    assert M.frechet_distance(a, b) == pytest.approx(3.0, rel=0.05)
+    assert math.isnan(M.frechet_distance(x[:1], x))
+
+
+def test_feature_frechet_of_pieces():
+    songs = [load_pop909_piece()]
+    assert M.feature_frechet_distance(songs, songs) == pytest.approx(0.0, abs=1e-4)
+    up = [songs[0].transpose(7)[0]]
+    assert M.feature_frechet_distance(songs, up) > 0.1
+    riffs = [one_bar_riff(8)]
+    assert M.feature_frechet_distance(songs, riffs + [one_bar_riff(4, ((48, 0), (55, 8)))]) > M.feature_frechet_distance(songs, up)
