@@ -561,7 +561,15 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
         )
         path = save_final(accelerator.unwrap_model(model), card, output_dir)
         accelerator.print(f"saved {path} ({state.step} steps, {state.elapsed_seconds:.0f} s)")
+    accelerator.wait_for_everyone()  # no process leaves while the main one still saves
     accelerator.end_training()
+    if torch.distributed.is_initialized():
+        # DDP's reducer holds the process group; released on one process after the other has
+        # gone, gloo's destructor can wait for ever on its peer. Release it everywhere, together.
+        model = optimizer = lr_scheduler = None
+        accelerator.free_memory()  # its own references, then a garbage collection
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- command line
