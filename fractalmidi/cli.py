@@ -349,6 +349,7 @@ def cmd_build_dataset(args) -> int:
         use_beats=not args.no_beats,
         num_proc=args.num_proc,
         validation_fraction=args.validation_fraction,
+        structure_dir=args.structure,
     )
     print(json.dumps(report.as_dict() if hasattr(report, "as_dict") else report.__dict__, indent=1, default=_json_default))
     return 0
@@ -589,6 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-beats", action="store_true", help="ignore beat files")
     p.add_argument("--num-proc", type=_positive_int, default=1, help="worker processes (default 1)")
     p.add_argument("--validation-fraction", type=float, default=0.05, help="share of songs in validation")
+    p.add_argument("--structure", metavar="DIR", default=None,
+                   help="POP909 structure annotations (NNN/ folders): add each song's aligned form labels, "
+                        "chords, key and melody as columns (masked where missing or badly aligned) and the "
+                        "alignment summary to the report")
     p.set_defaults(func=cmd_build_dataset)
 
     def generation_options(p, stem):

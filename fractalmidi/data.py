@@ -29,6 +29,10 @@ which are ~100x larger and made on the fly by the training transform). The row s
     read_report       string     JSON: what reading did to the notes (source/kept counts,
                                  dropped and changed counts by reason, warnings)
 
+With `build_dataset(..., structure_dir=DIR)` (POP909's structure annotations, read and aligned
+by `fractalmidi.structure.align_song`) each row also has the columns of `STRUCTURE_FEATURES`
+(see `structure_columns`); without it they are absent and the rows are exactly the above.
+
 `row_to_piece(piece_to_row(piece, ...))` gives back an identical `Piece` (bar_tempo and
 bar_density are derived from it, stored for filtering and statistics).
 
@@ -67,6 +71,7 @@ from tqdm.auto import tqdm
 from .errors import InputError
 from .midi_io import MIDI_SUFFIXES, ReadReport, find_midi_files, read_midi
 from .piece import PIANO_RANGE, Piece
+from . import structure as S
 
 REPORT_FILE = "build_report.json"
 SPLITS = ("train", "validation")
@@ -105,6 +110,43 @@ FEATURES = datasets.Features(
         "read_report": datasets.Value("string"),
     }
 )
+
+# POP909 structure annotations aligned with the row's bars and beats (`structure_columns`);
+# only in datasets built with `structure_dir`. Masks are False where a level is undefined.
+STRUCTURE_FEATURES = datasets.Features(
+    {
+        # per song
+        "structure_status": datasets.Value("string"),  # aligned / not_aligned / no_annotation / error
+        "structure_note": datasets.Value("string"),  # why the structure is masked ("" when aligned)
+        "align_shift_beats": datasets.Value("int32"),  # annotation step s = piece step s + 4 * shift
+        "align_match": datasets.Value("float32"),  # share of annotated onsets on a MELODY note
+        "aligned_well": datasets.Value("bool"),  # match >= structure.GOOD_MATCH (0.8)
+        "align_on_bar_line": datasets.Value("bool"),  # the shift falls on a downbeat of the beat file
+        "form": datasets.Value("string"),  # annotator 1's form string ("i4A4B8o3"), "" if none
+        "key": datasets.Value("string"),  # the song's (first) key, "Gb:maj"; "" if none
+        "keys": datasets.List(datasets.Value("string")),  # every key line (later keys: modulations)
+        "key_tonic": datasets.Value("int8"),  # pitch class 0-11, -1 if none
+        "key_mode": datasets.Value("int8"),  # 0 major, 1 minor, -1 if none
+        # per bar of the row (B,)
+        "bar_label_mask": datasets.List(datasets.Value("bool")),  # phrase label defined
+        "bar_on_grid": datasets.List(datasets.Value("bool")),  # bar starts on an annotation bar line
+        "bar_letter": datasets.List(datasets.Value("string")),  # phrase letter ("i", "A", "b" ...), "" masked
+        "bar_phrase": datasets.List(datasets.Value("int16")),  # phrase index, -1 masked
+        "bar_phrase_position": datasets.List(datasets.Value("int16")),  # bar in its phrase, 0-based; -1
+        "bar_phrase_length": datasets.List(datasets.Value("int16")),  # bars of its phrase; 0 masked
+        "bar_melodic": datasets.List(datasets.Value("bool")),  # upper-case letter (melodic phrase)
+        # per beat of the row (n_steps // steps_per_beat,)
+        "beat_chord_mask": datasets.List(datasets.Value("bool")),  # a chord annotated ("N" counts)
+        "beat_root": datasets.List(datasets.Value("int8")),  # pitch class, -1 for N or masked
+        "beat_quality": datasets.List(datasets.Value("int8")),  # index into structure.QUALITIES, -1
+        "beat_bass": datasets.List(datasets.Value("int8")),  # pitch class, -1 for N or masked
+        # the annotated melody on the row's steps, sorted by start (empty unless aligned well)
+        "melody_pitch": datasets.List(datasets.Value("uint8")),
+        "melody_start": datasets.List(datasets.Value("int32")),
+        "melody_end": datasets.List(datasets.Value("int32")),  # exclusive, cut at the piece's end
+    }
+)
+STRUCTURE_STATUSES = ("aligned", "not_aligned", "no_annotation", "error")
 
 
 # ----------------------------------------------------------------------------- finding files
@@ -197,6 +239,122 @@ def row_to_piece(row: dict) -> Piece:
     )
 
 
+# ----------------------------------------------------------------------------- structure
+def _parse_key(key: str) -> tuple[int, int]:
+    """"Gb:maj" -> (tonic pitch class, mode 0 major / 1 minor); (-1, -1) for none."""
+    if not key or ":" not in key:
+        return -1, -1
+    tonic, mode = key.split(":", 1)
+    try:
+        return S.parse_pitch_class(tonic, "key"), {"maj": 0, "min": 1}.get(mode, -1)
+    except InputError:
+        return -1, -1
+
+
+def structure_columns(piece: Piece, alignment=None, status: str = "no_annotation", note: str = "") -> dict:
+    """The `STRUCTURE_FEATURES` columns of a row, from an `Alignment` of the same piece
+    (`structure.align_song`), or all masked (alignment None, with `status` and `note` saying why).
+
+    Bar and beat columns have one entry per bar / beat of `piece`: the alignment's bars must be
+    the piece's bars (checked by `build_dataset`). A song that does not align well keeps its
+    song-level annotations (form string, key: they do not depend on the shift), while its bar
+    labels, chords and melody are masked, as `align_song` does. The melody keeps the notes that
+    start inside the piece (cut at its end)."""
+    nb, nbeat = piece.num_bars, piece.num_steps // piece.steps_per_beat
+    cols = {
+        "structure_status": status, "structure_note": note, "align_shift_beats": 0, "align_match": 0.0,
+        "aligned_well": False, "align_on_bar_line": False, "form": "", "key": "", "keys": [],
+        "key_tonic": -1, "key_mode": -1,
+        "bar_label_mask": [False] * nb, "bar_on_grid": [False] * nb, "bar_letter": [""] * nb,
+        "bar_phrase": [-1] * nb, "bar_phrase_position": [-1] * nb, "bar_phrase_length": [0] * nb,
+        "bar_melodic": [False] * nb,
+        "beat_chord_mask": [False] * nbeat, "beat_root": [-1] * nbeat, "beat_quality": [-1] * nbeat,
+        "beat_bass": [-1] * nbeat,
+        "melody_pitch": [], "melody_start": [], "melody_end": [],
+    }
+    if alignment is None:
+        return cols
+    a = alignment
+    if len(a.bar_mask) != nb or len(a.beat_root) != nbeat:
+        raise InputError(f"song {a.song}: the alignment has {len(a.bar_mask)} bars and {len(a.beat_root)} beats, "
+                         f"the piece {nb} and {nbeat}")
+    tonic, mode = _parse_key(a.key)
+    cols.update(
+        structure_status="aligned" if a.aligned_well else "not_aligned",
+        structure_note="" if a.aligned_well else f"match {a.match:.3f} < {S.GOOD_MATCH}: labels, chords and melody masked",
+        align_shift_beats=int(a.shift_beats), align_match=float(a.match), aligned_well=bool(a.aligned_well),
+        align_on_bar_line=bool(a.on_bar_line), form=a.form, key=a.key, keys=list(a.keys),
+        key_tonic=tonic, key_mode=mode,
+        bar_label_mask=a.bar_mask.tolist(), bar_on_grid=(a.bar_on_grid & a.bar_mask).tolist(),
+        bar_letter=list(a.bar_letter), bar_phrase=a.bar_phrase.tolist(),
+        bar_phrase_position=a.bar_position.tolist(), bar_phrase_length=a.bar_phrase_length.tolist(),
+        bar_melodic=a.bar_melodic.tolist(),
+        beat_chord_mask=a.beat_chord_mask.tolist(), beat_root=a.beat_root.tolist(),
+        beat_quality=a.beat_quality.tolist(), beat_bass=a.beat_bass.tolist(),
+    )
+    if a.aligned_well:
+        mel = np.asarray(a.melody, np.int64).reshape(-1, 4)
+        mel = mel[(mel[:, 1] >= 0) & (mel[:, 1] < piece.num_steps)]
+        mel = mel[np.lexsort((mel[:, 0], mel[:, 1]))]
+        cols.update(melody_pitch=mel[:, 0].tolist(), melody_start=mel[:, 1].tolist(),
+                    melody_end=np.minimum(mel[:, 2], piece.num_steps).tolist())
+    return cols
+
+
+def _read_structure(path: Path, beats, piece: Piece, song_id: str, structure_dir: Path) -> dict:
+    """The structure columns of one song: its annotation folder `structure_dir/song_id` read
+    and aligned by `structure.align_song` on the same beat file, checked to give the piece's
+    own bars. Anything that goes wrong masks the song's structure and says why (never raises)."""
+    song_dir = structure_dir / song_id
+    if not song_dir.is_dir():
+        return structure_columns(piece, None, "no_annotation", f"no folder {song_id} in {structure_dir}")
+    if piece.steps_per_beat != S.STEPS_PER_BEAT:
+        return structure_columns(piece, None, "error", f"the annotations need {S.STEPS_PER_BEAT} steps per beat, "
+                                                       f"the dataset has {piece.steps_per_beat}")
+    try:
+        alignment = S.align_song(path, song_dir, beats=beats)
+        if not np.array_equal(alignment.bar_starts, piece.bar_starts):
+            return structure_columns(piece, None, "error", "the aligned piece's bars differ from the row's "
+                                                           f"({len(alignment.bar_starts) - 1} vs {piece.num_bars} bars)")
+        return structure_columns(piece, alignment)
+    except InputError as e:
+        return structure_columns(piece, None, "error", str(e))
+    except Exception as e:  # unforeseen: keep the song's notes, say so
+        return structure_columns(piece, None, "error", f"unexpected {type(e).__name__} while aligning: {e}")
+
+
+def structure_summary(rows: list[dict], structure_dir) -> dict:
+    """The alignment part of the build report, from rows with the structure columns: songs
+    aligned well, those that are not (with match and shift), those without annotations or
+    whose annotations failed (with the reason), and coverage of bars, beats and melody."""
+    by = {s: [r for r in rows if r["structure_status"] == s] for s in STRUCTURE_STATUSES}
+    annotated = by["aligned"] + by["not_aligned"]
+    bars = sum(r["n_bars"] for r in rows)
+    beats = sum(len(r["beat_chord_mask"]) for r in rows)
+    labelled = sum(sum(r["bar_label_mask"]) for r in rows)
+    chord_beats = sum(sum(r["beat_chord_mask"]) for r in rows)
+    return {
+        "structure_dir": str(structure_dir),
+        "songs": len(rows),
+        "annotated": len(annotated),  # read and aligned, well or not
+        "aligned_well": len(by["aligned"]),
+        "aligned_well_share_of_annotated": round(len(by["aligned"]) / len(annotated), 4) if annotated else 0.0,
+        "good_match": S.GOOD_MATCH,
+        "mean_match": round(float(np.mean([r["align_match"] for r in annotated])), 4) if annotated else 0.0,
+        "shift_on_bar_line": sum(r["align_on_bar_line"] for r in by["aligned"]),
+        "not_aligned_well": [{"song_id": r["song_id"], "match": round(float(r["align_match"]), 4),
+                              "shift_beats": r["align_shift_beats"]} for r in by["not_aligned"]],
+        "no_annotation": [r["song_id"] for r in by["no_annotation"]],
+        "errors": [{"song_id": r["song_id"], "reason": r["structure_note"]} for r in by["error"]],
+        "coverage": {
+            "bars": bars, "labelled_bars": labelled, "labelled_share": round(labelled / bars, 4) if bars else 0.0,
+            "beats": beats, "chord_beats": chord_beats,
+            "chord_share": round(chord_beats / beats, 4) if beats else 0.0,
+            "melody_notes": sum(len(r["melody_pitch"]) for r in rows),
+        },
+    }
+
+
 # ----------------------------------------------------------------------------- building
 @dataclass
 class BuildReport:
@@ -216,14 +374,18 @@ class BuildReport:
     validation_fraction: float = 0.05
     seconds: float = 0.0  # time taken, reading and saving
     size_bytes: int = 0  # of the saved dataset (0 when not saved)
+    structure: dict | None = None  # `structure_summary`, when built with structure_dir
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["structure"] is None:  # a build without annotations reports as before
+            del d["structure"]
+        return d
 
 
 def _read_one(job: tuple) -> tuple[dict | None, str | None]:
     """Read one file into a row, or return the reason it cannot be used (worker function)."""
-    path, beats, midi_dir, steps_per_beat, pitch_range, validation_fraction = job
+    path, beats, midi_dir, steps_per_beat, pitch_range, validation_fraction, structure_dir = job
     rel = path.relative_to(midi_dir).as_posix()
     try:
         piece, report = read_midi(path, beats=beats, steps_per_beat=steps_per_beat, pitch_range=pitch_range)
@@ -240,6 +402,8 @@ def _read_one(job: tuple) -> tuple[dict | None, str | None]:
         report=report,
         split=split_of(song_id, validation_fraction),
     )
+    if structure_dir is not None:
+        row.update(_read_structure(path, beats, piece, song_id, structure_dir))
     return row, None
 
 
@@ -252,6 +416,7 @@ def build_dataset(
     progress: bool = True,
     validation_fraction: float = 0.05,
     pitch_range: tuple[int, int] = PIANO_RANGE,
+    structure_dir=None,
 ) -> tuple[datasets.Dataset, BuildReport]:
     """Read every MIDI file under `midi_dir` into a `datasets.Dataset`, one row per song.
 
@@ -266,6 +431,11 @@ def build_dataset(
         progress: show a tqdm progress bar.
         validation_fraction: share of songs (by hash of song_id) in the validation split.
         pitch_range: pitches kept (others are dropped by `read_midi` and counted in read_report).
+        structure_dir: POP909's structure annotations (`NNN/` folders, see `fractalmidi.structure`):
+            each row gains the `STRUCTURE_FEATURES` columns, the song's annotations aligned with
+            its own bars and beats (`structure_columns`; masked where a song has no folder, does
+            not align well, or its annotations cannot be read), and the report the alignment
+            summary (`structure_summary`). None: no such columns, rows as without it.
     Returns the dataset (rows in file order) and a `BuildReport`. Files that cannot be read
     are skipped and listed in the report with the reason; every other file gives a row.
     """
@@ -273,13 +443,18 @@ def build_dataset(
     midi_dir = Path(midi_dir)
     if not 0.0 <= validation_fraction <= 1.0:
         raise InputError(f"validation_fraction must lie in 0-1, got {validation_fraction}")
+    if structure_dir is not None:
+        structure_dir = Path(structure_dir)
+        if not structure_dir.is_dir():
+            raise InputError(f"{structure_dir}: structure annotation folder not found")
     files = find_midi_files(midi_dir)
     report = BuildReport(
         midi_dir=str(midi_dir), out_dir=str(out_dir) if out_dir is not None else None, files=len(files),
         steps_per_beat=steps_per_beat, validation_fraction=validation_fraction,
     )
     jobs = [
-        (path, beats if use_beats else None, midi_dir, steps_per_beat, tuple(pitch_range), validation_fraction)
+        (path, beats if use_beats else None, midi_dir, steps_per_beat, tuple(pitch_range), validation_fraction,
+         structure_dir)
         for path, beats in files
     ]
 
@@ -300,8 +475,9 @@ def build_dataset(
             rows.append(row)
     _make_song_ids_unique(rows, validation_fraction)
 
+    features = FEATURES if structure_dir is None else datasets.Features({**FEATURES, **STRUCTURE_FEATURES})
     ds = datasets.Dataset.from_dict(
-        {name: [r[name] for r in rows] for name in FEATURES}, features=FEATURES
+        {name: [r[name] for r in rows] for name in features}, features=features
     )
     report.songs = len(rows)
     report.with_beat_file = sum(r["used_beats"] for r in rows)
@@ -309,6 +485,8 @@ def build_dataset(
     report.bars = sum(r["n_bars"] for r in rows)
     report.hours = sum(r["duration_seconds"] for r in rows) / 3600
     report.splits = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
+    if structure_dir is not None:
+        report.structure = structure_summary(rows, structure_dir)
 
     if out_dir is not None:
         bars_were_on = not datasets.are_progress_bars_disabled()
@@ -496,6 +674,10 @@ class TrainTransform:
     """A `datasets` transform (`ds.with_transform(t)` / `ds.set_transform(t)`): each row becomes
     a random window of `num_bars` bars, transposed by a random shift (`augment_transpose`), as
     the arrays of `dense_example` plus song_id, first_bar and shift.
+
+    Columns it does not use are ignored: in particular the structure annotations
+    (`STRUCTURE_FEATURES`) of a dataset built with `structure_dir`, which the current model
+    does not take (the form, chord and melody levels will read them).
 
     Randomness comes from `self.generator`, seeded once: the same seed and the same order of
     reads give the same examples. With several DataLoader workers each holds a copy of the

@@ -343,3 +343,178 @@ def test_collate_pads_to_the_longest(sample_ds):
         assert batch["step_mask"][i].sum() == p.num_steps and batch["bar_mask"][i].sum() == p.num_bars
         assert np.array_equal(batch["roll"][i, :, : p.num_steps], p.to_roll())
         assert np.all(batch["bar_index"][i, p.num_steps :] == -1)
+
+
+# --------------------------------------------------------------------------- structure annotations
+STRUCTURE_DIR = Path(__file__).resolve().parent / "data" / "pop909-structure"  # 001 002 003 267 580
+
+
+@pytest.fixture(scope="module")
+def structure_ds():
+    return D.build_dataset(POP909_DIR, progress=False, structure_dir=STRUCTURE_DIR)
+
+
+def copy_structure(dest: Path, songs) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for s in songs:
+        shutil.copytree(STRUCTURE_DIR / s, dest / s)
+    return dest
+
+
+def assert_structure_masked(row):
+    assert not any(row["bar_label_mask"]) and not any(row["beat_chord_mask"]) and not any(row["bar_on_grid"])
+    assert set(row["bar_letter"]) <= {""} and set(row["bar_phrase"]) <= {-1} and set(row["bar_phrase_position"]) <= {-1}
+    assert set(row["bar_phrase_length"]) <= {0} and not any(row["bar_melodic"])
+    assert set(row["beat_root"]) <= {-1} and set(row["beat_quality"]) <= {-1} and set(row["beat_bass"]) <= {-1}
+    assert row["melody_pitch"] == row["melody_start"] == row["melody_end"] == []
+    assert not row["aligned_well"] and row["structure_note"]
+
+
+def test_build_dataset_without_structure_is_as_before(sample_ds, structure_ds):
+    ds, report = sample_ds
+    assert ds.features == D.FEATURES  # no structure columns at all
+    assert "structure" not in report.as_dict()
+    with_s, _ = structure_ds
+    # the note, bar and metadata columns are the same with the annotations
+    assert with_s.select_columns(list(D.FEATURES)).to_dict() == ds.to_dict()
+
+
+def test_build_dataset_structure_columns_line_up_with_the_rows_bars(structure_ds):
+    from fractalmidi.structure import QUALITIES, align_song
+
+    ds, report = structure_ds
+    assert ds.features == datasets.Features({**D.FEATURES, **D.STRUCTURE_FEATURES})
+    for row in ds:
+        nb, nbeat = row["n_bars"], row["n_steps"] // row["steps_per_beat"]
+        for k in ("bar_label_mask", "bar_on_grid", "bar_letter", "bar_phrase", "bar_phrase_position",
+                  "bar_phrase_length", "bar_melodic"):
+            assert len(row[k]) == nb, k
+        for k in ("beat_chord_mask", "beat_root", "beat_quality", "beat_bass"):
+            assert len(row[k]) == nbeat, k
+        if row["structure_status"] != "aligned":
+            continue
+        # the same bars as the alignment read on the same beat file, and its labels on them
+        a = align_song(POP909_DIR / row["source"], STRUCTURE_DIR / row["song_id"])
+        assert a.bar_starts.tolist() == row["bar_starts"]
+        assert row["bar_letter"] == a.bar_letter and row["bar_label_mask"] == a.bar_mask.tolist()
+        assert row["bar_phrase_position"] == a.bar_position.tolist()
+        assert row["beat_root"] == a.beat_root.tolist() and row["beat_quality"] == a.beat_quality.tolist()
+        assert row["align_shift_beats"] == a.shift_beats and row["form"] == a.form and row["key"] == a.key
+        assert row["align_match"] == pytest.approx(a.match, abs=1e-6) and row["aligned_well"]
+        assert sum(row["bar_label_mask"]) > 0.8 * nb and sum(row["beat_chord_mask"]) > 0.8 * nbeat
+        # labels: a phrase's bars count 0 .. length - 1; melodic = upper-case letter
+        for m, letter, pos, length, mel in zip(row["bar_label_mask"], row["bar_letter"], row["bar_phrase_position"],
+                                               row["bar_phrase_length"], row["bar_melodic"]):
+            if m:
+                assert 0 <= pos < length and mel == letter.isupper()
+        q = [x for m, x in zip(row["beat_chord_mask"], row["beat_quality"]) if m]
+        assert all(-1 <= x < len(QUALITIES) for x in q)
+        assert 0 <= row["key_tonic"] < 12 and row["key_mode"] in (0, 1)
+        # the melody: inside the piece, sorted, mostly on the row's own notes
+        start, end, pitch = (np.array(row[k]) for k in ("melody_start", "melody_end", "melody_pitch"))
+        assert len(start) > 0 and start.min() >= 0 and end.max() <= row["n_steps"] and (end > start).all()
+        assert (np.diff(start) >= 0).all()
+        notes = set(zip(row["pitch"], row["start"]))
+        assert np.mean([(p, s) in notes for p, s in zip(pitch, start)]) >= 0.8
+    assert [r for r in ds["structure_status"]].count("aligned") == 4
+
+
+def test_build_dataset_badly_aligned_song_keeps_its_notes_masked(sample_ds, structure_ds):
+    ds, report = structure_ds
+    row = row_of(ds, "580")
+    assert row["structure_status"] == "not_aligned" and "match" in row["structure_note"]
+    assert row["align_match"] < 0.8
+    assert_structure_masked(row)
+    assert row["form"] and row["key"]  # song-level annotations kept
+    assert row["n_notes"] == row_of(sample_ds[0], "580")["n_notes"] > 0
+    s = report.structure
+    assert s["songs"] == s["annotated"] == 5 and s["aligned_well"] == 4
+    assert [x["song_id"] for x in s["not_aligned_well"]] == ["580"]
+    assert s["no_annotation"] == [] and s["errors"] == []
+    cov = s["coverage"]
+    assert cov["bars"] == sum(ds["n_bars"]) and 0 < cov["labelled_bars"] < cov["bars"]
+    assert cov["labelled_bars"] == sum(sum(m) for m in ds["bar_label_mask"])
+    assert cov["melody_notes"] == sum(len(m) for m in ds["melody_pitch"])
+
+
+def test_build_dataset_structure_missing_and_broken_annotations_are_masked(tmp_path):
+    sdir = copy_structure(tmp_path / "structure", ["001", "003", "267", "580"])  # 002 missing
+    chords = sdir / "003" / "finalized_chord.txt"
+    chords.write_text("C:maj [0, 4, 7] 0 4\nC:wibble [0] 0 4\n")
+    ds, report = D.build_dataset(POP909_DIR, progress=False, structure_dir=sdir)
+    assert len(ds) == 5  # nothing dropped
+    missing, broken = row_of(ds, "002"), row_of(ds, "003")
+    assert missing["structure_status"] == "no_annotation" and missing["form"] == "" and missing["key_tonic"] == -1
+    assert broken["structure_status"] == "error" and "finalized_chord.txt" in broken["structure_note"]
+    for row in (missing, broken):
+        assert_structure_masked(row)
+        assert row["n_notes"] > 0
+    assert row_of(ds, "001")["structure_status"] == "aligned"
+    s = report.structure
+    assert s["no_annotation"] == ["002"]
+    assert [e["song_id"] for e in s["errors"]] == ["003"] and "wibble" in s["errors"][0]["reason"]
+    assert s["annotated"] == 3 and s["aligned_well"] == 2
+
+
+def test_build_dataset_structure_checks_the_bars(tmp_path, monkeypatch):
+    from fractalmidi import structure as S
+
+    real = S.align_song
+
+    def shifted(*args, **kwargs):  # an alignment whose bars are not the row's
+        a = real(*args, **kwargs)
+        a.bar_starts = a.bar_starts.copy()
+        a.bar_starts[1] += 1
+        return a
+
+    monkeypatch.setattr(S, "align_song", shifted)
+    ds, report = D.build_dataset(POP909_DIR, progress=False, structure_dir=STRUCTURE_DIR)
+    assert set(ds["structure_status"]) == {"error"}
+    assert all("bars differ" in e["reason"] for e in report.structure["errors"])
+    for row in ds:
+        assert_structure_masked(row)
+
+
+def test_build_dataset_structure_needs_four_steps_per_beat(tmp_path):
+    songs = copy_sample(tmp_path / "midi", ["001"])
+    ds, report = D.build_dataset(songs, progress=False, steps_per_beat=8, structure_dir=STRUCTURE_DIR)
+    assert ds[0]["structure_status"] == "error" and "steps per beat" in ds[0]["structure_note"]
+    assert len(ds[0]["beat_root"]) == ds[0]["n_steps"] // 8
+    with pytest.raises(InputError, match="structure annotation folder not found"):
+        D.build_dataset(songs, progress=False, structure_dir=tmp_path / "nowhere")
+
+
+def test_build_dataset_structure_saved_loaded_and_in_workers(tmp_path, structure_ds):
+    out = tmp_path / "ds"
+    ds, report = D.build_dataset(POP909_DIR, out, progress=False, num_proc=2, structure_dir=STRUCTURE_DIR)
+    saved = json.loads((out / D.REPORT_FILE).read_text())
+    assert saved["structure"] == report.structure == structure_ds[1].structure
+    loaded = D.load_dataset_dir(out)
+    assert loaded.features == structure_ds[0].features
+    assert loaded.to_dict() == structure_ds[0].to_dict()
+
+
+def test_train_transform_ignores_structure_columns(sample_ds, structure_ds):
+    plain = sample_ds[0].with_transform(D.make_train_transform(4, seed=3))
+    with_s = structure_ds[0].with_transform(D.make_train_transform(4, seed=3))
+    a, b = plain[0:5], with_s[0:5]
+    assert set(a) == set(b)
+    for k in a:
+        for x, y in zip(a[k], b[k]):
+            assert np.array_equal(np.asarray(x), np.asarray(y)), k
+    batch = D.collate([with_s[i] for i in range(len(with_s))])
+    assert batch["roll"].shape[0] == 5
+
+
+def test_build_dataset_cli_structure(capsys, tmp_path):
+    from fractalmidi.cli import main
+
+    code = main(["build-dataset", str(POP909_DIR), str(tmp_path / "ds"), "--structure", str(STRUCTURE_DIR)])
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out)
+    assert report["structure"]["aligned_well"] == 4
+    assert [x["song_id"] for x in report["structure"]["not_aligned_well"]] == ["580"]
+    assert "beat_root" in D.load_dataset_dir(tmp_path / "ds").column_names
+    code = main(["build-dataset", str(POP909_DIR), str(tmp_path / "ds2"), "--structure", str(tmp_path / "nowhere")])
+    assert code == 2 and "structure annotation folder not found" in capsys.readouterr().err
