@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from symusic import Note, Score, TextMeta, TimeSignature, Track, Tempo
+from symusic import KeySignature, Note, Score, TextMeta, TimeSignature, Track, Tempo
 
 from .errors import InputError
 from .files import atomic_path
@@ -569,3 +569,123 @@ def write_midi(piece, path, ticks_per_quarter: int = 480) -> Path:
     with atomic_path(path, ".tmp") as tmp:
         score.dump_midi(str(tmp))
     return path
+
+
+# ------------------------------------------------------------------------- songs
+MELODY_TRACK_NAME = "Melody"
+PIANO_TRACK_NAME = "Piano"
+
+
+@dataclass
+class SongMidi:
+    """What `read_song_midi` finds in a song file: its tracks, chord markers and key."""
+
+    tracks: list[tuple[str, Piece]]  # (track name, Piece), all on the same bars
+    chords: list[tuple[int, int, str]]  # (start step, end step, chord name) from the markers
+    keys: list[tuple[int, str]]  # (step, key like "G:maj") of each key signature event
+
+    @property
+    def key(self) -> str | None:
+        return self.keys[0][1] if self.keys else None
+
+    def track(self, name: str) -> Piece | None:
+        return next((p for n, p in self.tracks if n.lower() == name.lower()), None)
+
+
+def _key_events(key) -> list[tuple[int, str]]:
+    if key is None:
+        return []
+    if isinstance(key, str):
+        return [(0, key)]
+    return [(int(s), str(k)) for s, k in key]
+
+
+def song_to_score(accompaniment: Piece, melody=None, chords=None, key=None, merge: bool = False,
+                  ticks_per_quarter: int = 480) -> Score:
+    """The symusic `Score` of a song (see `write_song_midi`)."""
+    from .leadsheet import check_melody, chord_spans, key_signature
+
+    if not isinstance(accompaniment, Piece):
+        raise InputError(f"the accompaniment must be a Piece, not {type(accompaniment).__name__}")
+    tracks = [(PIANO_TRACK_NAME, accompaniment)]
+    if melody is not None:
+        mel = accompaniment.replace_notes(check_melody(melody, accompaniment))
+        if merge:
+            merged, _ = normalize_notes(np.concatenate([mel.notes, accompaniment.notes]))
+            tracks = [(PIANO_TRACK_NAME, accompaniment.replace_notes(merged))]
+        else:
+            tracks = [(MELODY_TRACK_NAME, mel)] + tracks
+    T = int(accompaniment.bar_starts[-1])
+    spans = chord_spans(chords, accompaniment.steps_per_beat, T)
+    keys = [(s, k, key_signature(k)) for s, k in _key_events(key)]
+    for s, k, _ in keys:
+        if not 0 <= s < T:
+            raise InputError(f"key {k!r} at step {s} is outside the piece (0-{T - 1})")
+    score = piece_to_score(tracks, ticks_per_quarter)
+    tps = score.tpq // accompaniment.steps_per_beat
+    prev_end = None
+    for s, e, name in spans:
+        if prev_end is not None and s > prev_end:  # a gap: no chord from the previous end
+            score.markers.append(TextMeta(prev_end * tps, "N"))
+        score.markers.append(TextMeta(s * tps, name))
+        prev_end = e
+    if prev_end is not None and prev_end < T:
+        score.markers.append(TextMeta(prev_end * tps, "N"))
+    for s, _, (sharps, tonality) in keys:
+        score.key_signatures.append(KeySignature(s * tps, sharps, tonality))
+    return score
+
+
+def write_song_midi(path, accompaniment: Piece, melody=None, chords=None, key=None, merge: bool = False,
+                    ticks_per_quarter: int = 480) -> Path:
+    """Write a song as MIDI, atomically (as `write_midi`): a track named "Melody" (`melody`:
+    (N, 4) monophonic notes on the accompaniment's grid, or a Piece on it) and one named
+    "Piano" (`accompaniment`), or with `merge` a single "Piano" track holding both; the chords
+    as marker events at their onsets (`chords`: spans (start step, end step, name) or one name
+    per beat, see `leadsheet.chord_spans`; names like `C:maj`, `A:min7`, `F:maj/3`; an "N"
+    marker where a chord ends without the next starting); the key as a key signature event
+    (`key`: "G:maj", or a list of (step, key)). `read_midi` reads the notes back unchanged and
+    `read_song_midi` the tracks, chords and key. Raises InputError for a bad chord name, key
+    or melody (one that is not monophonic), naming it."""
+    path = Path(path)
+    score = song_to_score(accompaniment, melody, chords, key, merge, ticks_per_quarter)
+    with atomic_path(path, ".tmp") as tmp:
+        score.dump_midi(str(tmp))
+    return path
+
+
+def read_song_midi(path, steps_per_beat: int = 4, pitch_range: tuple[int, int] = PIANO_RANGE,
+                   max_bytes: int = MAX_FILE_BYTES) -> SongMidi:
+    """Read a file written by `write_song_midi` (on its own ticks, no beat file): every track
+    as a Piece (`read_midi_tracks`), the chord markers as spans (each runs to the next chord
+    marker or the piece's end; an "N" marker ends a chord: "N" and no chord are the same
+    here, so no "N" spans are returned), the key
+    signatures as keys. Markers that are not chord names (other than the `end` marker) are
+    left out."""
+    from .leadsheet import key_name
+    from .structure import parse_chord
+
+    path = Path(path)
+    tracks, _ = read_midi_tracks(path, beats=None, steps_per_beat=steps_per_beat, pitch_range=pitch_range,
+                                 max_bytes=max_bytes)
+    score = _load_score(path, max_bytes)
+    T = int(tracks[0][1].bar_starts[-1])
+    to_step = lambda tick: int(_round(np.array(tick * steps_per_beat / score.tpq)))
+    marks = []
+    for m in score.markers:
+        text = m.text.strip()
+        if text.lower() == END_MARKER:
+            continue
+        try:
+            parse_chord(text)
+        except InputError:
+            continue
+        marks.append((to_step(m.time), text))
+    marks.sort(key=lambda x: x[0])
+    chords = []
+    for i, (s, name) in enumerate(marks):
+        e = marks[i + 1][0] if i + 1 < len(marks) else T
+        if e > s and s < T and name != "N":
+            chords.append((s, min(e, T), name))
+    keys = [(to_step(k.time), key_name(k.key, k.tonality)) for k in score.key_signatures]
+    return SongMidi(tracks, chords, keys)
