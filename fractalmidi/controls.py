@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from . import limits_fractalmidi as limits
@@ -224,3 +225,113 @@ def curve(text, what: str, density_max: float = DEFAULT_DENSITY_MAX) -> list | N
         except ValueError as e:
             raise _err(e) from None
     return out
+
+
+# ----------------------------------------------------------------------------- form, key, chords
+MAX_CHORDS_PER_BAR = 16  # chord symbols in one bar of --chords (a 4/4 bar has 16 sixteenths)
+MAX_CONTROL_TEXT = 64 * 1024  # characters of a form, key or chord text
+KEY_EXAMPLES = "e.g. G:maj, Eb:min, C#:min, G, Gm, G major, e minor"
+_KEY_MODES = {"": "maj", "maj": "maj", "major": "maj", "min": "min", "minor": "min", "m": "min"}
+
+
+def _text(value, what: str, example: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{what}: expected text like {example}, got {type(value).__name__}")
+    if len(value) > MAX_CONTROL_TEXT:
+        raise InputError(f"{what}: {len(value)} characters is too long (at most {MAX_CONTROL_TEXT})")
+    return value
+
+
+def form(text, max_bars: int = MAX_BARS) -> list:
+    """A form string, as in the POP909 annotations: `'i4A8B8A8B8o4'` -> phrases
+    (`structure.Phrase(letter, bars)`), upper-case letters melodic, the same letter the same
+    material; at most `max_bars` bars in all (each phrase 1-`structure.MAX_PHRASE_BARS`).
+    Already parsed phrases pass through (checked against `max_bars`)."""
+    from .structure import Phrase, parse_form
+
+    if isinstance(text, (list, tuple)) and all(isinstance(p, Phrase) for p in text):
+        phrases = list(text)
+        if not phrases:
+            raise InputError("form: no phrases")
+    else:
+        phrases = parse_form(_text(text, "form", "'i4A8B8o4'"), "form")
+    total = sum(p.bars for p in phrases)
+    if total > max_bars:
+        raise InputError(f"form: {total} bars in all; a piece has at most {max_bars} bars")
+    return phrases
+
+
+def key(text) -> tuple[int, str, str]:
+    """A key -> (tonic pitch class 0-11, mode "maj" or "min", name as in the annotations, e.g.
+    "Eb:min"). Accepted: `G:maj`, `Eb:min`, `C#:min` (the annotations' style), `G`, `Gm`,
+    `G major`, `e minor`, `Bb maj`, `F#:minor`: a tonic A-G (either case) with # or b, then
+    maj / major / min / minor / m (no mode: major). The name keeps the tonic's spelling."""
+    from .structure import parse_pitch_class
+
+    s = _text(text, "key", "'G:maj'").strip()
+    m = re.fullmatch(r"([A-Ga-g])([#b]?)\s*(?::\s*)?([A-Za-z]*)", s)
+    mode = None
+    if m:
+        word = m.group(3)
+        mode = _KEY_MODES.get(word if word in ("m", "M") else word.lower())
+        if word == "M":
+            mode = "maj"
+    if mode is None:
+        raise InputError(f"key: {s[:24]!r} is not a key ({KEY_EXAMPLES})")
+    tonic = m.group(1).upper() + m.group(2)
+    return parse_pitch_class(tonic, "key"), mode, f"{tonic}:{mode}"
+
+
+def chords(text, max_bars: int = MAX_BARS) -> list[list[tuple[int, str, int]]]:
+    """A chord progression, one symbol per bar separated by spaces, several in one bar joined by
+    commas: `"C,G Am F G7"` -> per bar a list of (root pitch class, quality, bass pitch class),
+    the quality one of `structure.QUALITIES` ("N", root = bass = -1, for no chord). Symbols:
+    see `structure.parse_chord_symbol` (`C`, `Am`, `G7`, `F/A`, `F#m7b5`, `C:maj`, `A:min7`,
+    `Bb:maj7`, `N` ...). At most `max_bars` bars and MAX_CHORDS_PER_BAR symbols a bar. A bad
+    symbol is named with its bar: "chords, bar 3: 'Hm' is not a chord symbol (e.g. ...)"."""
+    from .structure import parse_chord_symbol
+
+    s = _text(text, "chords", "'C G Am F'").strip()
+    if not s:
+        raise InputError("chords: empty (expected chord symbols, one per bar, like 'C G Am F')")
+    bars_text = s.split()
+    if len(bars_text) > max_bars:
+        raise InputError(f"chords: {len(bars_text)} bars; a piece has at most {max_bars} bars")
+    out = []
+    for b, bar_text in enumerate(bars_text, start=1):
+        symbols = bar_text.split(",")
+        if len(symbols) > MAX_CHORDS_PER_BAR:
+            raise InputError(f"chords, bar {b}: {len(symbols)} chords; at most {MAX_CHORDS_PER_BAR} in one bar")
+        bar = []
+        for sym in symbols:
+            if not sym:
+                raise InputError(f"chords, bar {b}: an empty chord in {bar_text[:40]!r} (join a bar's chords "
+                                 f"with single commas, like 'C,G')")
+            c = parse_chord_symbol(sym, f"chords, bar {b}")
+            bar.append((c.root, c.quality, c.bass))
+        out.append(bar)
+    return out
+
+
+_parse_form, _parse_chords, _parse_bars = form, chords, bars  # bars_from's arguments shadow these names
+
+
+def bars_from(form=None, chords=None, bars=None, max_bars: int = MAX_BARS) -> int | None:
+    """The number of bars of a piece from its controls: `bars` when given, else the bars of
+    `form` (a form string or parsed phrases), else of `chords` (a chord text or its parsed
+    bars); None when none is given. Those given must agree (InputError saying which differ)."""
+    counts = []
+    if form is not None:
+        counts.append(("the form has", sum(p.bars for p in _parse_form(form, max_bars))))
+    if chords is not None:
+        parsed = chords if isinstance(chords, list) else _parse_chords(chords, max_bars)
+        counts.append(("the chords have", len(parsed)))
+    if bars is not None:
+        counts.append(("bars is", _parse_bars(bars, max_bars)))
+    if not counts:
+        return None
+    if len({n for _, n in counts}) > 1:
+        given = ", ".join(f"{what} {n}" for what, n in counts)
+        raise InputError(f"bars disagree: {given}; they must agree (without bars, the number of bars "
+                         f"follows from the form or the chords)")
+    return counts[0][1]

@@ -57,6 +57,11 @@ Song metrics (the 16th grid at 4 steps per beat; exact definitions in each funct
 - per-bar feature Frechet distance (`bar_features`, `frechet_distance`,
   `feature_frechet_distance`): a set-level figure between two sets of pieces (there is no
   per-piece value, so it is not in `evaluate_piece`); `fractalmidi evaluate --reference DIR`.
+- chord_tone_share (fraction, 0-1) (`chord_tone_share`, `strong_beat_steps`): of the melody notes
+  (the melody track, else the top voice) starting on a strong beat (beats 1 and 3 of a 4/4 bar,
+  the first beat of a bar in any other metre) where a chord is given per beat, the share whose
+  pitch class is a chord tone (`structure.chord_pitch_classes`). It needs chords, so it is not
+  in `evaluate_piece`. NaN: no such note.
 
 Structure adherence: how well a piece realises the per-bar structure it was asked for (as
 produced by Level 0 of the model or given by the user; see `Piece.structure`).
@@ -482,3 +487,66 @@ def structure_adherence(piece: Piece, density=None, tempo=None) -> dict[str, flo
         out["tempo_mae"], out["tempo_max_abs_error"] = t["mae"], t["max_abs_error"]
     out["n_bars"] = piece.num_bars
     return out
+
+
+# --------------------------------------------------------------------------- chord tones
+def strong_beat_steps(piece: Piece) -> np.ndarray:
+    """The piece's strong-beat steps, sorted: in a 4/4 bar beats 1 and 3 (the bar's first step
+    and the step 2 quarter notes later); in a bar of any other metre its first step only."""
+    starts = piece.bar_starts[:-1]
+    four = np.all(piece.time_signatures == (4, 4), axis=1)
+    third = starts[four] + 2 * piece.steps_per_beat
+    return np.unique(np.concatenate([starts, third]))
+
+
+def _beat_chords(chords) -> list:
+    """Per-beat chords as (n_beats, 3) int rows (root, quality id, bass), or as a sequence of
+    (root, quality name or id, bass) -> one pitch-class set per beat (empty: no chord)."""
+    from .structure import QUALITY_ID, chord_pitch_classes
+
+    rows = []
+    for root, quality, bass in chords if not isinstance(chords, np.ndarray) else chords.reshape(-1, 3).tolist():
+        if isinstance(quality, str) and quality != "N":
+            if quality not in QUALITY_ID:
+                raise InputError(f"chord_tone_share: unknown chord quality {quality!r}")
+        rows.append(chord_pitch_classes(int(root), quality, int(bass)))
+    return rows
+
+
+def chord_tone_share(piece: Piece, chords, melody=None) -> float:
+    """Chord-tone share of melody notes on strong beats (fraction, 0-1).
+
+    The melody: `melody` when given, as a `Piece` (its `top_voice`, i.e. its notes if it is
+    monophonic) or as notes (rows starting pitch, start step) on the piece's grid; else the top
+    voice of `piece`. The chords: one per beat, beat i being the quarter note of steps
+    i * steps_per_beat .. (i + 1) * steps_per_beat - 1 of the piece's grid (as
+    `structure.Alignment.beat_root / beat_quality / beat_bass`), each (root pitch class,
+    quality, bass pitch class) with the quality a name in `structure.QUALITIES` or its index;
+    root < 0 (or quality "N" / index < 0) means no chord. Give an (n_beats, 3) int array or a
+    sequence of triples.
+
+    Counted: the melody notes that start exactly on a strong beat (`strong_beat_steps`: beats
+    1 and 3 of a 4/4 bar; the first beat of a bar in any other metre) of a beat that has a
+    chord (notes on N or past the chords are left out). Share = the fraction of those whose
+    pitch class is one of the chord's pitch classes (`structure.chord_pitch_classes`: the
+    quality's tones above the root, plus the bass). NaN when no note is counted."""
+    if melody is None:
+        notes = top_voice(piece)
+    elif isinstance(melody, Piece):
+        notes = top_voice(melody)
+    else:
+        notes = np.asarray(melody, np.int64)
+        notes = notes.reshape(len(notes), -1)[:, :2] if notes.size else np.zeros((0, 2), np.int64)
+    pcs = _beat_chords(chords)
+    if len(notes) == 0 or not pcs:
+        return math.nan
+    strong = strong_beat_steps(piece)
+    on = np.isin(notes[:, 1], strong)
+    hits = total = 0
+    for pitch, start in notes[on]:
+        beat = int(start) // piece.steps_per_beat
+        if beat >= len(pcs) or not pcs[beat]:
+            continue
+        total += 1
+        hits += int(pitch) % 12 in pcs[beat]
+    return hits / total if total else math.nan

@@ -511,3 +511,104 @@ def song_pairs(pop909_dir, structure_dir) -> list[tuple[str, Path, Path]]:
         if (structure_dir / song).is_dir() and (midi.parent / POP909_BEAT_FILE).is_file():
             out.append((song, midi, structure_dir / song))
     return sorted(out)
+
+
+# ------------------------------------------------------------------------- chord symbols, chord tones
+# semitones above the root of each quality's chord tones (textbook spellings). The pitch-class
+# lists of `finalized_chord.txt` agree for every quality but three, where the annotation tool's
+# lists are wrong: maj7 is listed with b7 (0 4 7 10, as dominant 7), hdim7 with bb7 (0 3 6 9,
+# as dim7) and sus4(b7) without its b7 (0 5 7); and a bass outside the chord is never listed.
+QUALITY_INTERVALS = {
+    "maj": (0, 4, 7), "min": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11),
+    "min7": (0, 3, 7, 10), "dim": (0, 3, 6), "dim7": (0, 3, 6, 9), "hdim7": (0, 3, 6, 10),
+    "aug": (0, 4, 8), "sus2": (0, 2, 7), "sus4": (0, 5, 7), "sus4(b7)": (0, 5, 7, 10),
+    "maj6": (0, 4, 7, 9), "min6": (0, 3, 7, 9),
+}
+
+
+def chord_pitch_classes(root: int, quality, bass: int = -1) -> frozenset:
+    """The pitch classes of a chord: its quality's `QUALITY_INTERVALS` above `root` (0-11),
+    plus `bass` when given (>= 0; a slash chord's bass is one of its notes). `quality` is a
+    name in QUALITIES or its index (`QUALITY_ID`, as in `Alignment.beat_quality`). No chord
+    (root < 0, quality "N" or an index < 0) has none: an empty set."""
+    if isinstance(quality, (int, np.integer)):
+        quality = QUALITIES[int(quality)] if 0 <= int(quality) < len(QUALITIES) else "N"
+    if int(root) < 0 or quality == "N":
+        return frozenset()
+    if quality not in QUALITY_INTERVALS:
+        raise InputError(f"unknown chord quality {quality!r} (known: {', '.join(QUALITIES)})")
+    pcs = {(int(root) + i) % 12 for i in QUALITY_INTERVALS[quality]}
+    if bass is not None and int(bass) >= 0:
+        pcs.add(int(bass) % 12)
+    return frozenset(pcs)
+
+
+# lead-sheet suffixes (after the root, before any "/bass") -> (quality in QUALITIES, exact)
+SYMBOL_QUALITIES = {
+    "": "maj", "M": "maj", "maj": "maj", "major": "maj",
+    "m": "min", "mi": "min", "min": "min", "minor": "min", "-": "min",
+    "7": "7", "dom7": "7",
+    "maj7": "maj7", "M7": "maj7", "ma7": "maj7", "Δ": "maj7", "Δ7": "maj7",
+    "m7": "min7", "mi7": "min7", "min7": "min7", "-7": "min7",
+    "dim": "dim", "o": "dim", "°": "dim",
+    "dim7": "dim7", "o7": "dim7", "°7": "dim7",
+    "m7b5": "hdim7", "min7b5": "hdim7", "-7b5": "hdim7", "ø": "hdim7", "ø7": "hdim7",
+    "aug": "aug", "+": "aug",
+    "sus2": "sus2", "sus4": "sus4", "sus": "sus4", "7sus4": "sus4(b7)", "7sus": "sus4(b7)",
+    "6": "maj6", "M6": "maj6", "maj6": "maj6", "m6": "min6", "min6": "min6", "-6": "min6",
+}
+# lead-sheet extensions outside the vocabulary and the quality each reduces to (as `REDUCE`)
+SYMBOL_REDUCE = {
+    "add9": "maj", "add2": "maj", "madd9": "min", "9": "7", "11": "7", "13": "7",
+    "7b9": "7", "7#9": "7", "7b5": "7", "7#5": "aug", "maj9": "maj7", "M9": "maj7", "maj13": "maj7",
+    "m9": "min7", "min9": "min7", "m11": "min7", "mM7": "min", "mmaj7": "min", "minmaj7": "min",
+    "aug7": "aug", "+7": "aug", "69": "maj6", "m69": "min6", "9sus4": "sus4(b7)", "sus2(b7)": "sus2",
+}
+CHORD_SYMBOL_EXAMPLES = "e.g. C, Am, G7, F/A, C:maj, A:min7"
+
+
+def parse_chord_symbol(text: str, where: str = "chord") -> Chord:
+    """One chord symbol, in either style -> `Chord(root, quality in QUALITIES, bass, exact)`:
+
+    - lead-sheet: ROOT (A-G, then # or b) + suffix (`SYMBOL_QUALITIES`: `C`, `Am`, `G7`,
+      `Cmaj7`, `F#m7b5`, `Bdim`, `Caug`, `Dsus4`, `G7sus4`, `C6` ...; extensions such as `G9`,
+      `Cadd9`, `Am9` reduce through `SYMBOL_REDUCE`, exact=False) + optional `/BASS` as a note
+      name (`F/A`, `C/Bb`);
+    - annotation (`parse_chord`): `C:maj`, `A:min7`, `Bb:maj7`, `C:maj/3` (bass as a degree),
+      and also `C:maj/E` (bass as a note name);
+    - `N`: no chord (`NO_CHORD`).
+    Raises InputError "{where}: 'Hm' is not a chord symbol (e.g. ...)"."""
+    s = str(text).strip()
+    bad = InputError(f"{where}: {s[:24]!r} is not a chord symbol ({CHORD_SYMBOL_EXAMPLES})")
+    if s == "N":
+        return NO_CHORD
+    if not s or len(s) > 24:
+        raise bad
+    head, slash, bass_text = s.partition("/")
+    bass = None
+    if slash:
+        m = re.fullmatch(r"([A-G])([#b]?)", bass_text)
+        if m:  # a note name
+            bass = parse_pitch_class(bass_text, where)
+        elif ":" not in head:  # lead-sheet bass must be a note name
+            raise bad
+    if ":" in head:
+        try:
+            chord = parse_chord(head if bass is not None else s, where)
+        except InputError:
+            raise bad from None
+    else:
+        m = re.fullmatch(r"([A-G])([#b]?)(.*)", head)
+        if not m:
+            raise bad
+        root = parse_pitch_class(m.group(1) + m.group(2), where)
+        suffix = m.group(3)
+        if suffix in SYMBOL_QUALITIES:
+            chord = Chord(root, SYMBOL_QUALITIES[suffix], root, True)
+        elif suffix in SYMBOL_REDUCE:
+            chord = Chord(root, SYMBOL_REDUCE[suffix], root, False)
+        else:
+            raise bad
+    if bass is not None:
+        chord = Chord(chord.root, chord.quality, bass, chord.exact)
+    return chord

@@ -353,3 +353,77 @@ def test_feature_frechet_of_pieces():
     assert M.feature_frechet_distance(songs, up) > 0.1
     riffs = [one_bar_riff(8)]
     assert M.feature_frechet_distance(songs, riffs + [one_bar_riff(4, ((48, 0), (55, 8)))]) > M.feature_frechet_distance(songs, up)
+
+
+# --------------------------------------------------------------------------- chord-tone share
+def test_chord_pitch_classes():
+    from fractalmidi.structure import QUALITIES, QUALITY_ID, chord_pitch_classes
+
+    assert chord_pitch_classes(0, "maj") == {0, 4, 7}
+    assert chord_pitch_classes(9, "min7") == {9, 0, 4, 7}
+    assert chord_pitch_classes(5, "maj", 9) == {5, 9, 0}  # F/A
+    assert chord_pitch_classes(0, "maj", 10) == {0, 4, 7, 10}  # C/Bb: the bass sounds too
+    assert chord_pitch_classes(7, QUALITY_ID["7"]) == {7, 11, 2, 5}
+    assert chord_pitch_classes(-1, "N") == chord_pitch_classes(0, -1) == frozenset()
+    assert all(chord_pitch_classes(0, q) for q in QUALITIES)
+
+
+def chord_grid(n_bars: int, chord=(0, 0, 0)) -> np.ndarray:
+    """(4 * n_bars, 3) per-beat chords: one chord (root, quality id, bass) on every beat."""
+    return np.tile(np.asarray(chord, np.int64), (4 * n_bars, 1))
+
+
+def test_strong_beats_are_1_and_3_in_4_4_and_the_downbeat_elsewhere():
+    p = Piece.from_bars([(4, 4), (3, 4), (6, 8), (4, 4)], bpm=120, notes=np.zeros((0, 4), np.int64))
+    assert M.strong_beat_steps(p).tolist() == [0, 8, 16, 28, 40, 48]
+
+
+def test_chord_tones_on_strong_beats_give_1_and_others_0():
+    c_major = chord_grid(2)  # C:maj on every beat of 2 bars
+    tones = piece_44([(60, 0, 4, 90), (64, 8, 12, 90), (67, 16, 20, 90), (72, 24, 28, 90)])
+    assert M.chord_tone_share(tones, c_major) == 1.0
+    others = piece_44([(62, 0, 4, 90), (65, 8, 12, 90), (69, 16, 20, 90), (71, 24, 28, 90)])
+    assert M.chord_tone_share(others, c_major) == 0.0
+    # only strong-beat onsets count: non-chord tones on beats 2 and 4 and off the beat change nothing
+    passing = piece_44([(60, 0, 2, 90), (61, 2, 4, 90), (62, 4, 8, 90), (64, 8, 12, 90), (66, 12, 16, 90)])
+    assert M.chord_tone_share(passing, c_major) == 1.0
+    # half the strong-beat notes in the chord; a note over no chord (N) is left out
+    half = piece_44([(60, 0, 4, 90), (62, 8, 12, 90), (61, 16, 20, 90)])
+    chords = c_major.copy()
+    chords[4] = (-1, -1, -1)
+    assert M.chord_tone_share(half, chords) == 0.5
+    # chords as (root, quality name, bass) triples; melody given apart from the piece
+    assert M.chord_tone_share(half, [(9, "min", 9)] * 4, melody=[(69, 0), (62, 8)]) == 0.5
+    # the top voice is the melody: chord tones below it do not count
+    chordal = piece_44([(48, 0, 16, 90), (52, 0, 16, 90), (62, 0, 8, 90), (60, 8, 16, 90)])
+    assert M.chord_tone_share(chordal, chord_grid(1)) == 0.5
+    assert math.isnan(M.chord_tone_share(piece_44([(60, 4, 8, 90)]), c_major))  # no strong-beat note
+    assert math.isnan(M.chord_tone_share(tones, chord_grid(2, (-1, -1, -1))))  # no chords
+
+
+def test_chord_tone_share_in_3_4_counts_the_downbeat_only():
+    p = Piece.from_bars([(3, 4)] * 2, bpm=120, notes=[(60, 0, 4, 90), (61, 8, 12, 90), (62, 12, 16, 90)])
+    assert M.chord_tone_share(p, chord_grid(2)) == 0.5  # steps 0 (C) and 12 (D); step 8 is beat 3 of 3/4
+
+
+def test_chord_tone_share_of_pop909_song_001():
+    """Song 001's MELODY track against its aligned annotated chords: 20 of its 46 strong-beat
+    notes are chord tones. It is the lowest of the test songs (002: 0.79, 003: 0.91, 267: 0.54):
+    its chorus leans on the major seventh over B:maj (IV of Gb) and the seventh over Bb:min
+    (iii), which the annotations write as triads."""
+    from fractalmidi.midi_io import read_midi_tracks
+    from fractalmidi.structure import align_song
+
+    data = Path(__file__).resolve().parent / "data"
+    a = align_song(POP909_MIDI, data / "pop909-structure" / "001")
+    assert a.aligned_well
+    melody = dict(read_midi_tracks(POP909_MIDI, steps_per_beat=4)[0])["MELODY"]
+    chords = np.stack([a.beat_root, a.beat_quality, a.beat_bass], axis=1)
+    share = M.chord_tone_share(melody, chords)
+    assert share == pytest.approx(20 / 46)
+    assert M.chord_tone_share(melody, chords, melody=a.melody) == pytest.approx(share)  # annotated melody agrees
+    # the other aligned test songs
+    for song, low in (("002", 0.7), ("003", 0.85)):
+        a = align_song(data / "pop909" / song / f"{song}.mid", data / "pop909-structure" / song)
+        melody = dict(read_midi_tracks(data / "pop909" / song / f"{song}.mid", steps_per_beat=4)[0])["MELODY"]
+        assert low < M.chord_tone_share(melody, np.stack([a.beat_root, a.beat_quality, a.beat_bass], 1)) <= 1.0
