@@ -9,6 +9,8 @@ masked prediction and conditioned on the levels above:
     structure  one token per bar: tempo bin and density bin (what Level 0 generates)
     harmony    one token per `harmony_patch_steps` steps: the 12 pitch classes sounding there
                (the seed's "harmonic compression"; optional: leave it out of `levels`)
+    melody     one token per step: the monophonic melody (rest, hold, or the onset of one pitch
+               of `melody_pitch_low`-`melody_pitch_high`); optional, between harmony and notes
     notes      one token per step: for every pitch of the range silent / onset / held, and a
                velocity bin on onsets; a pitch-sweep convolution (kernel of an octave along
                the pitch axis) reads the roll, attention stays inside windows of
@@ -22,7 +24,7 @@ import math
 
 from transformers import PreTrainedConfig
 
-LEVELS = ("structure", "harmony", "notes")
+LEVELS = ("structure", "harmony", "melody", "notes")  # their order, top down
 MASK_SCHEDULES = ("cosine", "linear", "square", "cubic")
 REMASK_MODES = ("confidence", "random")
 
@@ -43,7 +45,8 @@ class FractalMIDIConfig(PreTrainedConfig):
         max_bars (`int`, *optional*, defaults to 1024):
             Most bars a piece may have (the structure level's length limit).
         levels (`list[str]`, *optional*, defaults to `["structure", "harmony", "notes"]`):
-            The levels, top down. "structure" comes first and "notes" last; "harmony" is optional.
+            The levels, top down. "structure" comes first and "notes" last; "harmony" and
+            "melody" are optional and come in that order between them.
         tempo_bins (`int`, *optional*, defaults to 48):
             Number of tempo classes, spaced evenly in log-tempo between `tempo_min` and `tempo_max`.
         tempo_min (`float`, *optional*, defaults to 30.0):
@@ -72,6 +75,19 @@ class FractalMIDIConfig(PreTrainedConfig):
             Attention heads of the harmony level.
         harmony_window (`int`, *optional*, defaults to 64):
             Harmony tokens per attention window (64 quarter notes = 16 bars of 4/4); 0 = full attention.
+        melody_hidden_size (`int`, *optional*, defaults to 128):
+            Width of the melody level (only used when "melody" is in `levels`).
+        melody_num_layers (`int`, *optional*, defaults to 4):
+            Transformer blocks of the melody level.
+        melody_num_heads (`int`, *optional*, defaults to 4):
+            Attention heads of the melody level.
+        melody_window (`int`, *optional*, defaults to 64):
+            Steps per attention window of the melody level (64 = 4 bars of 4/4); 0 = full attention.
+        melody_pitch_low (`int`, *optional*, defaults to 48):
+            Lowest melody pitch (MIDI) with its own onset token; lower melody notes are moved
+            up by octaves into the range.
+        melody_pitch_high (`int`, *optional*, defaults to 96):
+            Highest melody pitch (MIDI); higher notes are moved down by octaves.
         note_hidden_size (`int`, *optional*, defaults to 128):
             Width of the note level.
         note_num_layers (`int`, *optional*, defaults to 4):
@@ -150,6 +166,12 @@ class FractalMIDIConfig(PreTrainedConfig):
     harmony_num_layers: int = 4
     harmony_num_heads: int = 4
     harmony_window: int = 64
+    melody_hidden_size: int = 128
+    melody_num_layers: int = 4
+    melody_num_heads: int = 4
+    melody_window: int = 64
+    melody_pitch_low: int = 48
+    melody_pitch_high: int = 96
     note_hidden_size: int = 128
     note_num_layers: int = 4
     note_num_heads: int = 4
@@ -188,6 +210,15 @@ class FractalMIDIConfig(PreTrainedConfig):
     def use_harmony(self) -> bool:
         return "harmony" in self.levels
 
+    @property
+    def use_melody(self) -> bool:
+        return "melody" in self.levels
+
+    @property
+    def melody_vocab_size(self) -> int:
+        """Melody tokens: 0 rest, 1 hold, 2 + k the onset of pitch `melody_pitch_low + k`."""
+        return 2 + self.melody_pitch_high - self.melody_pitch_low + 1
+
     def iterations_for(self, level: str) -> int:
         """The configured number of decoding iterations of a level."""
         return self.num_iterations[self.levels.index(level)]
@@ -216,8 +247,10 @@ class FractalMIDIConfig(PreTrainedConfig):
         integer("max_bars", 1)
         need(
             self.levels[:1] == ["structure"] and self.levels[-1:] == ["notes"]
-            and all(lv in LEVELS for lv in self.levels) and len(set(self.levels)) == len(self.levels),
-            f"levels = {self.levels}: must be ['structure', 'notes'] or ['structure', 'harmony', 'notes']",
+            and all(lv in LEVELS for lv in self.levels) and len(set(self.levels)) == len(self.levels)
+            and [LEVELS.index(lv) for lv in self.levels] == sorted(LEVELS.index(lv) for lv in self.levels),
+            f"levels = {self.levels}: must be ['structure', 'notes'] or ['structure', 'harmony', 'notes'] "
+            "(optionally with 'melody' just before 'notes')",
         )
         need(
             len(self.num_iterations) == len(self.levels) and all(n >= 1 for n in self.num_iterations),
@@ -230,7 +263,7 @@ class FractalMIDIConfig(PreTrainedConfig):
         integer("density_bins", 2)
         number("density_max", 1e-3, 1e3)
         integer("velocity_bins", 1, 127)
-        for level in ("structure", "harmony", "note"):
+        for level in ("structure", "harmony", "melody", "note"):
             integer(f"{level}_hidden_size", 8)
             integer(f"{level}_num_layers", 1)
             integer(f"{level}_num_heads", 1)
@@ -240,6 +273,11 @@ class FractalMIDIConfig(PreTrainedConfig):
         integer("harmony_patch_steps", 1)
         integer("harmony_window", 0)
         integer("note_window", 0)
+        integer("melody_window", 0)
+        if self.melody_window:
+            need(self.melody_window % 2 == 0, f"melody_window = {self.melody_window} must be even")
+        integer("melody_pitch_low", 0, 127)
+        integer("melody_pitch_high", self.melody_pitch_low + 11, 127)  # an octave at least: notes fold into it
         if self.note_window:
             need(self.note_window % 2 == 0, f"note_window = {self.note_window} must be even (windows shift by half)")
         if self.harmony_window:

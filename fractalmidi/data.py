@@ -670,14 +670,36 @@ def dense_example(piece: Piece) -> dict[str, np.ndarray]:
     }
 
 
+def melody_steps(row: dict, first_bar: int, num_steps: int, shift: int = 0) -> np.ndarray:
+    """The row's annotated melody (`melody_pitch/start/end`) on the window of `num_steps` steps
+    from bar `first_bar`, transposed by `shift`, one value per step (T,) int16: 0 rest, 1 hold,
+    2 + p the onset of MIDI pitch p; all -1 (unknown) when the row has no aligned melody
+    (`aligned_well` false, or no structure columns). Notes starting before the window are left
+    out and notes running past it cut, as `crop` does with the notes."""
+    out = np.full(num_steps, -1, np.int16)
+    if not row.get("aligned_well", False) or "melody_pitch" not in row:
+        return out
+    out[:] = 0
+    s0 = int(row["bar_starts"][first_bar])
+    pitch = np.asarray(row["melody_pitch"], np.int64) + shift
+    start = np.asarray(row["melody_start"], np.int64) - s0
+    end = np.minimum(np.asarray(row["melody_end"], np.int64) - s0, num_steps)
+    for k in np.argsort(start, kind="stable"):  # a later note cuts an earlier one short
+        if 0 <= start[k] < num_steps and 0 <= pitch[k] <= 127:
+            out[start[k] + 1 : max(end[k], start[k] + 1)] = 1
+            out[start[k]] = 2 + pitch[k]
+    return out
+
+
 class TrainTransform:
     """A `datasets` transform (`ds.with_transform(t)` / `ds.set_transform(t)`): each row becomes
     a random window of `num_bars` bars, transposed by a random shift (`augment_transpose`), as
     the arrays of `dense_example` plus song_id, first_bar and shift.
 
-    Columns it does not use are ignored: in particular the structure annotations
-    (`STRUCTURE_FEATURES`) of a dataset built with `structure_dir`, which the current model
-    does not take (the form, chord and melody levels will read them).
+    With the structure annotations (`STRUCTURE_FEATURES`, a dataset built with `structure_dir`)
+    each example also has `melody` (T,): the annotated melody on the window's steps, transposed
+    with the notes (`melody_steps`; all -1 where the song has none aligned). The other
+    annotation columns are ignored (the form and chord levels will read them).
 
     Randomness comes from `self.generator`, seeded once: the same seed and the same order of
     reads give the same examples. With several DataLoader workers each holds a copy of the
@@ -696,6 +718,8 @@ class TrainTransform:
             window, first = random_crop(row, self.num_bars, self.generator)
             window, shift = augment_transpose(window, self.max_shift, generator=self.generator)
             example = dense_example(window)
+            if "melody_pitch" in row:
+                example["melody"] = melody_steps(row, first, window.num_steps, shift)
             example.update(song_id=row.get("song_id", ""), first_bar=first, shift=shift)
             for k, v in example.items():
                 out.setdefault(k, []).append(v)
@@ -711,7 +735,8 @@ def collate(examples: list[dict]) -> dict[str, np.ndarray]:
     """Stack `dense_example`s (or transform outputs) of different lengths into one batch,
     padded at the end to the longest: roll (N, 3, T, P), bar_position / bar_index (N, T)
     (bar_index is -1 on padding), step_mask (N, T) bool, bar_tempo / bar_density (N, B),
-    time_signatures (N, B, 2), bar_mask (N, B) bool; other keys become lists."""
+    time_signatures (N, B, 2), bar_mask (N, B) bool; melody (N, T) int16 when every example has
+    one (-1 on padding); other keys become lists."""
     n = len(examples)
     T = max(len(e["bar_index"]) for e in examples)
     B = max(len(e["bar_tempo"]) for e in examples)
@@ -726,6 +751,10 @@ def collate(examples: list[dict]) -> dict[str, np.ndarray]:
         "time_signatures": np.zeros((n, B, 2), np.int64),
         "bar_mask": np.zeros((n, B), bool),
     }
+    if all("melody" in e for e in examples):  # (N, T) the annotated melody, -1 on padding
+        batch["melody"] = np.full((n, T), -1, np.int16)
+        for i, e in enumerate(examples):
+            batch["melody"][i, : len(e["melody"])] = e["melody"]
     for i, e in enumerate(examples):
         t, b = len(e["bar_index"]), len(e["bar_tempo"])
         batch["roll"][i, :, :t] = e["roll"]

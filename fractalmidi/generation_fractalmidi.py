@@ -69,7 +69,9 @@ class FractalMIDIGeneration(ModelOutput):
     num_forward_passes: sequential network passes (a batched cond + uncond pass counts once);
     influence (N, T, P): |p_cond - p_uncond| of the note states at the last note iteration
     (where the condition changed the prediction), when guidance ran; intermediates: each
-    level after each iteration, when asked for.
+    level after each iteration, when asked for; melody (N, T) with a melody level: per step 0
+    rest, 1 hold, 2 + k the onset of pitch `melody_pitch_low + k` (-1 where not generated: a
+    prompt's bars), else None.
     """
 
     states: torch.Tensor | None = None
@@ -87,6 +89,8 @@ class FractalMIDIGeneration(ModelOutput):
     prompt: object = None  # the prompt Piece, when inpainting / continuing
     region: torch.Tensor | None = None  # (T,) bool: steps that were generated
     tempo_map: tuple | None = None  # exact (steps, bpm) of the prompt, kept when inpainting
+    melody: torch.Tensor | None = None  # (N, T) melody tokens, with a melody level
+    melody_pitch_low: int | None = None
 
     @property
     def num_samples(self) -> int:
@@ -126,10 +130,46 @@ class FractalMIDIGeneration(ModelOutput):
         notes, _ = normalize_notes(np.concatenate([kept, new[new[:, 2] > new[:, 1]]]))
         return base.replace_notes(notes)
 
+    def melody_notes(self, index: int = 0, velocity: int = 100):
+        """Sample `index`'s melody (a model with a melody level) as notes (K, 4): pitch, start
+        step, end step (exclusive), velocity; monophonic, sorted by start. None without one."""
+        import numpy as np
+
+        if self.melody is None:
+            return None
+        tokens = self.melody[index].cpu().numpy()
+        notes, current = [], None
+        for t, tok in enumerate(tokens.tolist()):
+            if tok == 1 and current is not None:  # hold: the note goes on
+                current[2] = t + 1
+                continue
+            if current is not None:
+                notes.append(current)
+                current = None
+            if tok >= 2:
+                current = [self.melody_pitch_low + tok - 2, t, t + 1, velocity]
+        if current is not None:
+            notes.append(current)
+        return np.asarray(notes, dtype=np.int64).reshape(-1, 4)
+
+    def to_song(self, index: int = 0):
+        """Sample `index` as (accompaniment, melody): the note level's piece (`to_piece`; the
+        note level was trained on whole songs, so it plays its own rendering of the melody too)
+        and the melody level's line as its own notes (`melody_notes`, None without a melody
+        level). The melody is not merged into the piece."""
+        return self.to_piece(index), self.melody_notes(index)
+
     def to_midi(self, path, index: int = 0):
-        """Write sample `index` as a MIDI file (atomically); returns the path."""
+        """Write sample `index` as a MIDI file (atomically); returns the path. With a melody
+        level, the melody is a track named "Melody" beside the "Piano" track
+        (`midi_io.write_song_midi`); else one track as before."""
         from fractalmidi.midi_io import write_midi
 
+        if self.melody is not None:
+            from fractalmidi.midi_io import write_song_midi
+
+            piece, melody = self.to_song(index)
+            return write_song_midi(path, piece, melody=melody)
         return write_midi(self.to_piece(index), path)
 
 
@@ -409,7 +449,7 @@ class FractalMIDIGenerationMixin:
         progress=None,
         **kwargs,
     ) -> FractalMIDIGeneration:
-        """Generate piano music, level by level: structure, then harmony, then notes.
+        """Generate piano music, level by level: structure, then harmony (and melody), then notes.
 
         Args:
             num_bars: bars to generate (with a prompt: the total, prompt bars included).

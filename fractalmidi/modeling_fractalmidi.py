@@ -8,6 +8,7 @@ are modulated (adaLN-Zero, as DiT) by a condition computed from the levels above
 
     structure  (N, B) bars:   tempo class and density class per bar        -> logits for both
     harmony    (N, H) patches: 12 pitch classes sounding in each patch      -> 12 Bernoulli logits
+    melody     (N, T) steps:  (optional) rest / hold / onset of one pitch    -> 2 + melody pitches logits
     notes      (N, T) steps:  per pitch silent / onset / held, velocity     -> 3 + velocity_bins logits per pitch
 
 Training (`forward`): every level sees its own tokens partly masked (a fraction drawn per
@@ -448,6 +449,106 @@ class HarmonyLevel(ContentLevel):
         return pcs
 
 
+def melody_tokens(melody: torch.Tensor, config: FractalMIDIConfig) -> torch.Tensor:
+    """Melody steps as the data give them (-1 unknown, 0 rest, 1 hold, 2 + p the onset of MIDI
+    pitch p; see `fractalmidi.data.melody_steps`) -> the melody level's tokens (-1 unknown, 0
+    rest, 1 hold, 2 + k the onset of `melody_pitch_low + k`), pitches outside the range moved
+    by octaves into it."""
+    melody = melody.long()
+    low, high = config.melody_pitch_low, config.melody_pitch_high
+    p = melody - 2
+    p = torch.where(p < low, p + 12 * ((low - p + 11) // 12), p)
+    p = torch.where(p > high, p - 12 * ((p - high + 11) // 12), p)
+    return torch.where(melody >= 2, 2 + p - low, melody.clamp(min=-1))
+
+
+def drop_orphan_melody_holds(tokens: torch.Tensor) -> torch.Tensor:
+    """A melody "hold" (1) continues the note started at the last onset before it with only
+    holds between; holds after a rest, an unknown step or the start become rests. (N, T)."""
+    T = tokens.shape[1]
+    steps = torch.arange(T, device=tokens.device)[None, :]
+    last = torch.where(tokens != 1, steps, -1).cummax(dim=1).values  # (N, T) the last step that is not a hold
+    anchor = tokens.gather(1, last.clamp(min=0))
+    orphan = (tokens == 1) & ((last < 0) | (anchor < 2))
+    return tokens.masked_fill(orphan, 0)
+
+
+class MelodyLevel(ContentLevel):
+    """The melody level: one token per step, a monophonic line: 0 rest, 1 hold (the note goes
+    on), 2 + k the onset of pitch `melody_pitch_low + k` (-1: unknown, read as [MASK]).
+    Conditioned on the levels above (structure, harmony when present) as every content level;
+    its state conditions the note level (through `ContentLevel.inputs`, as any level above).
+    Its targets come from the data's annotated melody (`melody` in the batch); rows without one
+    are all unknown and give no loss."""
+
+    name, width_field = "melody", "melody_hidden_size"
+
+    def __init__(self, config: FractalMIDIConfig):
+        super().__init__()
+        d, V = config.melody_hidden_size, config.melody_vocab_size
+        self.config, self.vocab_size = config, V
+        self.token_embed = nn.Embedding(V + 1, d)  # last id = [MASK] (and unknown)
+        self.bar_position_embed = nn.Embedding(config.max_bar_len, d)
+        self.cond_proj = nn.Linear(self.parent_size(config), d)
+        self.null_cond = nn.Parameter(torch.zeros(d))
+        self.transformer = LevelTransformer(
+            config, d, config.melody_num_layers, config.melody_num_heads, config.melody_window
+        )
+        self.head = nn.Linear(d, V)
+
+    def forward(self, tokens, masked, bar_position, parent, drop, valid, modulations=None):
+        """tokens (N, T) melody tokens (-1 unknown); masked (N, T); bar_position (N, T); parent
+        (N, T, d_parent); drop (N,) bool; or `modulations` instead of parent and drop.
+        Returns hidden (N, T, d) and logits (N, T, V)."""
+        ids = torch.where(masked | (tokens < 0), self.vocab_size, tokens)
+        x = self.token_embed(ids) + self.bar_position_embed(bar_position)
+        if modulations is None:
+            modulations = self.condition(parent, drop)
+        h = self.transformer(x, None, valid, modulations)
+        return h, self.head(h)
+
+    def targets(self, truth, grid):
+        melody = truth.get("melody")
+        if melody is None:  # no annotation in the batch: unknown everywhere
+            return torch.full_like(grid.step_mask, -1, dtype=torch.long)
+        return melody_tokens(melody.to(grid.step_mask.device), self.config).masked_fill(~grid.step_mask, -1)
+
+    def loss(self, tokens, inputs, training):
+        """Masked prediction over the known steps only: unannotated rows weigh nothing."""
+        drop = self.drop(tokens.shape[0], tokens.device, training)
+        masked = _mask_like(inputs["valid"] & (tokens >= 0))
+        _, logits = self(tokens, masked, inputs["position"], inputs["parent"], drop, inputs["valid"])
+        if masked.any():
+            return {"melody": F.cross_entropy(logits[masked], tokens[masked])}
+        return {"melody": logits.sum() * 0.0}
+
+    def state(self, tokens, inputs, modulations=None):
+        """The melody state on its tokens, none masked (unknown steps read as [MASK])."""
+        none = torch.zeros_like(tokens, dtype=torch.bool)
+        no_drop = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        return self(tokens, none, inputs["position"], inputs["parent"], no_drop, inputs["valid"], modulations)[0]
+
+    # ---- decoding
+    def start(self, run, above):
+        """Nothing known (a prompt's melody is not read yet): the region's steps are generated,
+        the others stay unknown."""
+        N, T = run.num_samples, run.grid.step_mask.shape[1]
+        tokens = torch.full((N, T), -1, dtype=torch.long, device=run.device)
+        return tokens, run.region[None, :].expand(N, -1), self.inputs(run.grid, above)
+
+    def sample(self, run, inputs, tokens, masked, last):
+        (_, logits), uncond = run.guided_pass(self, inputs, tokens, masked)
+        if uncond is not None:
+            logits = cfg_logits(logits, uncond[1], run.guidance_scale)
+        return sample_categorical(logits, run.temperature, run.generator, run.top_p)  # (N, T) each
+
+    def finish(self, run, inputs, tokens):
+        """Holds that continue no note become rests."""
+        tokens = drop_orphan_melody_holds(tokens)
+        run.outputs["melody"], run.outputs["melody_pitch_low"] = tokens, self.config.melody_pitch_low
+        return tokens
+
+
 class NoteLevel(ContentLevel):
     """The note level: one token per step. Input channels per pitch: onset, held, velocity/127 and
     a mask flag; a pitch-sweep convolution (kernel `pitch_kernel` = an octave along the pitch
@@ -607,7 +708,7 @@ def drop_orphan_holds(states: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor
     return states.masked_fill(orphan, 0)
 
 
-LEVEL_CLASSES = {level.name: level for level in (StructureLevel, HarmonyLevel, NoteLevel)}  # in `config.levels`' order
+LEVEL_CLASSES = {level.name: level for level in (StructureLevel, HarmonyLevel, MelodyLevel, NoteLevel)}  # in `config.levels`' order
 
 
 # ============================================================================ the model
@@ -616,9 +717,10 @@ class FractalMIDIOutput(ModelOutput):
     """Output of `FractalMIDIModel.forward`.
 
     Args:
-        loss: the total loss, `structure_weight * structure + harmony + notes + velocity`.
+        loss: the total loss, `structure_weight * structure + harmony + melody + notes + velocity`.
         losses: each part, as scalar tensors: structure (mean of tempo and density), tempo,
-            density, harmony, notes (silent / onset / held), velocity.
+            density, harmony, melody (with a melody level; 0 on a batch without annotations),
+            notes (silent / onset / held), velocity.
     """
 
     loss: torch.Tensor | None = None
@@ -698,11 +800,14 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         time_signatures: torch.Tensor,
         bar_mask: torch.Tensor,
         structure_weight: float | None = None,
+        melody: torch.Tensor | None = None,
         **kwargs,
     ) -> FractalMIDIOutput:
         """Masked-prediction losses of every level on a batch of `fractalmidi.data.collate`:
         roll (N, 3, T, P), bar_position / bar_index / step_mask (N, T), bar_tempo / bar_density /
-        bar_mask (N, B), time_signatures (N, B, 2). Masks and condition drops use torch's RNG.
+        bar_mask (N, B), time_signatures (N, B, 2); melody (N, T) the annotated melody per step
+        (-1 unknown, 0 rest, 1 hold, 2 + MIDI pitch on onsets; only the melody level reads it,
+        absent = unknown). Masks and condition drops use torch's RNG.
         Each level is conditioned on the states of the levels above run on the true tokens."""
         cfg, device = self.config, self.device
         step_mask, bar_mask = step_mask.bool().to(device), bar_mask.bool().to(device)
@@ -715,6 +820,8 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         states = torch.where(onset, 1, torch.where(sustain, 2, 0))  # (N, T, P)
         truth = {"tempo": tempo_to_class(bar_tempo.to(device), cfg), "density": density_to_class(bar_density.to(device), cfg),
                  "states": states, "velocity": roll[:, 2].long() * onset}
+        if melody is not None:
+            truth["melody"] = melody.to(device)
 
         losses, above = {}, []
         for level in self.levels:
@@ -725,6 +832,8 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
 
         w = cfg.structure_weight if structure_weight is None else structure_weight
         loss = w * losses["structure"] + losses["notes"] + losses["velocity"] + losses.get("harmony", 0.0)
+        if "melody" in losses:
+            loss = loss + losses["melody"]
         return FractalMIDIOutput(loss=loss, losses=losses)
 
 

@@ -1,0 +1,207 @@
+"""The melody level (issue 12, first cut): a monophonic line per step between harmony and notes,
+trained on POP909's annotated melody where a song has one, masked where not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fractalmidi.configuration_fractalmidi import FractalMIDIConfig
+from fractalmidi.data import build_dataset, collate, make_train_transform
+from fractalmidi.generation_fractalmidi import Grid
+from fractalmidi.modeling_fractalmidi import FractalMIDIModel, bar_lengths, melody_tokens
+from fractalmidi.training import batch_to_tensors
+
+ROOT = Path(__file__).resolve().parents[1]
+SONGS_TINY = ROOT / "hub_configs" / "songs_tiny.json"
+DATA = ROOT / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def structure_rows(tmp_path_factory):
+    """The POP909 sample built with its structure annotations (001-267 aligned, 580 not)."""
+    out = tmp_path_factory.mktemp("songs") / "ds"
+    ds, _ = build_dataset(DATA / "pop909", out, structure_dir=DATA / "pop909-structure", progress=False)
+    return [ds[i] for i in range(len(ds))]  # plain dicts: read once
+
+
+def make_batch(rows, indices, seed=0, num_bars=4):
+    t = make_train_transform(num_bars, 5, seed)
+    out = t({k: [rows[i][k] for i in indices] for k in rows[0]})
+    return collate([{k: v[i] for k, v in out.items()} for i in range(len(indices))])
+
+
+def annotated(rows):
+    return [i for i in range(len(rows)) if rows[i]["aligned_well"]], [i for i in range(len(rows)) if not rows[i]["aligned_well"]]
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return FractalMIDIModel(FractalMIDIConfig.from_json_file(SONGS_TINY))
+
+
+def melody_loss(model, batch, seed=0):
+    torch.manual_seed(seed)
+    return model(**batch_to_tensors(batch)).losses["melody"]
+
+
+def test_config_levels_and_order():
+    c = FractalMIDIConfig.from_json_file(SONGS_TINY)
+    assert c.levels == ["structure", "harmony", "melody", "notes"] and c.use_melody
+    assert c.melody_vocab_size == 2 + 96 - 48 + 1
+    assert FractalMIDIConfig().levels == ["structure", "harmony", "notes"] and not FractalMIDIConfig().use_melody
+    FractalMIDIConfig(levels=["structure", "melody", "notes"], num_iterations=[2, 2, 2])  # harmony stays optional
+    for bad in (["structure", "melody", "harmony", "notes"], ["structure", "harmony", "notes", "melody"]):
+        with pytest.raises(ValueError, match="levels ="):
+            FractalMIDIConfig(levels=bad, num_iterations=[2, 2, 2, 2])
+    with pytest.raises(ValueError, match="melody_pitch_high"):
+        FractalMIDIConfig(melody_pitch_low=60, melody_pitch_high=65)
+
+
+def test_melody_tokens_fold_pitches_into_the_range():
+    c = FractalMIDIConfig.from_json_file(SONGS_TINY)
+    data = torch.tensor([[-1, 0, 1, 2 + 48, 2 + 96, 2 + 40, 2 + 100]])
+    assert melody_tokens(data, c).tolist() == [[-1, 0, 1, 2, 2 + 48, 2 + 52 - 48, 2 + 88 - 48]]
+
+
+def test_transform_carries_the_melody_through_crop_and_transposition(structure_rows):
+    good, bad = annotated(structure_rows)
+    assert good and bad
+    batch = make_batch(structure_rows, good + bad, seed=3)
+    mel, roll = batch["melody"], batch["roll"]
+    assert mel.shape == batch["step_mask"].shape
+    assert (mel[len(good):][batch["step_mask"][len(good):]] == -1).all()  # unannotated: unknown, not rests
+    assert (mel[~batch["step_mask"]] == -1).all()  # padding
+    n, t = np.nonzero(mel >= 2)
+    assert len(n) > 0
+    # every melody onset sounds in the (transposed) roll at that step: moved with the notes
+    assert roll[n, 1, t, mel[n, t] - 2 - 21].all()
+
+
+def test_forward_melody_loss_finite_on_annotated_rows_and_zero_weight_on_others(structure_rows):
+    model = tiny_model()
+    good, bad = annotated(structure_rows)
+    loss = melody_loss(model, make_batch(structure_rows, good))
+    assert torch.isfinite(loss) and loss > 0
+    assert melody_loss(model, make_batch(structure_rows, bad)).item() == 0.0
+    nomel = batch_to_tensors(make_batch(structure_rows, good))
+    nomel.pop("melody")
+    torch.manual_seed(0)
+    assert model(**nomel).losses["melody"].item() == 0.0  # no annotation at all: nothing fabricated
+    # a mixed batch: the unannotated row's content does not touch the melody loss
+    mixed = make_batch(structure_rows, good[:2] + bad)
+    changed = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in mixed.items()}
+    changed["roll"][2:] = 0
+    a, b = melody_loss(model, mixed, seed=5), melody_loss(model, changed, seed=5)
+    assert torch.isfinite(a) and a > 0 and torch.equal(a, b)
+
+
+def test_generate_gives_a_monophonic_melody(tmp_path):
+    model = tiny_model().eval()
+    out = model.generate(4, num_samples=2, seed=1)
+    c = model.config
+    T = out.states.shape[1]
+    assert out.melody.shape == (2, T) and out.melody.dtype == torch.long
+    assert ((out.melody >= 0) & (out.melody < c.melody_vocab_size)).all()  # one token per step: monophonic
+    prev = torch.cat([torch.zeros(2, 1, dtype=torch.long), out.melody[:, :-1]], 1)
+    assert not ((out.melody == 1) & (prev == 0)).any()  # every hold continues a note
+    for i in range(2):
+        notes = out.melody_notes(i)
+        assert len(notes) == int((out.melody[i] >= 2).sum())
+        assert (notes[1:, 1] >= notes[:-1, 2]).all()  # no overlap
+        assert ((notes[:, 0] >= c.melody_pitch_low) & (notes[:, 0] <= c.melody_pitch_high)).all()
+        piece, melody = out.to_song(i)
+        assert np.array_equal(melody, notes) and piece.num_steps == T
+    from fractalmidi.midi_io import read_song_midi
+
+    song = read_song_midi(out.to_midi(tmp_path / "song.mid"))
+    mel = song.track("Melody")
+    assert mel is not None and song.track("Piano") is not None
+    assert np.array_equal(mel.notes[:, :3], out.melody_notes(0)[:, :3])
+    assert out.num_forward_passes == sum(lv.num_passes(2, 1, lv is model.levels[-1]) for lv in model.levels)
+
+
+def test_note_level_condition_sees_the_melody(structure_rows):
+    model = tiny_model().eval()
+    good, _ = annotated(structure_rows)
+    b = batch_to_tensors(make_batch(structure_rows, good[:1]))
+    lengths = bar_lengths(b["time_signatures"], model.config)
+    grid = Grid(lengths, b["bar_mask"].bool(), b["bar_index"].long(), b["bar_position"].long(), b["step_mask"].bool())
+
+    def note_parent(melody):
+        truth = {"tempo": torch.zeros_like(b["bar_tempo"], dtype=torch.long),
+                 "density": torch.zeros_like(b["bar_density"], dtype=torch.long),
+                 "states": torch.where(b["roll"][:, 0] > 0, 1, torch.where(b["roll"][:, 1] > 0, 2, 0)), "melody": melody}
+        above = []
+        with torch.no_grad():
+            for level in model.levels[:-1]:
+                tokens, inputs = level.targets(truth, grid), level.inputs(grid, above)
+                above.append((level, level.state(tokens, inputs)))
+            parent = model.notes.inputs(grid, above)["parent"]
+            return parent, model.notes.cond_proj(parent)
+
+    melody = b["melody"].long()
+    other = melody.clone()
+    onsets = other >= 2
+    other[onsets] = other[onsets] + 3  # the same rhythm, other pitches
+    (p1, c1), (p2, c2) = note_parent(melody), note_parent(other)
+    d = model.config.structure_hidden_size + model.config.harmony_hidden_size
+    assert p1.shape[-1] == d + model.config.melody_hidden_size
+    assert torch.equal(p1[..., :d], p2[..., :d])  # the levels above the melody are the same
+    assert not torch.allclose(p1[..., d:], p2[..., d:])  # the melody's state differs
+    assert not torch.allclose(c1, c2)  # and so does the note level's condition
+
+
+def test_twenty_training_steps_lower_the_melody_loss(structure_rows):
+    model = tiny_model(seed=0)
+    good, _ = annotated(structure_rows)
+    fixed = make_batch(structure_rows, good, seed=11)
+
+    def held_out():
+        model.eval()
+        with torch.no_grad():
+            value = float(np.mean([melody_loss(model, fixed, seed=s).item() for s in range(4)]))
+        model.train()
+        return value
+
+    before = held_out()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    for step in range(20):
+        out = model(**batch_to_tensors(make_batch(structure_rows, good, seed=step)))
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    after = held_out()
+    print(f"melody loss {before:.3f} -> {after:.3f}")
+    assert after < before - 0.3, (before, after)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = tiny_model(seed=2).eval()
+    model.save_pretrained(tmp_path)
+    loaded = FractalMIDIModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.levels == model.config.levels and loaded.melody is not None
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x, y = model.generate(2, seed=4), loaded.generate(2, seed=4)
+    assert torch.equal(x.melody, y.melody) and torch.equal(x.states, y.states)
+
+
+def test_train_accelerate_runs_with_the_melody_level(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    build_dataset(DATA / "pop909", tmp_path / "ds", structure_dir=DATA / "pop909-structure", progress=False)
+    cmd = [sys.executable, str(ROOT / "train_accelerate.py"), "--config", str(SONGS_TINY), "--dataset",
+           str(tmp_path / "ds"), "--output_dir", str(tmp_path / "out"), "--max_steps", "4", "--batch_size", "2",
+           "--warmup_steps", "1", "--logging_steps", "2", "--eval_steps", "0", "--log_with", "none"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train/melody"]) and r["train/melody"] > 0 for r in log)
+    assert FractalMIDIModel.from_pretrained(tmp_path / "out" / "final").config.levels[2] == "melody"
