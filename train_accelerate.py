@@ -580,7 +580,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--config", default=None,
                    help="model config JSON (hub_configs/tiny.json, small, base, large); required unless --init_from")
-    p.add_argument("--freeze", nargs="+", choices=("structure", "harmony", "melody", "notes"), default=None,
+    p.add_argument("--freeze", nargs="+", choices=("structure", "chords", "harmony", "melody", "notes"), default=None,
                    help="levels whose weights stay as they are (e.g. fine-tune the note level alone: "
                         "--freeze structure harmony)")
     p.add_argument("--init_from", default=None,

@@ -7,6 +7,8 @@ The model unfolds a piece in levels, each a bidirectional transformer decoded by
 masked prediction and conditioned on the levels above:
 
     structure  one token per bar: tempo bin and density bin (what Level 0 generates)
+    chords     one token per beat: no chord (N) or root x quality (12 x 14; the bass is the
+               root); optional, right after structure
     harmony    one token per `harmony_patch_steps` steps: the 12 pitch classes sounding there
                (the seed's "harmonic compression"; optional: leave it out of `levels`)
     melody     one token per step: the monophonic melody (rest, hold, or the onset of one pitch
@@ -24,7 +26,10 @@ import math
 
 from transformers import PreTrainedConfig
 
-LEVELS = ("structure", "harmony", "melody", "notes")  # their order, top down
+LEVELS = ("structure", "chords", "harmony", "melody", "notes")  # their order, top down
+# decoding iterations of each level when `num_iterations` is not given
+DEFAULT_ITERATIONS = {"structure": 8, "chords": 8, "harmony": 8, "melody": 8, "notes": 3}
+NUM_CHORD_QUALITIES = 14  # len(fractalmidi.structure.QUALITIES)
 MASK_SCHEDULES = ("cosine", "linear", "square", "cubic")
 REMASK_MODES = ("confidence", "random")
 
@@ -45,8 +50,8 @@ class FractalMIDIConfig(PreTrainedConfig):
         max_bars (`int`, *optional*, defaults to 1024):
             Most bars a piece may have (the structure level's length limit).
         levels (`list[str]`, *optional*, defaults to `["structure", "harmony", "notes"]`):
-            The levels, top down. "structure" comes first and "notes" last; "harmony" and
-            "melody" are optional and come in that order between them.
+            The levels, top down. "structure" comes first and "notes" last; "chords", "harmony"
+            and "melody" are optional and come in that order between them.
         tempo_bins (`int`, *optional*, defaults to 48):
             Number of tempo classes, spaced evenly in log-tempo between `tempo_min` and `tempo_max`.
         tempo_min (`float`, *optional*, defaults to 30.0):
@@ -75,6 +80,14 @@ class FractalMIDIConfig(PreTrainedConfig):
             Attention heads of the harmony level.
         harmony_window (`int`, *optional*, defaults to 64):
             Harmony tokens per attention window (64 quarter notes = 16 bars of 4/4); 0 = full attention.
+        chord_hidden_size (`int`, *optional*, defaults to 128):
+            Width of the chord level (only used when "chords" is in `levels`).
+        chord_num_layers (`int`, *optional*, defaults to 4):
+            Transformer blocks of the chord level.
+        chord_num_heads (`int`, *optional*, defaults to 4):
+            Attention heads of the chord level.
+        chord_window (`int`, *optional*, defaults to 64):
+            Beats per attention window of the chord level (64 = 16 bars of 4/4); 0 = full attention.
         melody_hidden_size (`int`, *optional*, defaults to 128):
             Width of the melody level (only used when "melody" is in `levels`).
         melody_num_layers (`int`, *optional*, defaults to 4):
@@ -116,8 +129,10 @@ class FractalMIDIConfig(PreTrainedConfig):
             Epsilon of the RMS norms.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of linear and embedding weights.
-        num_iterations (`list[int]`, *optional*, defaults to `[8, 8, 3]`):
+        num_iterations (`list[int]`, *optional*):
             Masked-decoding iterations per level, in the order of `levels` (default for `generate`).
+            Not given: derived per level (structure 8, chords 8, harmony 8, melody 8, notes 3;
+            `[8, 8, 3]` for the default levels).
             The harmony level needs 8: with 4, its pitch classes drift out of key (scale
             consistency 0.88 against 0.96 with 8 on the POP909 model; see README).
         mask_schedule (`str`, *optional*, defaults to `"cosine"`):
@@ -166,6 +181,10 @@ class FractalMIDIConfig(PreTrainedConfig):
     harmony_num_layers: int = 4
     harmony_num_heads: int = 4
     harmony_window: int = 64
+    chord_hidden_size: int = 128
+    chord_num_layers: int = 4
+    chord_num_heads: int = 4
+    chord_window: int = 64
     melody_hidden_size: int = 128
     melody_num_layers: int = 4
     melody_num_heads: int = 4
@@ -185,7 +204,7 @@ class FractalMIDIConfig(PreTrainedConfig):
     rms_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     # decoding and training
-    num_iterations: list[int] | tuple[int, ...] = (8, 8, 3)
+    num_iterations: list[int] | tuple[int, ...] | None = None
     mask_schedule: str = "cosine"
     remask_mode: str = "confidence"
     refine_ratio: float = 0.3
@@ -197,6 +216,8 @@ class FractalMIDIConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.levels = list(self.levels)
+        if self.num_iterations is None:  # not given: a default per level
+            self.num_iterations = [DEFAULT_ITERATIONS.get(lv, 8) for lv in self.levels]
         self.num_iterations = [int(n) for n in self.num_iterations]
         super().__post_init__(**kwargs)
         self._check()
@@ -209,6 +230,15 @@ class FractalMIDIConfig(PreTrainedConfig):
     @property
     def use_harmony(self) -> bool:
         return "harmony" in self.levels
+
+    @property
+    def use_chords(self) -> bool:
+        return "chords" in self.levels
+
+    @property
+    def chord_vocab_size(self) -> int:
+        """Chord tokens: 0 no chord (N), 1 + 14 * root + quality (`structure.QUALITIES`)."""
+        return 1 + 12 * NUM_CHORD_QUALITIES
 
     @property
     def use_melody(self) -> bool:
@@ -250,7 +280,8 @@ class FractalMIDIConfig(PreTrainedConfig):
             and all(lv in LEVELS for lv in self.levels) and len(set(self.levels)) == len(self.levels)
             and [LEVELS.index(lv) for lv in self.levels] == sorted(LEVELS.index(lv) for lv in self.levels),
             f"levels = {self.levels}: must be ['structure', 'notes'] or ['structure', 'harmony', 'notes'] "
-            "(optionally with 'melody' just before 'notes')",
+            "(optionally 'chords' right after 'structure' and 'melody' just before 'notes'; "
+            "order: structure, chords, harmony, melody, notes)",
         )
         need(
             len(self.num_iterations) == len(self.levels) and all(n >= 1 for n in self.num_iterations),
@@ -263,7 +294,7 @@ class FractalMIDIConfig(PreTrainedConfig):
         integer("density_bins", 2)
         number("density_max", 1e-3, 1e3)
         integer("velocity_bins", 1, 127)
-        for level in ("structure", "harmony", "melody", "note"):
+        for level in ("structure", "chord", "harmony", "melody", "note"):
             integer(f"{level}_hidden_size", 8)
             integer(f"{level}_num_layers", 1)
             integer(f"{level}_num_heads", 1)
@@ -274,6 +305,9 @@ class FractalMIDIConfig(PreTrainedConfig):
         integer("harmony_window", 0)
         integer("note_window", 0)
         integer("melody_window", 0)
+        integer("chord_window", 0)
+        if self.chord_window:
+            need(self.chord_window % 2 == 0, f"chord_window = {self.chord_window} must be even")
         if self.melody_window:
             need(self.melody_window % 2 == 0, f"melody_window = {self.melody_window} must be even")
         integer("melody_pitch_low", 0, 127)

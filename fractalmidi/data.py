@@ -691,6 +691,48 @@ def melody_steps(row: dict, first_bar: int, num_steps: int, shift: int = 0) -> n
     return out
 
 
+NUM_QUALITIES = 14  # len(fractalmidi.structure.QUALITIES)
+
+
+def chord_beats(row: dict, first_bar: int, num_steps: int, shift: int = 0, steps_per_beat: int = 4) -> np.ndarray:
+    """The row's annotated chords (`beat_chord_mask`, `beat_root`, `beat_quality`; one per beat
+    of the piece, step // steps_per_beat) on the window of `num_steps` steps from bar
+    `first_bar`, one value per window beat (ceil(num_steps / steps_per_beat),) int16: 0 no chord
+    (N), 1 + 14 * root + quality (`structure.QUALITIES`) with the root transposed by `shift`
+    (mod 12; N stays N), -1 unknown (not annotated, a quality outside the vocabulary, or a row
+    without aligned annotations). Window beat j is the piece beat holding its step
+    steps_per_beat * j. The bass is not kept (the chord level takes the root as the bass)."""
+    nb = -(-num_steps // steps_per_beat)
+    out = np.full(nb, -1, np.int16)
+    if not row.get("aligned_well", False) or "beat_root" not in row or not len(row["beat_root"]):
+        return out
+    s0 = int(row["bar_starts"][first_bar])
+    mask = np.asarray(row["beat_chord_mask"], bool)
+    root = np.asarray(row["beat_root"], np.int64)
+    qual = np.asarray(row["beat_quality"], np.int64)
+    beat = (s0 + steps_per_beat * np.arange(nb)) // steps_per_beat
+    ok = beat < len(mask)
+    b = np.where(ok, beat, 0)
+    known = ok & mask[b]
+    r, q = root[b], qual[b]
+    chord = (r >= 0) & (q >= 0)
+    out[known & (r < 0)] = 0  # annotated: no chord
+    sel = known & chord
+    out[sel] = 1 + NUM_QUALITIES * ((r[sel] + shift) % 12) + q[sel]
+    return out
+
+
+def annotation_targets(row: dict, first_bar: int, num_steps: int, shift: int = 0) -> dict[str, np.ndarray]:
+    """The targets of the melody and chord levels a row with the structure annotations gives
+    for a window (`melody_steps`, `chord_beats`); none for a row without them."""
+    out = {}
+    if "melody_pitch" in row:
+        out["melody"] = melody_steps(row, first_bar, num_steps, shift)
+    if "beat_root" in row:
+        out["chords"] = chord_beats(row, first_bar, num_steps, shift)
+    return out
+
+
 class TrainTransform:
     """A `datasets` transform (`ds.with_transform(t)` / `ds.set_transform(t)`): each row becomes
     a random window of `num_bars` bars, transposed by a random shift (`augment_transpose`), as
@@ -698,8 +740,9 @@ class TrainTransform:
 
     With the structure annotations (`STRUCTURE_FEATURES`, a dataset built with `structure_dir`)
     each example also has `melody` (T,): the annotated melody on the window's steps, transposed
-    with the notes (`melody_steps`; all -1 where the song has none aligned). The other
-    annotation columns are ignored (the form and chord levels will read them).
+    with the notes (`melody_steps`; all -1 where the song has none aligned), and `chords`
+    (beats,): the chord of each beat of the window, its root transposed with the notes
+    (`chord_beats`). The other annotation columns are ignored (the form level will read them).
 
     Randomness comes from `self.generator`, seeded once: the same seed and the same order of
     reads give the same examples. With several DataLoader workers each holds a copy of the
@@ -718,8 +761,7 @@ class TrainTransform:
             window, first = random_crop(row, self.num_bars, self.generator)
             window, shift = augment_transpose(window, self.max_shift, generator=self.generator)
             example = dense_example(window)
-            if "melody_pitch" in row:
-                example["melody"] = melody_steps(row, first, window.num_steps, shift)
+            example.update(annotation_targets(row, first, window.num_steps, shift))
             example.update(song_id=row.get("song_id", ""), first_bar=first, shift=shift)
             for k, v in example.items():
                 out.setdefault(k, []).append(v)
@@ -735,8 +777,8 @@ def collate(examples: list[dict]) -> dict[str, np.ndarray]:
     """Stack `dense_example`s (or transform outputs) of different lengths into one batch,
     padded at the end to the longest: roll (N, 3, T, P), bar_position / bar_index (N, T)
     (bar_index is -1 on padding), step_mask (N, T) bool, bar_tempo / bar_density (N, B),
-    time_signatures (N, B, 2), bar_mask (N, B) bool; melody (N, T) int16 when every example has
-    one (-1 on padding); other keys become lists."""
+    time_signatures (N, B, 2), bar_mask (N, B) bool; melody (N, T) int16 and chords (N, beats)
+    int16 when every example has them (-1 on padding); other keys become lists."""
     n = len(examples)
     T = max(len(e["bar_index"]) for e in examples)
     B = max(len(e["bar_tempo"]) for e in examples)
@@ -755,6 +797,10 @@ def collate(examples: list[dict]) -> dict[str, np.ndarray]:
         batch["melody"] = np.full((n, T), -1, np.int16)
         for i, e in enumerate(examples):
             batch["melody"][i, : len(e["melody"])] = e["melody"]
+    if all("chords" in e for e in examples):  # (N, ceil(T / 4)) the annotated chords, -1 on padding
+        batch["chords"] = np.full((n, max(len(e["chords"]) for e in examples)), -1, np.int16)
+        for i, e in enumerate(examples):
+            batch["chords"][i, : len(e["chords"])] = e["chords"]
     for i, e in enumerate(examples):
         t, b = len(e["bar_index"]), len(e["bar_tempo"])
         batch["roll"][i, :, :t] = e["roll"]

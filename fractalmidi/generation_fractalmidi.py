@@ -71,7 +71,9 @@ class FractalMIDIGeneration(ModelOutput):
     (where the condition changed the prediction), when guidance ran; intermediates: each
     level after each iteration, when asked for; melody (N, T) with a melody level: per step 0
     rest, 1 hold, 2 + k the onset of pitch `melody_pitch_low + k` (-1 where not generated: a
-    prompt's bars), else None.
+    prompt's bars), else None; chords (N, beats) with a chord level: per beat 0 no chord,
+    1 + 14 * root + quality (`structure.QUALITIES`), -1 where not generated, else None
+    (`chord_spans` names them).
     """
 
     states: torch.Tensor | None = None
@@ -91,6 +93,7 @@ class FractalMIDIGeneration(ModelOutput):
     tempo_map: tuple | None = None  # exact (steps, bpm) of the prompt, kept when inpainting
     melody: torch.Tensor | None = None  # (N, T) melody tokens, with a melody level
     melody_pitch_low: int | None = None
+    chords: torch.Tensor | None = None  # (N, beats) chord tokens, with a chord level
 
     @property
     def num_samples(self) -> int:
@@ -152,6 +155,43 @@ class FractalMIDIGeneration(ModelOutput):
             notes.append(current)
         return np.asarray(notes, dtype=np.int64).reshape(-1, 4)
 
+    def chord_names(self, index: int = 0) -> list:
+        """Sample `index`'s chord per beat as a name ("C:maj", "Bb:min7"), "N" for no chord,
+        None where not generated; None without a chord level."""
+        from fractalmidi.structure import QUALITIES
+
+        if self.chords is None:
+            return None
+        names = []
+        for tok in self.chords[index].tolist():
+            if tok < 0:
+                names.append(None)
+            elif tok == 0:
+                names.append("N")
+            else:
+                root, quality = divmod(tok - 1, len(QUALITIES))
+                names.append(f"{ROOT_NAMES[root]}:{QUALITIES[quality]}")
+        return names
+
+    def chord_spans(self, index: int = 0) -> list:
+        """Sample `index`'s chords as runs of equal chords over consecutive beats: (start step,
+        end step (exclusive, at most the piece's end), name like "C:maj"); beats with no chord
+        (N) or not generated are in no span. [] without a chord level."""
+        names = self.chord_names(index)
+        if names is None:
+            return []
+        spb, T = self.steps_per_beat, self.states.shape[1]
+        spans = []
+        for b, name in enumerate(names):
+            if name is None or name == "N":
+                continue
+            start, end = b * spb, min((b + 1) * spb, T)
+            if spans and spans[-1][2] == name and spans[-1][1] == start:
+                spans[-1] = (spans[-1][0], end, name)
+            else:
+                spans.append((start, end, name))
+        return spans
+
     def to_song(self, index: int = 0):
         """Sample `index` as (accompaniment, melody): the note level's piece (`to_piece`; the
         note level was trained on whole songs, so it plays its own rendering of the melody too)
@@ -162,15 +202,19 @@ class FractalMIDIGeneration(ModelOutput):
     def to_midi(self, path, index: int = 0):
         """Write sample `index` as a MIDI file (atomically); returns the path. With a melody
         level, the melody is a track named "Melody" beside the "Piano" track
-        (`midi_io.write_song_midi`); else one track as before."""
+        (`midi_io.write_song_midi`); with a chord level, the chords are marker events
+        (`chord_spans`; an "N" marker where no chord follows); else one track as before."""
         from fractalmidi.midi_io import write_midi
 
-        if self.melody is not None:
+        if self.melody is not None or self.chords is not None:
             from fractalmidi.midi_io import write_song_midi
 
             piece, melody = self.to_song(index)
-            return write_song_midi(path, piece, melody=melody)
+            return write_song_midi(path, piece, melody=melody, chords=self.chord_spans(index) if self.chords is not None else None)
         return write_midi(self.to_piece(index), path)
+
+
+ROOT_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # chord roots, pitch class order
 
 
 def _kept_notes(notes, region):

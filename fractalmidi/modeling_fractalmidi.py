@@ -7,6 +7,7 @@ Three levels, top down (see `FractalMIDIConfig`), each a bidirectional transform
 are modulated (adaLN-Zero, as DiT) by a condition computed from the levels above:
 
     structure  (N, B) bars:   tempo class and density class per bar        -> logits for both
+    chords     (N, C) beats:  (optional) no chord, or root x quality          -> 1 + 12 * 14 logits
     harmony    (N, H) patches: 12 pitch classes sounding in each patch      -> 12 Bernoulli logits
     melody     (N, T) steps:  (optional) rest / hold / onset of one pitch    -> 2 + melody pitches logits
     notes      (N, T) steps:  per pitch silent / onset / held, velocity     -> 3 + velocity_bins logits per pitch
@@ -383,6 +384,85 @@ class ContentLevel(Level):
         return tokens, editable, self.inputs(run.grid, above)
 
 
+class ChordLevel(ContentLevel):
+    """The chord level: one token per beat (`steps_per_beat` steps): 0 no chord (N), 1 + 14 *
+    root + quality (`structure.QUALITIES`), -1 unknown (read as [MASK]). The bass is left out
+    (taken as the root). Conditioned on the structure level; its state conditions the levels
+    below (harmony, melody, notes) through `ContentLevel.inputs`, as any level above. Its
+    targets come from the data's annotated chords (`chords` in the batch, see
+    `fractalmidi.data.chord_beats`); rows and beats without them give no loss."""
+
+    name, width_field = "chords", "chord_hidden_size"
+
+    def __init__(self, config: FractalMIDIConfig):
+        super().__init__()
+        d, V = config.chord_hidden_size, config.chord_vocab_size
+        self.config, self.vocab_size, self.stride = config, V, config.steps_per_beat
+        self.token_embed = nn.Embedding(V + 1, d)  # last id = [MASK] (and unknown)
+        self.bar_position_embed = nn.Embedding(config.max_bar_len, d)
+        self.cond_proj = nn.Linear(self.parent_size(config), d)
+        self.null_cond = nn.Parameter(torch.zeros(d))
+        self.transformer = LevelTransformer(
+            config, d, config.chord_num_layers, config.chord_num_heads, config.chord_window
+        )
+        self.head = nn.Linear(d, V)
+
+    def forward(self, tokens, masked, bar_position, parent, drop, valid, modulations=None):
+        """tokens (N, C) chord tokens (-1 unknown); masked (N, C); bar_position (N, C) step in bar
+        of each beat; parent (N, C, d_parent); drop (N,) bool; or `modulations` instead of parent
+        and drop. Returns hidden (N, C, d) and logits (N, C, V)."""
+        ids = torch.where(masked | (tokens < 0), self.vocab_size, tokens)
+        x = self.token_embed(ids) + self.bar_position_embed(bar_position)
+        if modulations is None:
+            modulations = self.condition(parent, drop)
+        h = self.transformer(x, None, valid, modulations)
+        return h, self.head(h)
+
+    def targets(self, truth, grid):
+        valid = grid.step_mask[:, :: self.stride]
+        chords = truth.get("chords")
+        if chords is None:  # no annotation in the batch: unknown everywhere
+            return torch.full_like(valid, -1, dtype=torch.long)
+        chords = chords.to(valid.device).long()
+        C = valid.shape[1]
+        if chords.shape[1] < C:
+            chords = F.pad(chords, (0, C - chords.shape[1]), value=-1)
+        return chords[:, :C].masked_fill(~valid, -1)
+
+    def loss(self, tokens, inputs, training):
+        """Masked prediction over the known beats only: unannotated rows and beats weigh nothing."""
+        drop = self.drop(tokens.shape[0], tokens.device, training)
+        masked = _mask_like(inputs["valid"] & (tokens >= 0))
+        _, logits = self(tokens, masked, inputs["position"], inputs["parent"], drop, inputs["valid"])
+        if masked.any():
+            return {"chords": F.cross_entropy(logits[masked], tokens[masked])}
+        return {"chords": logits.sum() * 0.0}
+
+    def state(self, tokens, inputs, modulations=None):
+        """The chord state on its tokens, none masked (unknown beats read as [MASK])."""
+        none = torch.zeros_like(tokens, dtype=torch.bool)
+        no_drop = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        return self(tokens, none, inputs["position"], inputs["parent"], no_drop, inputs["valid"], modulations)[0]
+
+    # ---- decoding
+    def start(self, run, above):
+        """Nothing known (a prompt's chords are not read yet): the beats whose first step lies in
+        the region are generated, the others stay unknown."""
+        editable = run.region[:: self.stride][None, :].expand(run.num_samples, -1)
+        tokens = torch.full(editable.shape, -1, dtype=torch.long, device=run.device)
+        return tokens, editable, self.inputs(run.grid, above)
+
+    def sample(self, run, inputs, tokens, masked, last):
+        (_, logits), uncond = run.guided_pass(self, inputs, tokens, masked)
+        if uncond is not None:
+            logits = cfg_logits(logits, uncond[1], run.guidance_scale)
+        return sample_categorical(logits, run.temperature, run.generator, run.top_p)  # (N, C) each
+
+    def finish(self, run, inputs, tokens):
+        run.outputs["chords"] = tokens
+        return tokens
+
+
 class HarmonyLevel(ContentLevel):
     """The harmonic level: one token per `harmony_patch_steps` steps holding the 12 pitch classes
     that sound in it (the seed's "harmonic compression"), conditioned on the bar's structure."""
@@ -708,7 +788,7 @@ def drop_orphan_holds(states: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor
     return states.masked_fill(orphan, 0)
 
 
-LEVEL_CLASSES = {level.name: level for level in (StructureLevel, HarmonyLevel, MelodyLevel, NoteLevel)}  # in `config.levels`' order
+LEVEL_CLASSES = {level.name: level for level in (StructureLevel, ChordLevel, HarmonyLevel, MelodyLevel, NoteLevel)}  # in `config.levels`' order
 
 
 # ============================================================================ the model
@@ -717,9 +797,9 @@ class FractalMIDIOutput(ModelOutput):
     """Output of `FractalMIDIModel.forward`.
 
     Args:
-        loss: the total loss, `structure_weight * structure + harmony + melody + notes + velocity`.
+        loss: the total loss, `structure_weight * structure + chords + harmony + melody + notes + velocity`.
         losses: each part, as scalar tensors: structure (mean of tempo and density), tempo,
-            density, harmony, melody (with a melody level; 0 on a batch without annotations),
+            density, chords and melody (with those levels; 0 on a batch without annotations), harmony,
             notes (silent / onset / held), velocity.
     """
 
@@ -801,13 +881,16 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         bar_mask: torch.Tensor,
         structure_weight: float | None = None,
         melody: torch.Tensor | None = None,
+        chords: torch.Tensor | None = None,
         **kwargs,
     ) -> FractalMIDIOutput:
         """Masked-prediction losses of every level on a batch of `fractalmidi.data.collate`:
         roll (N, 3, T, P), bar_position / bar_index / step_mask (N, T), bar_tempo / bar_density /
         bar_mask (N, B), time_signatures (N, B, 2); melody (N, T) the annotated melody per step
         (-1 unknown, 0 rest, 1 hold, 2 + MIDI pitch on onsets; only the melody level reads it,
-        absent = unknown). Masks and condition drops use torch's RNG.
+        absent = unknown); chords (N, beats) the annotated chord per beat (-1 unknown, 0 N,
+        1 + 14 * root + quality; only the chord level reads it). Masks and condition drops use
+        torch's RNG.
         Each level is conditioned on the states of the levels above run on the true tokens."""
         cfg, device = self.config, self.device
         step_mask, bar_mask = step_mask.bool().to(device), bar_mask.bool().to(device)
@@ -822,6 +905,8 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
                  "states": states, "velocity": roll[:, 2].long() * onset}
         if melody is not None:
             truth["melody"] = melody.to(device)
+        if chords is not None:
+            truth["chords"] = chords.to(device)
 
         losses, above = {}, []
         for level in self.levels:
@@ -832,8 +917,9 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
 
         w = cfg.structure_weight if structure_weight is None else structure_weight
         loss = w * losses["structure"] + losses["notes"] + losses["velocity"] + losses.get("harmony", 0.0)
-        if "melody" in losses:
-            loss = loss + losses["melody"]
+        for name in ("chords", "melody"):
+            if name in losses:
+                loss = loss + losses[name]
         return FractalMIDIOutput(loss=loss, losses=losses)
 
 

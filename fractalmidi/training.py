@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file, save_model
 
-from .data import TrainTransform, collate, crop, dense_example, row_to_piece, window_starts
+from .data import TrainTransform, annotation_targets, collate, crop, dense_example, row_to_piece, window_starts
 
 CHECKPOINT_RE = re.compile(r"step_(\d+)")
 
@@ -122,7 +122,9 @@ class TrainWindows(torch.utils.data.Dataset):
 class ValidationWindows(torch.utils.data.Dataset):
     """Validation examples, the same at every evaluation: the non-overlapping windows of
     `num_bars` bars of every song (`window_starts`), untransposed; at most `max_windows`, taken
-    evenly spaced over that list when there are more."""
+    evenly spaced over that list when there are more. With the structure annotations each
+    window carries the melody and chord targets as the training windows do
+    (`data.annotation_targets`, untransposed)."""
 
     def __init__(self, rows, num_bars: int, max_windows: int | None = None):
         self.rows = rows
@@ -139,7 +141,9 @@ class ValidationWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         index, first = self.windows[i]
-        return dense_example(crop(row_to_piece(self.rows[index]), first, self.num_bars))
+        row = self.rows[index]
+        window = crop(row_to_piece(row), first, self.num_bars)
+        return {**dense_example(window), **annotation_targets(row, first, window.num_steps)}
 
 
 # ----------------------------------------------------------------------------- loop state

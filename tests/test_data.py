@@ -500,7 +500,7 @@ def test_train_transform_with_structure_columns_adds_only_the_melody(sample_ds, 
     plain = sample_ds[0].with_transform(D.make_train_transform(4, seed=3))
     with_s = structure_ds[0].with_transform(D.make_train_transform(4, seed=3))
     a, b = plain[0:5], with_s[0:5]
-    assert set(b) == set(a) | {"melody"}
+    assert set(b) == set(a) | {"melody", "chords"}
     for k in a:
         for x, y in zip(a[k], b[k]):
             assert np.array_equal(np.asarray(x), np.asarray(y)), k

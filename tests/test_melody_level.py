@@ -50,7 +50,7 @@ def melody_loss(model, batch, seed=0):
 
 def test_config_levels_and_order():
     c = FractalMIDIConfig.from_json_file(SONGS_TINY)
-    assert c.levels == ["structure", "harmony", "melody", "notes"] and c.use_melody
+    assert c.levels == ["structure", "chords", "harmony", "melody", "notes"] and c.use_melody
     assert c.melody_vocab_size == 2 + 96 - 48 + 1
     assert FractalMIDIConfig().levels == ["structure", "harmony", "notes"] and not FractalMIDIConfig().use_melody
     FractalMIDIConfig(levels=["structure", "melody", "notes"], num_iterations=[2, 2, 2])  # harmony stays optional
@@ -148,7 +148,7 @@ def test_note_level_condition_sees_the_melody(structure_rows):
     onsets = other >= 2
     other[onsets] = other[onsets] + 3  # the same rhythm, other pitches
     (p1, c1), (p2, c2) = note_parent(melody), note_parent(other)
-    d = model.config.structure_hidden_size + model.config.harmony_hidden_size
+    d = model.config.structure_hidden_size + model.config.chord_hidden_size + model.config.harmony_hidden_size
     assert p1.shape[-1] == d + model.config.melody_hidden_size
     assert torch.equal(p1[..., :d], p2[..., :d])  # the levels above the melody are the same
     assert not torch.allclose(p1[..., d:], p2[..., d:])  # the melody's state differs
@@ -204,4 +204,4 @@ def test_train_accelerate_runs_with_the_melody_level(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     log = [json.loads(line) for line in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["train/melody"]) and r["train/melody"] > 0 for r in log)
-    assert FractalMIDIModel.from_pretrained(tmp_path / "out" / "final").config.levels[2] == "melody"
+    assert FractalMIDIModel.from_pretrained(tmp_path / "out" / "final").config.levels[3] == "melody"
