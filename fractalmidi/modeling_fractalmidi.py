@@ -384,39 +384,81 @@ class ContentLevel(Level):
         return tokens, editable, self.inputs(run.grid, above)
 
 
-class ChordLevel(ContentLevel):
-    """The chord level: one token per beat (`steps_per_beat` steps): 0 no chord (N), 1 + 14 *
-    root + quality (`structure.QUALITIES`), -1 unknown (read as [MASK]). The bass is left out
-    (taken as the root). Conditioned on the structure level; its state conditions the levels
-    below (harmony, melody, notes) through `ContentLevel.inputs`, as any level above. Its
-    targets come from the data's annotated chords (`chords` in the batch, see
-    `fractalmidi.data.chord_beats`); rows and beats without them give no loss."""
+class TokenLevel(ContentLevel):
+    """A level of one categorical token per `stride` steps, learnt from annotations: ids
+    0..vocab_size-1, -1 unknown (read as [MASK], as the masked tokens are). Rows and tokens
+    without an annotation give no loss. Its size comes from the config fields
+    `{prefix}_hidden_size`, `_num_layers`, `_num_heads`, `_window`; a subclass gives `name`,
+    `prefix`, its vocabulary and stride, `targets` (the batch's annotation as tokens) and
+    `finish` (its fields of the result)."""
 
-    name, width_field = "chords", "chord_hidden_size"
+    prefix = ""
 
-    def __init__(self, config: FractalMIDIConfig):
+    def __init__(self, config: FractalMIDIConfig, vocab_size: int, stride: int = 1):
         super().__init__()
-        d, V = config.chord_hidden_size, config.chord_vocab_size
-        self.config, self.vocab_size, self.stride = config, V, config.steps_per_beat
-        self.token_embed = nn.Embedding(V + 1, d)  # last id = [MASK] (and unknown)
+        p = self.prefix
+        d = getattr(config, f"{p}_hidden_size")
+        self.config, self.vocab_size, self.stride = config, vocab_size, stride
+        self.token_embed = nn.Embedding(vocab_size + 1, d)  # last id = [MASK] (and unknown)
         self.bar_position_embed = nn.Embedding(config.max_bar_len, d)
         self.cond_proj = nn.Linear(self.parent_size(config), d)
         self.null_cond = nn.Parameter(torch.zeros(d))
-        self.transformer = LevelTransformer(
-            config, d, config.chord_num_layers, config.chord_num_heads, config.chord_window
-        )
-        self.head = nn.Linear(d, V)
+        self.transformer = LevelTransformer(config, d, getattr(config, f"{p}_num_layers"),
+                                            getattr(config, f"{p}_num_heads"), getattr(config, f"{p}_window"))
+        self.head = nn.Linear(d, vocab_size)
 
     def forward(self, tokens, masked, bar_position, parent, drop, valid, modulations=None):
-        """tokens (N, C) chord tokens (-1 unknown); masked (N, C); bar_position (N, C) step in bar
-        of each beat; parent (N, C, d_parent); drop (N,) bool; or `modulations` instead of parent
-        and drop. Returns hidden (N, C, d) and logits (N, C, V)."""
+        """tokens (N, L) (-1 unknown); masked (N, L); bar_position (N, L) step in bar of each
+        token; parent (N, L, d_parent); drop (N,) bool; or `modulations` instead of parent and
+        drop. Returns hidden (N, L, d) and logits (N, L, vocab_size)."""
         ids = torch.where(masked | (tokens < 0), self.vocab_size, tokens)
         x = self.token_embed(ids) + self.bar_position_embed(bar_position)
         if modulations is None:
             modulations = self.condition(parent, drop)
         h = self.transformer(x, None, valid, modulations)
         return h, self.head(h)
+
+    def loss(self, tokens, inputs, training):
+        """Masked prediction over the known tokens only."""
+        drop = self.drop(tokens.shape[0], tokens.device, training)
+        masked = _mask_like(inputs["valid"] & (tokens >= 0))
+        _, logits = self(tokens, masked, inputs["position"], inputs["parent"], drop, inputs["valid"])
+        if masked.any():
+            return {self.name: F.cross_entropy(logits[masked], tokens[masked])}
+        return {self.name: logits.sum() * 0.0}
+
+    def state(self, tokens, inputs, modulations=None):
+        """The level's state on its tokens, none masked (unknown ones read as [MASK])."""
+        none = torch.zeros_like(tokens, dtype=torch.bool)
+        no_drop = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        return self(tokens, none, inputs["position"], inputs["parent"], no_drop, inputs["valid"], modulations)[0]
+
+    # ---- decoding
+    def start(self, run, above):
+        """Nothing known (a prompt's annotations are not read yet): the tokens whose first step
+        lies in the region are generated, the others stay unknown."""
+        editable = run.region[:: self.stride][None, :].expand(run.num_samples, -1)  # (N, L)
+        tokens = torch.full(editable.shape, -1, dtype=torch.long, device=run.device)
+        return tokens, editable, self.inputs(run.grid, above)
+
+    def sample(self, run, inputs, tokens, masked, last):
+        (_, logits), uncond = run.guided_pass(self, inputs, tokens, masked)
+        if uncond is not None:
+            logits = cfg_logits(logits, uncond[1], run.guidance_scale)
+        return sample_categorical(logits, run.temperature, run.generator, run.top_p)  # (N, L) each
+
+
+class ChordLevel(TokenLevel):
+    """The chord level: one token per beat (`steps_per_beat` steps): 0 no chord (N), 1 + 14 *
+    root + quality (`structure.QUALITIES`), -1 unknown. The bass is left out (taken as the
+    root). Conditioned on the structure level; its state conditions the levels below
+    (harmony, melody, notes). Its targets come from the data's annotated chords (`chords` in
+    the batch, see `fractalmidi.data.chord_beats`)."""
+
+    name, width_field, prefix = "chords", "chord_hidden_size", "chord"
+
+    def __init__(self, config: FractalMIDIConfig):
+        super().__init__(config, config.chord_vocab_size, config.steps_per_beat)
 
     def targets(self, truth, grid):
         valid = grid.step_mask[:, :: self.stride]
@@ -428,35 +470,6 @@ class ChordLevel(ContentLevel):
         if chords.shape[1] < C:
             chords = F.pad(chords, (0, C - chords.shape[1]), value=-1)
         return chords[:, :C].masked_fill(~valid, -1)
-
-    def loss(self, tokens, inputs, training):
-        """Masked prediction over the known beats only: unannotated rows and beats weigh nothing."""
-        drop = self.drop(tokens.shape[0], tokens.device, training)
-        masked = _mask_like(inputs["valid"] & (tokens >= 0))
-        _, logits = self(tokens, masked, inputs["position"], inputs["parent"], drop, inputs["valid"])
-        if masked.any():
-            return {"chords": F.cross_entropy(logits[masked], tokens[masked])}
-        return {"chords": logits.sum() * 0.0}
-
-    def state(self, tokens, inputs, modulations=None):
-        """The chord state on its tokens, none masked (unknown beats read as [MASK])."""
-        none = torch.zeros_like(tokens, dtype=torch.bool)
-        no_drop = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-        return self(tokens, none, inputs["position"], inputs["parent"], no_drop, inputs["valid"], modulations)[0]
-
-    # ---- decoding
-    def start(self, run, above):
-        """Nothing known (a prompt's chords are not read yet): the beats whose first step lies in
-        the region are generated, the others stay unknown."""
-        editable = run.region[:: self.stride][None, :].expand(run.num_samples, -1)
-        tokens = torch.full(editable.shape, -1, dtype=torch.long, device=run.device)
-        return tokens, editable, self.inputs(run.grid, above)
-
-    def sample(self, run, inputs, tokens, masked, last):
-        (_, logits), uncond = run.guided_pass(self, inputs, tokens, masked)
-        if uncond is not None:
-            logits = cfg_logits(logits, uncond[1], run.guidance_scale)
-        return sample_categorical(logits, run.temperature, run.generator, run.top_p)  # (N, C) each
 
     def finish(self, run, inputs, tokens):
         run.outputs["chords"] = tokens
@@ -553,74 +566,22 @@ def drop_orphan_melody_holds(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.masked_fill(orphan, 0)
 
 
-class MelodyLevel(ContentLevel):
+class MelodyLevel(TokenLevel):
     """The melody level: one token per step, a monophonic line: 0 rest, 1 hold (the note goes
-    on), 2 + k the onset of pitch `melody_pitch_low + k` (-1: unknown, read as [MASK]).
-    Conditioned on the levels above (structure, harmony when present) as every content level;
-    its state conditions the note level (through `ContentLevel.inputs`, as any level above).
-    Its targets come from the data's annotated melody (`melody` in the batch); rows without one
-    are all unknown and give no loss."""
+    on), 2 + k the onset of pitch `melody_pitch_low + k`, -1 unknown. Conditioned on the
+    levels above (structure, chords and harmony when present); its state conditions the note
+    level. Its targets come from the data's annotated melody (`melody` in the batch)."""
 
-    name, width_field = "melody", "melody_hidden_size"
+    name, width_field, prefix = "melody", "melody_hidden_size", "melody"
 
     def __init__(self, config: FractalMIDIConfig):
-        super().__init__()
-        d, V = config.melody_hidden_size, config.melody_vocab_size
-        self.config, self.vocab_size = config, V
-        self.token_embed = nn.Embedding(V + 1, d)  # last id = [MASK] (and unknown)
-        self.bar_position_embed = nn.Embedding(config.max_bar_len, d)
-        self.cond_proj = nn.Linear(self.parent_size(config), d)
-        self.null_cond = nn.Parameter(torch.zeros(d))
-        self.transformer = LevelTransformer(
-            config, d, config.melody_num_layers, config.melody_num_heads, config.melody_window
-        )
-        self.head = nn.Linear(d, V)
-
-    def forward(self, tokens, masked, bar_position, parent, drop, valid, modulations=None):
-        """tokens (N, T) melody tokens (-1 unknown); masked (N, T); bar_position (N, T); parent
-        (N, T, d_parent); drop (N,) bool; or `modulations` instead of parent and drop.
-        Returns hidden (N, T, d) and logits (N, T, V)."""
-        ids = torch.where(masked | (tokens < 0), self.vocab_size, tokens)
-        x = self.token_embed(ids) + self.bar_position_embed(bar_position)
-        if modulations is None:
-            modulations = self.condition(parent, drop)
-        h = self.transformer(x, None, valid, modulations)
-        return h, self.head(h)
+        super().__init__(config, config.melody_vocab_size)
 
     def targets(self, truth, grid):
         melody = truth.get("melody")
         if melody is None:  # no annotation in the batch: unknown everywhere
             return torch.full_like(grid.step_mask, -1, dtype=torch.long)
         return melody_tokens(melody.to(grid.step_mask.device), self.config).masked_fill(~grid.step_mask, -1)
-
-    def loss(self, tokens, inputs, training):
-        """Masked prediction over the known steps only: unannotated rows weigh nothing."""
-        drop = self.drop(tokens.shape[0], tokens.device, training)
-        masked = _mask_like(inputs["valid"] & (tokens >= 0))
-        _, logits = self(tokens, masked, inputs["position"], inputs["parent"], drop, inputs["valid"])
-        if masked.any():
-            return {"melody": F.cross_entropy(logits[masked], tokens[masked])}
-        return {"melody": logits.sum() * 0.0}
-
-    def state(self, tokens, inputs, modulations=None):
-        """The melody state on its tokens, none masked (unknown steps read as [MASK])."""
-        none = torch.zeros_like(tokens, dtype=torch.bool)
-        no_drop = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-        return self(tokens, none, inputs["position"], inputs["parent"], no_drop, inputs["valid"], modulations)[0]
-
-    # ---- decoding
-    def start(self, run, above):
-        """Nothing known (a prompt's melody is not read yet): the region's steps are generated,
-        the others stay unknown."""
-        N, T = run.num_samples, run.grid.step_mask.shape[1]
-        tokens = torch.full((N, T), -1, dtype=torch.long, device=run.device)
-        return tokens, run.region[None, :].expand(N, -1), self.inputs(run.grid, above)
-
-    def sample(self, run, inputs, tokens, masked, last):
-        (_, logits), uncond = run.guided_pass(self, inputs, tokens, masked)
-        if uncond is not None:
-            logits = cfg_logits(logits, uncond[1], run.guidance_scale)
-        return sample_categorical(logits, run.temperature, run.generator, run.top_p)  # (N, T) each
 
     def finish(self, run, inputs, tokens):
         """Holds that continue no note become rests."""
