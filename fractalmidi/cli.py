@@ -381,6 +381,8 @@ def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
     """`generate`'s keyword arguments from the command line, checked against the model's
     limits (its config.json: density range, levels, bars) before the weights load."""
     limits = limits or {}
+    if getattr(args, "musicxml", False) and "melody" not in limits.get("levels", ("structure", "harmony", "notes")):
+        raise InputError(f"--musicxml: the model at {controls.model_dir(args.model)} has no melody level")
     density_max = limits.get("density_max", controls.DEFAULT_DENSITY_MAX)
     max_bars = limits.get("max_bars", controls.MAX_BARS)
     if num_bars > max_bars:
@@ -430,6 +432,8 @@ def _write_results(result, args, paths: list[Path]) -> list[Path]:
         piece = result.to_piece(i)
         result.to_midi(path, i)
         line = f"{path}: {piece.num_bars} bars, {len(piece.notes)} notes, {piece.duration_seconds:.1f} s"
+        if getattr(args, "musicxml", False):
+            line += f"\n  lead sheet: {result.to_musicxml(path.with_suffix('.musicxml'), i, title=path.stem)}"
         if args.evaluate:
             m = evaluate_piece(piece)
             m.update(structure_adherence(piece, density=result.requested_density[i].tolist()))
@@ -634,6 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--evaluate", action="store_true", help="print the metrics of each result")
         p.add_argument("--plot", action="store_true", help="write a PNG of the piano roll with the structure curves "
                                                            "beside each MIDI file (same name, .png)")
+        p.add_argument("--musicxml", action="store_true",
+                       help="also write a MusicXML lead sheet (melody and chord symbols) beside each MIDI file "
+                            "(same name, .musicxml); needs a model with a melody level")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def prompt_options(p):

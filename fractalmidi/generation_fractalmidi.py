@@ -213,6 +213,21 @@ class FractalMIDIGeneration(ModelOutput):
             return write_song_midi(path, piece, melody=melody, chords=self.chord_spans(index) if self.chords is not None else None)
         return write_midi(self.to_piece(index), path)
 
+    def to_musicxml(self, path, index: int = 0, title: str | None = None):
+        """Write sample `index` as a MusicXML lead sheet (atomically; `leadsheet.write_musicxml`,
+        needs music21); returns the path: the melody level's line (`melody_notes`) with the
+        chord level's symbols (`chord_spans`; none without a chord level), the piece's time
+        signatures, bar lines and first tempo. ValueError when the model has no melody level."""
+        if self.melody is None:
+            raise ValueError("this model has no melody level: a lead sheet needs one (see hub_configs/songs_tiny.json)")
+        from fractalmidi.leadsheet import write_musicxml
+
+        piece = self.to_piece(index)
+        tempo = float(piece.tempo_bpm[0]) if len(piece.tempo_bpm) else None
+        return write_musicxml(path, self.melody_notes(index), self.chord_spans(index), None, piece.time_signatures,
+                              piece.bar_starts, piece.steps_per_beat, title=title,
+                              tempo_bpm=round(tempo, 2) if tempo else None)
+
 
 ROOT_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # chord roots, pitch class order
 

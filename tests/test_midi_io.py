@@ -693,8 +693,7 @@ def test_outputs_get_the_mode_of_a_new_file(tmp_path, umask, mode):
 
 
 def test_plot_is_written_with_the_mode_of_a_new_file(tmp_path):
-    pytest.importorskip("matplotlib")
-    from fractalmidi.plot import plot_piece
+    from fractalmidi.plot import plot_piece  # matplotlib: pinned in requirements.txt (the plot extra)
 
     piece = Piece.from_bars([(4, 4)] * 2, bpm=120, notes=[[60, 0, 4, 80]])
     old = os.umask(0o022)
