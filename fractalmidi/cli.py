@@ -377,12 +377,20 @@ def _bars(text: str) -> int:
     return controls.bars(text)
 
 
+def _check_levels(args, limits: dict) -> None:
+    """Refuse (before the weights load) the options the model's levels cannot honour."""
+    if getattr(args, "musicxml", False) and "melody" not in limits.get("levels", ("structure", "harmony", "notes")):
+        raise InputError(f"--musicxml: the model at {controls.model_dir(args.model)} has no melody level")
+    if getattr(args, "chords", None) is not None and "chords" not in limits.get("levels", ("structure", "harmony", "notes")):
+        raise InputError(f"--chords: the model at {controls.model_dir(args.model)} has no chord level "
+                         f"(see hub_configs/songs_tiny.json)")
+
+
 def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
     """`generate`'s keyword arguments from the command line, checked against the model's
     limits (its config.json: density range, levels, bars) before the weights load."""
     limits = limits or {}
-    if getattr(args, "musicxml", False) and "melody" not in limits.get("levels", ("structure", "harmony", "notes")):
-        raise InputError(f"--musicxml: the model at {controls.model_dir(args.model)} has no melody level")
+    _check_levels(args, limits)
     density_max = limits.get("density_max", controls.DEFAULT_DENSITY_MAX)
     max_bars = limits.get("max_bars", controls.MAX_BARS)
     if num_bars > max_bars:
@@ -396,6 +404,12 @@ def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
             structure[what] = curve
     kw = dict(temperature=args.temperature, top_p=args.top_p, guidance_scale=args.cfg, structure=structure or None,
               refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds)
+    if getattr(args, "chords", None) is not None:
+        chords = controls.chords(args.chords, max_bars)
+        if len(chords) != num_bars:
+            raise InputError(f"--chords gives {len(chords)} bars of chords for a piece of {num_bars} bars "
+                             f"(one symbol per bar of the whole piece)")
+        kw["chords"] = chords
     if args.iterations:
         kw["num_iterations"] = controls.iterations(args.iterations, len(limits["levels"]) if "levels" in limits else None)
     return kw
@@ -453,6 +467,10 @@ def cmd_generate(args) -> int:
     if args.time_signature is not None:
         controls.time_signature(f"{args.time_signature[0]}/{args.time_signature[1]}", limits["steps_per_beat"],
                                 limits["max_bar_len"])
+    _check_levels(args, limits)
+    args.bars = controls.bars_from(chords=args.chords, bars=args.bars, max_bars=limits["max_bars"])
+    if args.bars is None:
+        raise InputError("give --bars N (or --chords, whose symbols give one bar each)")
     kw = _generation_kwargs(args, args.bars, limits)
     paths = _output_paths(args, "fractalmidi")
     model = controls.load_model(args.model)
@@ -641,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--musicxml", action="store_true",
                        help="also write a MusicXML lead sheet (melody and chord symbols) beside each MIDI file "
                             "(same name, .musicxml); needs a model with a melody level")
+        p.add_argument("--chords", metavar="'C G Am F'",
+                       help="the chords to keep, one symbol per bar of the whole piece, several in a bar joined by "
+                            "commas ('C,G Am F/A G7', N = no chord); needs a model with a chord level")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def prompt_options(p):
@@ -652,8 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate a new piece with a model",
                        description="Generate a piece: structure per bar first, then harmony, then notes.")
-    p.add_argument("--bars", type=_arg(controls.bars), required=True,
-                   help=f"number of bars, 1-{controls.MAX_BARS} (and at most the model's max_bars)")
+    p.add_argument("--bars", type=_arg(controls.bars), default=None,
+                   help=f"number of bars, 1-{controls.MAX_BARS} (and at most the model's max_bars); "
+                        f"without it, one per --chords symbol")
     p.add_argument("--time-signature", type=_arg(controls.time_signature), default=(4, 4),
                    help="e.g. 4/4, 3/4, 6/8: numerator 1-32, denominator a power of two up to 32 (default 4/4)")
     generation_options(p, "fractalmidi")

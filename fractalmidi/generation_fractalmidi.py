@@ -330,6 +330,7 @@ class GenerationRun:
         cfg, N, device = self.config, self.num_samples, self.device
         sigs, lengths, bar_starts, self.gen_bars = self._bars(num_bars, time_signatures, prompt, inpaint_bars)
         self.time_signatures, self.num_bars, self.structure, self.prompt = sigs, len(lengths), structure or {}, prompt
+        self.bar_starts = bar_starts
         B, T = len(lengths), int(bar_starts[-1])
         if int(lengths.max()) > cfg.max_bar_len:
             raise ValueError(f"a bar of {int(lengths.max())} steps is longer than max_bar_len = {cfg.max_bar_len}")
@@ -351,6 +352,56 @@ class GenerationRun:
             self.prompt_density = torch.as_tensor(prompt.bar_density(), dtype=torch.float32, device=device)
             if B == prompt.num_bars:  # inpainting: the prompt's tempo map stays exactly
                 self.tempo_map = (prompt.tempo_steps.copy(), prompt.tempo_bpm.copy())
+
+    def given_chords(self, chords):
+        """The user's chords: one entry per bar, None (generated) or a list of 1+ (root, quality,
+        bass) (as `controls.chords` gives; quality a name in `structure.QUALITIES` or "N")
+        splitting the bar's beats evenly, earlier chords taking the remainder -> per-beat chord
+        tokens in `known["chords"]` (-1 where free), kept by the chord level."""
+        if chords is None:  # nothing imported: this file also runs as Hub remote code, without the package
+            return
+        from fractalmidi.structure import QUALITIES, QUALITY_ID
+
+        if "chords" not in self.config.levels:
+            raise ValueError(f"chords= needs a model with a chord level; this one has levels {list(self.config.levels)} "
+                             f"(see hub_configs/songs_tiny.json)")
+        chords = list(chords)
+        if len(chords) != self.num_bars:
+            raise ValueError(f"chords: {len(chords)} bars of chords for a piece of {self.num_bars} bars (one entry per bar, None = free)")
+        spb = self.config.steps_per_beat
+        starts = [int(v) for v in self.bar_starts]
+        L = -(-starts[-1] // spb)
+        tokens = torch.full((L,), -1, dtype=torch.long)
+        for b, bar in enumerate(chords):
+            if bar is None:
+                continue
+            first, stop = -(-starts[b] // spb), -(-starts[b + 1] // spb)  # the beats starting in the bar
+            beats = stop - first
+            bar = list(bar)
+            if not bar:
+                raise ValueError(f"chords, bar {b + 1}: no chord (give None to leave the bar free)")
+            if len(bar) > beats:
+                raise ValueError(f"chords, bar {b + 1}: {len(bar)} chords for a bar of {beats} beats")
+            ids = []
+            for chord in bar:
+                try:
+                    root, quality = int(chord[0]), chord[1]
+                except (TypeError, IndexError, ValueError):
+                    raise ValueError(f"chords, bar {b + 1}: {chord!r} is not a (root, quality, bass) chord") from None
+                if quality == "N":
+                    ids.append(0)
+                    continue
+                if quality not in QUALITY_ID or not 0 <= root < 12:
+                    raise ValueError(f"chords, bar {b + 1}: {chord!r}: root must be 0-11 and quality one of "
+                                     f"{QUALITIES} or 'N'")
+                ids.append(1 + len(QUALITIES) * root + QUALITY_ID[quality])
+            base, extra = divmod(beats, len(ids))
+            at = first
+            for i, tok in enumerate(ids):
+                n = base + (1 if i < extra else 0)
+                tokens[at: at + n] = tok
+                at += n
+        self.known["chords"] = tokens.to(self.device).expand(self.num_samples, L).clone()
 
     def _bars(self, num_bars, time_signatures, prompt, inpaint_bars):
         """Time signature and length of every bar, bar starts, and which bars to generate.
@@ -500,6 +551,7 @@ class FractalMIDIGenerationMixin:
         structure: dict | None = None,
         prompt=None,
         inpaint_bars=None,
+        chords=None,
         num_samples: int = 1,
         seed: int | None = None,
         generation_config: GenerationConfig | None = None,
@@ -520,6 +572,10 @@ class FractalMIDIGenerationMixin:
             prompt: a `fractalmidi.Piece` to inpaint or continue.
             inpaint_bars: bar ranges to regenerate, 0-based half-open [(first, stop), ...];
                 default with a prompt: the bars after it (continuation).
+            chords: per bar (one entry per bar of the piece) None (generated) or a list of 1+
+                (root, quality, bass) as `fractalmidi.controls.chords` gives, splitting the
+                bar's beats evenly (earlier chords take the remainder): kept, not regenerated.
+                Needs a model with a chord level.
             num_samples: pieces generated at once (a batch).
             seed: the same seed gives the same piece (the only source of randomness; None: a
                 random seed).
@@ -545,6 +601,7 @@ class FractalMIDIGenerationMixin:
         run = GenerationRun(self, generation_config, kwargs, seed, num_samples, progress,
                             return_intermediates, return_influence)
         run.plan(num_bars, time_signatures, structure, prompt, inpaint_bars)
+        run.given_chords(chords)
         above = []  # (level, state) of the levels decoded so far: the condition of the next
         for level in self.levels:
             tokens, inputs = decode_level(level, run, above)

@@ -471,6 +471,16 @@ class ChordLevel(TokenLevel):
             chords = F.pad(chords, (0, C - chords.shape[1]), value=-1)
         return chords[:, :C].masked_fill(~valid, -1)
 
+    def start(self, run, above):
+        """As `TokenLevel.start`; the user's chords (`generate(chords=...)`, in `run.known`) are
+        known and kept, the other beats of the region generated."""
+        tokens, editable, inputs = super().start(run, above)
+        if run.known.get("chords") is not None:
+            given = self.targets(run.known, run.grid)  # (N, L), -1 where free
+            tokens = torch.where(given >= 0, given, tokens)
+            editable = editable & (given < 0)
+        return tokens, editable, inputs
+
     def finish(self, run, inputs, tokens):
         run.outputs["chords"] = tokens
         return tokens

@@ -28,19 +28,6 @@ def run(capsys, *argv):
     return code, out, err
 
 
-@pytest.fixture(scope="module")
-def songs_model():
-    torch.manual_seed(0)
-    return FractalMIDIModel(FractalMIDIConfig.from_json_file(SONGS_TINY)).eval()
-
-
-@pytest.fixture(scope="module")
-def songs_model_dir(tmp_path_factory, songs_model):
-    path = tmp_path_factory.mktemp("songs_model")
-    songs_model.save_pretrained(path)
-    return path
-
-
 def parsed_notes_and_chords(path):
     score = music21.converter.parse(str(path))
     part = score.parts[0]

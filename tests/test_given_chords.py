@@ -1,0 +1,132 @@
+"""A user-given chord progression (`generate(chords=...)`, the command line's `--chords`): kept
+exactly at the chord level, the free bars generated; refused by a model with no chord level."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from fractalmidi import controls
+from fractalmidi.cli import main
+from fractalmidi.configuration_fractalmidi import FractalMIDIConfig
+from fractalmidi.midi_io import read_song_midi
+from fractalmidi.modeling_fractalmidi import FractalMIDIModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SONGS_TINY = ROOT / "hub_configs" / "songs_tiny.json"
+SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+C_G_AM_F = [(0, 16, "C:maj"), (16, 32, "G:maj"), (32, 48, "A:min"), (48, 64, "F:maj")]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_given_chords_are_kept_exactly(songs_model):
+    for seed in (1, 2):
+        result = songs_model.generate(4, seed=seed, chords=controls.chords("C G Am F"))
+        assert result.chord_spans(0) == C_G_AM_F
+
+
+def test_two_chords_split_a_bar_and_the_first_takes_the_remainder(songs_model):
+    result = songs_model.generate(4, seed=1, chords=controls.chords("C,G G7 Am,N,F F"))
+    assert result.chord_spans(0) == [(0, 8, "C:maj"), (8, 16, "G:maj"), (16, 32, "G:7"), (32, 40, "A:min"),
+                                     (44, 64, "F:maj")]
+    names = result.chord_names(0)
+    assert names[10] == "N"  # the bar's second beat of three: 2, 1, 1 beats
+    assert names[8:12] == ["A:min", "A:min", "N", "F:maj"]
+    # 3/4: three beats, two chords -> 2 + 1
+    result = songs_model.generate(2, seed=1, time_signatures=(3, 4), chords=controls.chords("C,G Am"))
+    assert result.chord_names(0) == ["C:maj", "C:maj", "G:maj", "A:min", "A:min", "A:min"]
+
+
+def test_a_free_bar_is_generated(songs_model):
+    bars = controls.chords("C G Am F")
+    bars[1] = None
+    result = songs_model.generate(4, seed=1, chords=bars)
+    names = result.chord_names(0)
+    assert names[:4] == ["C:maj"] * 4 and names[8:] == ["A:min"] * 4 + ["F:maj"] * 4
+    assert all(n is not None for n in names[4:8])  # generated, not left unknown
+    free = songs_model.generate(4, seed=1).chord_names(0)
+    assert all(n is not None for n in free)
+
+
+def test_the_same_seed_gives_the_same_piece_with_chords(songs_model):
+    a = songs_model.generate(2, seed=3, chords=controls.chords("C G"))
+    b = songs_model.generate(2, seed=3, chords=controls.chords("C G"))
+    assert torch.equal(a.states, b.states) and torch.equal(a.chords, b.chords)
+
+
+@pytest.mark.parametrize("chords, message", [
+    ("C G Am", "chords: 3 bars of chords for a piece of 4 bars"),
+    ("C G Am F G", "chords: 5 bars of chords for a piece of 4 bars"),
+    ("C C,G,Am,F,Dm Am F", "chords, bar 2: 5 chords for a bar of 4 beats"),
+])
+def test_bad_chords_are_refused_with_the_bar_named(songs_model, chords, message):
+    with pytest.raises(ValueError) as e:
+        songs_model.generate(4, seed=1, chords=controls.chords(chords))
+    assert str(e.value).startswith(message)
+
+
+def test_bad_chord_entries_are_refused_with_the_bar_named(songs_model):
+    with pytest.raises(ValueError, match="chords, bar 3: no chord"):
+        songs_model.generate(4, seed=1, chords=[[(0, "maj", 0)], None, [], None])
+    with pytest.raises(ValueError, match="chords, bar 2: .*quality"):
+        songs_model.generate(2, seed=1, chords=[[(0, "maj", 0)], [(0, "major", 0)]])
+
+
+def test_the_shipped_model_refuses_chords():
+    shipped = FractalMIDIModel.from_pretrained(SHIPPED).eval()
+    with pytest.raises(ValueError, match="chords= needs a model with a chord level"):
+        shipped.generate(num_bars=4, seed=0, chords=controls.chords("C G Am F"))
+
+
+def test_cli_writes_the_given_chords(capsys, tmp_path, songs_model_dir):
+    out = tmp_path / "x.mid"
+    code, _, err = run(capsys, "generate", "--model", songs_model_dir, "--chords", "C G Am F", "--out", out, "--quiet")
+    assert code == 0, err
+    assert read_song_midi(out).chords == C_G_AM_F
+    code, _, err = run(capsys, "generate", "--model", songs_model_dir, "--bars", 4, "--chords", "C G Am F",
+                       "--out", tmp_path / "y.mid", "--quiet")
+    assert code == 0, err
+    assert read_song_midi(tmp_path / "y.mid").chords == C_G_AM_F
+
+
+def test_cli_chords_and_bars_must_agree(capsys, tmp_path, songs_model_dir):
+    code, _, err = run(capsys, "generate", "--model", songs_model_dir, "--bars", 3, "--chords", "C G Am F",
+                       "--out", tmp_path / "x.mid", "--quiet")
+    assert code == 2
+    assert err.strip() == ("fractalmidi: error: bars disagree: the chords have 4, bars is 3; they must agree "
+                           "(without bars, the number of bars follows from the form or the chords)")
+    assert not (tmp_path / "x.mid").exists()
+
+
+def test_cli_chords_are_refused_before_the_weights_load(capsys, tmp_path):
+    """A config-only copy of the shipped model: the refusal came from config.json alone."""
+    config_only = tmp_path / "config_only"
+    config_only.mkdir()
+    shutil.copy(SHIPPED / "config.json", config_only / "config.json")
+    for argv in (["generate"], ["generate", "--bars", 2],
+                 ["continue", "--input", ROOT / "tests/data/pop909/001/001.mid", "--bars", 1]):
+        code, _, err = run(capsys, *argv, "--model", config_only, "--chords", "C G", "--out", tmp_path / "x.mid", "--quiet")
+        assert code == 2
+        assert err.strip() == (f"fractalmidi: error: --chords: the model at {config_only} has no chord level "
+                               f"(see hub_configs/songs_tiny.json)")
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_cli_generate_needs_bars_or_chords(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "--out", tmp_path / "x.mid", "--quiet")
+    assert code == 2
+    assert err.strip() == "fractalmidi: error: give --bars N (or --chords, whose symbols give one bar each)"
+
+
+def test_chords_are_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "--chords" in capsys.readouterr().out
