@@ -3,41 +3,29 @@ right after structure, trained on POP909's aligned per-beat chords, masked where
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from fractalmidi.configuration_fractalmidi import FractalMIDIConfig
-from fractalmidi.data import build_dataset, chord_beats, collate, make_train_transform
+from fractalmidi.data import chord_beats, collate
 from fractalmidi.generation_fractalmidi import Grid
 from fractalmidi.modeling_fractalmidi import FractalMIDIModel, bar_lengths
 from fractalmidi.structure import QUALITIES
 from fractalmidi.training import ValidationWindows, batch_to_tensors
+from song_levels import SONGS_TINY, build_song_dataset, level_loss, make_batch, tiny_model, train_songs_tiny, twenty_steps
 
-ROOT = Path(__file__).resolve().parents[1]
-SONGS_TINY = ROOT / "hub_configs" / "songs_tiny.json"
-DATA = ROOT / "tests" / "data"
 NQ = len(QUALITIES)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("songs") / "ds"
-    ds, _ = build_dataset(DATA / "pop909", out, structure_dir=DATA / "pop909-structure", progress=False)
-    return ds
+    return build_song_dataset(tmp_path_factory.mktemp("songs") / "ds")
 
 
 @pytest.fixture(scope="module")
 def rows(built):
     return [built[i] for i in range(len(built))]
-
-
-def make_batch(rows, indices, seed=0, num_bars=4, max_shift=5):
-    t = make_train_transform(num_bars, max_shift, seed)
-    out = t({k: [rows[i][k] for i in indices] for k in rows[0]})
-    return collate([{k: v[i] for k, v in out.items()} for i in range(len(indices))])
 
 
 def annotated(rows):
@@ -46,14 +34,8 @@ def annotated(rows):
     return good, bad
 
 
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    return FractalMIDIModel(FractalMIDIConfig.from_json_file(SONGS_TINY))
-
-
 def chord_loss(model, batch, seed=0):
-    torch.manual_seed(seed)
-    return model(**batch_to_tensors(batch)).losses["chords"]
+    return level_loss(model, batch, "chords", seed)
 
 
 def test_config_order_sizes_and_default_iterations():
@@ -191,27 +173,8 @@ def test_lower_levels_condition_sees_the_chords(rows):
 
 
 def test_twenty_training_steps_lower_the_chord_loss(rows):
-    model = tiny_model(seed=0)
     good, _ = annotated(rows)
-    fixed = make_batch(rows, good, seed=11)
-
-    def held_out():
-        model.eval()
-        with torch.no_grad():
-            value = float(np.mean([chord_loss(model, fixed, seed=s).item() for s in range(4)]))
-        model.train()
-        return value
-
-    before = held_out()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    for step in range(20):
-        out = model(**batch_to_tensors(make_batch(rows, good, seed=step)))
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-    after = held_out()
-    print(f"chord loss {before:.3f} -> {after:.3f}")
+    before, after = twenty_steps(rows, good, "chords")
     assert after < before - 0.3, (before, after)
 
 
@@ -233,21 +196,12 @@ def test_validation_windows_carry_melody_and_chords_untransposed(built, rows):
 
 
 def test_train_accelerate_eval_has_melody_and_chords(tmp_path):
-    import json
-    import subprocess
-    import sys
-
     from fractalmidi.data import load_dataset_dir
 
-    build_dataset(DATA / "pop909", tmp_path / "ds", structure_dir=DATA / "pop909-structure",
-                  validation_fraction=0.5, progress=False)
+    build_song_dataset(tmp_path / "ds", validation_fraction=0.5)
     assert any(load_dataset_dir(tmp_path / "ds", "validation")["aligned_well"])  # an annotated validation song
-    cmd = [sys.executable, str(ROOT / "train_accelerate.py"), "--config", str(SONGS_TINY), "--dataset",
-           str(tmp_path / "ds"), "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--batch_size", "2",
-           "--warmup_steps", "1", "--logging_steps", "2", "--eval_steps", "2", "--log_with", "none"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    log = [json.loads(line) for line in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
+    log = train_songs_tiny(tmp_path / "ds", tmp_path / "out", "--max_steps", "2", "--logging_steps", "2",
+                           "--eval_steps", "2")
     evals = [r for r in log if "eval/chords" in r]
     assert evals, log
     for r in evals:

@@ -3,49 +3,29 @@ trained on POP909's annotated melody where a song has one, masked where not."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from fractalmidi.configuration_fractalmidi import FractalMIDIConfig
-from fractalmidi.data import build_dataset, collate, make_train_transform
 from fractalmidi.generation_fractalmidi import Grid
 from fractalmidi.modeling_fractalmidi import FractalMIDIModel, bar_lengths, melody_tokens
 from fractalmidi.training import batch_to_tensors
-
-ROOT = Path(__file__).resolve().parents[1]
-SONGS_TINY = ROOT / "hub_configs" / "songs_tiny.json"
-DATA = ROOT / "tests" / "data"
+from song_levels import SONGS_TINY, build_song_dataset, level_loss, make_batch, tiny_model, train_songs_tiny, twenty_steps
 
 
 @pytest.fixture(scope="module")
 def structure_rows(tmp_path_factory):
-    """The POP909 sample built with its structure annotations (001-267 aligned, 580 not)."""
-    out = tmp_path_factory.mktemp("songs") / "ds"
-    ds, _ = build_dataset(DATA / "pop909", out, structure_dir=DATA / "pop909-structure", progress=False)
+    ds = build_song_dataset(tmp_path_factory.mktemp("songs") / "ds")
     return [ds[i] for i in range(len(ds))]  # plain dicts: read once
-
-
-def make_batch(rows, indices, seed=0, num_bars=4):
-    t = make_train_transform(num_bars, 5, seed)
-    out = t({k: [rows[i][k] for i in indices] for k in rows[0]})
-    return collate([{k: v[i] for k, v in out.items()} for i in range(len(indices))])
 
 
 def annotated(rows):
     return [i for i in range(len(rows)) if rows[i]["aligned_well"]], [i for i in range(len(rows)) if not rows[i]["aligned_well"]]
 
 
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    return FractalMIDIModel(FractalMIDIConfig.from_json_file(SONGS_TINY))
-
-
 def melody_loss(model, batch, seed=0):
-    torch.manual_seed(seed)
-    return model(**batch_to_tensors(batch)).losses["melody"]
+    return level_loss(model, batch, "melody", seed)
 
 
 def test_config_levels_and_order():
@@ -156,27 +136,8 @@ def test_note_level_condition_sees_the_melody(structure_rows):
 
 
 def test_twenty_training_steps_lower_the_melody_loss(structure_rows):
-    model = tiny_model(seed=0)
     good, _ = annotated(structure_rows)
-    fixed = make_batch(structure_rows, good, seed=11)
-
-    def held_out():
-        model.eval()
-        with torch.no_grad():
-            value = float(np.mean([melody_loss(model, fixed, seed=s).item() for s in range(4)]))
-        model.train()
-        return value
-
-    before = held_out()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    for step in range(20):
-        out = model(**batch_to_tensors(make_batch(structure_rows, good, seed=step)))
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-    after = held_out()
-    print(f"melody loss {before:.3f} -> {after:.3f}")
+    before, after = twenty_steps(structure_rows, good, "melody")
     assert after < before - 0.3, (before, after)
 
 
@@ -192,16 +153,8 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_train_accelerate_runs_with_the_melody_level(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    build_dataset(DATA / "pop909", tmp_path / "ds", structure_dir=DATA / "pop909-structure", progress=False)
-    cmd = [sys.executable, str(ROOT / "train_accelerate.py"), "--config", str(SONGS_TINY), "--dataset",
-           str(tmp_path / "ds"), "--output_dir", str(tmp_path / "out"), "--max_steps", "4", "--batch_size", "2",
-           "--warmup_steps", "1", "--logging_steps", "2", "--eval_steps", "0", "--log_with", "none"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    log = [json.loads(line) for line in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
+    build_song_dataset(tmp_path / "ds")
+    log = train_songs_tiny(tmp_path / "ds", tmp_path / "out", "--max_steps", "4", "--logging_steps", "2",
+                           "--eval_steps", "0")
     assert all(np.isfinite(r["train/melody"]) and r["train/melody"] > 0 for r in log)
     assert FractalMIDIModel.from_pretrained(tmp_path / "out" / "final").config.levels[3] == "melody"
