@@ -68,15 +68,6 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _check_input(path) -> None:
-    """A MIDI file argument: named in one line when it is missing or a folder."""
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{p}: is a folder, not a MIDI file")
-    if not p.exists():
-        raise InputError(f"{p}: file not found")
-
-
 def _check_output(path) -> None:
     """An output file argument: its folder must exist, and it must not be a folder."""
     p = Path(path)
@@ -119,7 +110,6 @@ def _json_default(o):
 def cmd_inspect(args) -> int:
     from .midi_io import read_midi
 
-    _check_input(args.input)
     piece, report = read_midi(args.input, beats=_beats_for(args), **_read_args(args))
     s = piece.structure()
     bars = [
@@ -190,7 +180,6 @@ def cmd_inspect(args) -> int:
 def cmd_quantize(args) -> int:
     from .midi_io import read_midi, read_midi_tracks, write_midi
 
-    _check_input(args.input)
     _check_output(args.output)
     beats = _beats_for(args)
     if args.merge:
@@ -483,7 +472,6 @@ def cmd_generate(args) -> int:
 def _read_prompt(args):
     from .midi_io import read_midi
 
-    _check_input(args.input)
     tracks = [t.strip() for t in args.tracks.split(",")] if args.tracks else None
     piece, _ = read_midi(args.input, beats=_beats_for(args), tracks=tracks)
     return piece

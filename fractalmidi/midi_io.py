@@ -187,6 +187,8 @@ def _beat_time(index: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------- reading
 def _load_score(path: Path, max_bytes: int) -> Score:
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a MIDI file")
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     size = path.stat().st_size
