@@ -261,6 +261,38 @@ def load_checkpoint(accelerator, folder: Path, model, optimizer, lr_scheduler, s
         )
 
 
+def warm_start(model, folder: Path) -> tuple[int, int]:
+    """Copy into `model` every tensor of a saved model (`folder/model.safetensors`, read with
+    safetensors: nothing is unpickled) whose name and shape match; the others (new levels,
+    layers whose size changed) keep their fresh initialisation. Returns (copied, fresh)."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(folder / "model.safetensors"))
+    own = model.state_dict()
+    take = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(take, strict=False)
+    return len(take), len(own) - len(take)
+
+
+def with_song_priors(generation_config, rows):
+    """The generation config with what `generate` draws from when the caller gives no form or
+    key: `form_prior`, the form strings of the training songs whose annotations aligned well
+    (sorted, repeats kept: drawn in proportion), and `minor_share`, the share of those songs
+    in a minor key. Unchanged for a dataset without the structure columns."""
+    if "form" not in rows.column_names:
+        return generation_config
+    forms = rows["form"]
+    aligned = rows["aligned_well"]
+    modes = rows["key_mode"]
+    kept = [(f, m) for f, a, m in zip(forms, aligned, modes) if a and f]
+    if not kept:
+        return generation_config
+    generation_config.form_prior = sorted(f for f, _ in kept)
+    with_key = [m for _, m in kept if m >= 0]
+    generation_config.minor_share = round(sum(m == 1 for m in with_key) / len(with_key), 4) if with_key else 0.0
+    return generation_config
+
+
 def save_final(model, card: str, output_dir: Path) -> Path:
     """save_pretrained (config.json, model.safetensors) and README.md into output_dir/final,
     written as a temporary folder, then renamed into place."""
@@ -353,6 +385,9 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
         model = FractalMIDIModel.from_pretrained(args.init_from)
     else:
         model = FractalMIDIModel(config)
+        if args.warm_start:
+            copied, fresh = warm_start(model, Path(args.warm_start))
+            accelerator.print(f"warm start from {args.warm_start}: {copied} tensors copied, {fresh} start fresh")
     for name in args.freeze or []:  # frozen levels keep their weights (their losses are still logged)
         level = getattr(model, name, None)
         if level is None:
@@ -550,7 +585,8 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
                 "betas": " / ".join(str(b) for b in args.betas),
                 "weight decay": args.weight_decay,
                 "max_grad_norm": args.max_grad_norm,
-                "initialised from": args.init_from or "random weights",
+                "initialised from": args.init_from or (f"{args.warm_start} (matching tensors)" if args.warm_start
+                                                       else "random weights"),
                 "frozen levels": ", ".join(args.freeze) if args.freeze else "none",
                 "structure_warmup_steps": args.structure_warmup_steps,
                 "structure_ramp_steps": args.structure_ramp_steps,
@@ -559,7 +595,9 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
             },
             command=command_line(accelerator.num_processes),
         )
-        path = save_final(accelerator.unwrap_model(model), card, output_dir)
+        final_model = accelerator.unwrap_model(model)
+        final_model.generation_config = with_song_priors(final_model.generation_config, train_rows)
+        path = save_final(final_model, card, output_dir)
         accelerator.print(f"saved {path} ({state.step} steps, {state.elapsed_seconds:.0f} s)")
     accelerator.wait_for_everyone()  # no process leaves while the main one still saves
     accelerator.end_training()
@@ -583,6 +621,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--freeze", nargs="+", choices=("structure", "chords", "harmony", "melody", "notes"), default=None,
                    help="levels whose weights stay as they are (e.g. fine-tune the note level alone: "
                         "--freeze structure harmony)")
+    p.add_argument("--warm_start", default=None, metavar="DIR",
+                   help="with --config: copy the weights of a saved model folder whose names and shapes match "
+                        "(a larger hierarchy grown from a trained one); the rest start fresh")
     p.add_argument("--init_from", default=None,
                    help="fine-tune: start from the weights and config of a saved model folder (save_pretrained) "
                         "instead of random weights; the optimizer and schedule start fresh")
@@ -643,7 +684,11 @@ def main(argv=None) -> None:
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             fail(f"--init_from {args.init_from}: not a saved model folder (config.json and model.safetensors)")
         config = FractalMIDIConfig.from_pretrained(path)
+        if args.warm_start:
+            fail("--warm_start goes with --config (a new config); --init_from already starts from a saved model")
     elif args.config:
+        if args.warm_start and not (Path(args.warm_start) / "model.safetensors").is_file():
+            fail(f"--warm_start {args.warm_start}: no model.safetensors there (a saved model folder)")
         config = FractalMIDIConfig.from_json_file(args.config)
     else:
         fail("give --config (a model config JSON) or --init_from (a saved model folder)")

@@ -154,6 +154,15 @@ class FractalMIDIConfig(PreTrainedConfig):
         default_top_p (`float`, *optional*, defaults to 0.9):
             The nucleus `generate` samples from when none is given (1 = the whole distribution);
             0.9 keeps rare spurious onsets out and made the grooves more regular.
+        form_inputs (`bool`, *optional*, defaults to False):
+            The structure level also reads each bar's place in the song's form (phrase kind,
+            position in the phrase, bars left in it, first or later occurrence of its letter;
+            `structure.form_features`), the song's key and the bar's time signature itself
+            (numerator and denominator, so 3/4 and 6/8 differ), each unknown where not given.
+            Its state carries them to every level below.
+        form_drop_prob (`float`, *optional*, defaults to 0.15):
+            Training (with `form_inputs`): probability that an example's form and key are
+            hidden (read as unknown), so the model also writes songs without them.
     """
 
     model_type = "fractalmidi"
@@ -213,6 +222,9 @@ class FractalMIDIConfig(PreTrainedConfig):
     structure_weight: float = 1.0
     default_temperature: float = 0.8
     default_top_p: float = 0.9
+    # the structure level's bar inputs beside the bar length
+    form_inputs: bool = False
+    form_drop_prob: float = 0.15
 
     def __post_init__(self, **kwargs):
         self.levels = list(self.levels)
@@ -335,6 +347,8 @@ class FractalMIDIConfig(PreTrainedConfig):
         number("structure_weight", 0.0, 1e6)
         number("default_temperature", 1e-3, 100.0)
         number("default_top_p", 1e-6, 1.0)
+        need(isinstance(self.form_inputs, bool), f"form_inputs must be true or false, got {self.form_inputs!r}")
+        number("form_drop_prob", 0.0, 1.0)
 
 
 __all__ = ["FractalMIDIConfig"]

@@ -722,14 +722,45 @@ def chord_beats(row: dict, first_bar: int, num_steps: int, shift: int = 0, steps
     return out
 
 
-def annotation_targets(row: dict, first_bar: int, num_steps: int, shift: int = 0) -> dict[str, np.ndarray]:
+def form_window(row: dict, first_bar: int, num_bars: int) -> np.ndarray:
+    """The row's phrase labels as the model's per-bar form inputs (`structure.form_features`:
+    kind, position in the phrase, bars left, first or later occurrence of its letter) for the
+    window of `num_bars` bars from `first_bar`: (num_bars, 4) int64, all 0 (unknown) where the
+    song has no aligned labels. The occurrence is counted over the whole song."""
+    from .structure import form_features
+
+    out = np.zeros((num_bars, 4), np.int64)
+    if "bar_letter" not in row or not any(row["bar_letter"]):
+        return out
+    feats = form_features(list(row["bar_letter"]), np.asarray(row["bar_phrase"]),
+                          np.asarray(row["bar_phrase_position"]), np.asarray(row["bar_phrase_length"]))
+    part = feats[first_bar: first_bar + num_bars]
+    out[: len(part)] = part
+    return out
+
+
+def key_of(row: dict, shift: int = 0) -> np.ndarray:
+    """The row's annotated key transposed by `shift`: (2,) int64 tonic pitch class and mode
+    (0 major, 1 minor), both -1 when unknown."""
+    tonic, mode = int(row.get("key_tonic", -1)), int(row.get("key_mode", -1))
+    if tonic < 0 or mode < 0:
+        return np.array([-1, -1], np.int64)
+    return np.array([(tonic + shift) % 12, mode], np.int64)
+
+
+def annotation_targets(row: dict, first_bar: int, num_steps: int, shift: int = 0,
+                       num_bars: int | None = None) -> dict[str, np.ndarray]:
     """The targets of the melody and chord levels a row with the structure annotations gives
-    for a window (`melody_steps`, `chord_beats`); none for a row without them."""
+    for a window (`melody_steps`, `chord_beats`), and, given `num_bars`, the window's form
+    inputs (`form_window`) and key (`key_of`); none for a row without them."""
     out = {}
     if "melody_pitch" in row:
         out["melody"] = melody_steps(row, first_bar, num_steps, shift)
     if "beat_root" in row:
         out["chords"] = chord_beats(row, first_bar, num_steps, shift)
+    if num_bars is not None and "bar_letter" in row:
+        out["form"] = form_window(row, first_bar, num_bars)
+        out["key"] = key_of(row, shift)
     return out
 
 
@@ -742,7 +773,8 @@ class TrainTransform:
     each example also has `melody` (T,): the annotated melody on the window's steps, transposed
     with the notes (`melody_steps`; all -1 where the song has none aligned), and `chords`
     (beats,): the chord of each beat of the window, its root transposed with the notes
-    (`chord_beats`). The other annotation columns are ignored (the form level will read them).
+    (`chord_beats`), `form` (bars, 4): the bars' places in the form (`form_window`), and `key`
+    (2,): the key, its tonic transposed with the notes (`key_of`).
 
     Randomness comes from `self.generator`, seeded once: the same seed and the same order of
     reads give the same examples. With several DataLoader workers each holds a copy of the
@@ -761,7 +793,7 @@ class TrainTransform:
             window, first = random_crop(row, self.num_bars, self.generator)
             window, shift = augment_transpose(window, self.max_shift, generator=self.generator)
             example = dense_example(window)
-            example.update(annotation_targets(row, first, window.num_steps, shift))
+            example.update(annotation_targets(row, first, window.num_steps, shift, window.num_bars))
             example.update(song_id=row.get("song_id", ""), first_bar=first, shift=shift)
             for k, v in example.items():
                 out.setdefault(k, []).append(v)
@@ -778,7 +810,8 @@ def collate(examples: list[dict]) -> dict[str, np.ndarray]:
     padded at the end to the longest: roll (N, 3, T, P), bar_position / bar_index (N, T)
     (bar_index is -1 on padding), step_mask (N, T) bool, bar_tempo / bar_density (N, B),
     time_signatures (N, B, 2), bar_mask (N, B) bool; melody (N, T) int16 and chords (N, beats)
-    int16 when every example has them (-1 on padding); other keys become lists."""
+    int16 when every example has them (-1 on padding); form (N, B, 4) and key (N, 2) likewise
+    (0 / -1 unknown); other keys become lists."""
     n = len(examples)
     T = max(len(e["bar_index"]) for e in examples)
     B = max(len(e["bar_tempo"]) for e in examples)
@@ -801,6 +834,12 @@ def collate(examples: list[dict]) -> dict[str, np.ndarray]:
         batch["chords"] = np.full((n, max(len(e["chords"]) for e in examples)), -1, np.int16)
         for i, e in enumerate(examples):
             batch["chords"][i, : len(e["chords"])] = e["chords"]
+    if all("form" in e for e in examples):  # (N, B, 4) the bars' form inputs, 0 (unknown) on padding
+        batch["form"] = np.zeros((n, B, 4), np.int64)
+        for i, e in enumerate(examples):
+            batch["form"][i, : len(e["form"])] = e["form"]
+    if all("key" in e for e in examples):  # (N, 2) tonic and mode, -1 unknown
+        batch["key"] = np.stack([np.asarray(e["key"], np.int64) for e in examples])
     for i, e in enumerate(examples):
         t, b = len(e["bar_index"]), len(e["bar_tempo"])
         batch["roll"][i, :, :t] = e["roll"]

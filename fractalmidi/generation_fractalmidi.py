@@ -32,7 +32,8 @@ from .sampling import choose_tokens_to_keep_masked, masked_counts_batched, refin
 HELD = 2
 # the decoding fields of the generation config (all of them may be given to `generate`)
 GENERATION_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
-                     "follow_structure")
+                     "follow_structure", "follow_form")
+MELODY_VELOCITY = 96  # the velocity of the melody's notes in the note level's roll
 
 
 @dataclass
@@ -46,6 +47,9 @@ class Grid:
     bar_index: torch.Tensor
     bar_position: torch.Tensor
     step_mask: torch.Tensor
+    time_signatures: torch.Tensor | None = None  # (N, B, 2) numerator, denominator (0 padding)
+    form: torch.Tensor | None = None  # (N, B, 4) the bars' form inputs (`structure.form_features`), 0 unknown
+    key: torch.Tensor | None = None  # (N, 2) tonic pitch class and mode (0 major, 1 minor), -1 unknown
 
 
 def default_generation_config(config, **saved) -> GenerationConfig:
@@ -55,7 +59,7 @@ def default_generation_config(config, **saved) -> GenerationConfig:
     saved.pop("_from_model_config", None)  # set, custom fields would be dropped
     defaults = dict(do_sample=True, temperature=config.default_temperature, top_p=config.default_top_p,
                     guidance_scale=1.0, num_iterations=list(config.num_iterations), refine_ratio=config.refine_ratio,
-                    refine_rounds=config.refine_rounds, follow_structure=True)
+                    refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True)
     return GenerationConfig(**{**defaults, **saved})
 
 
@@ -94,6 +98,9 @@ class FractalMIDIGeneration(ModelOutput):
     melody: torch.Tensor | None = None  # (N, T) melody tokens, with a melody level
     melody_pitch_low: int | None = None
     chords: torch.Tensor | None = None  # (N, beats) chord tokens, with a chord level
+    form: str | None = None  # the form followed ("i4A8B8o4"), given or drawn from the model's forms
+    key: str | None = None  # the key ("G:maj"), given or drawn; None when none was used
+    given_melody: object = None  # (K, 4) the melody notes the caller gave, kept exactly
 
     @property
     def num_samples(self) -> int:
@@ -141,6 +148,8 @@ class FractalMIDIGeneration(ModelOutput):
         if self.melody is None:
             return None
         tokens = self.melody[index].cpu().numpy()
+        if self.given_melody is not None:  # the caller's melody, exactly
+            return np.asarray(self.given_melody, dtype=np.int64).reshape(-1, 4).copy()
         notes, current = [], None
         for t, tok in enumerate(tokens.tolist()):
             if tok == 1 and current is not None:  # hold: the note goes on
@@ -193,11 +202,20 @@ class FractalMIDIGeneration(ModelOutput):
         return spans
 
     def to_song(self, index: int = 0):
-        """Sample `index` as (accompaniment, melody): the note level's piece (`to_piece`; the
-        note level was trained on whole songs, so it plays its own rendering of the melody too)
-        and the melody level's line as its own notes (`melody_notes`, None without a melody
-        level). The melody is not merged into the piece."""
-        return self.to_piece(index), self.melody_notes(index)
+        """Sample `index` as (accompaniment, melody): the melody (`melody_notes`: the melody
+        level's line, or the caller's melody; None without a melody level) and the note level's
+        piece (`to_piece`) without the melody's notes. The note level was trained on whole
+        songs (melody included): `generate` lays the melody into its roll as fixed notes and
+        lets it write the accompaniment around them, so here they are taken out again."""
+        import numpy as np
+
+        piece, melody = self.to_piece(index), self.melody_notes(index)
+        if melody is None or not len(melody) or not len(piece.notes):
+            return piece, melody
+        notes = piece.notes
+        key = notes[:, 0].astype(np.int64) * (1 << 32) + notes[:, 1].astype(np.int64)
+        mkey = melody[:, 0].astype(np.int64) * (1 << 32) + melody[:, 1].astype(np.int64)
+        return piece.replace_notes(notes[~np.isin(key, mkey)]), melody
 
     def to_midi(self, path, index: int = 0):
         """Write sample `index` as a MIDI file (atomically); returns the path. With a melody
@@ -210,7 +228,8 @@ class FractalMIDIGeneration(ModelOutput):
             from fractalmidi.midi_io import write_song_midi
 
             piece, melody = self.to_song(index)
-            return write_song_midi(path, piece, melody=melody, chords=self.chord_spans(index) if self.chords is not None else None)
+            return write_song_midi(path, piece, melody=melody, chords=self.chord_spans(index) if self.chords is not None else None,
+                                   key=self.key)
         return write_midi(self.to_piece(index), path)
 
     def to_musicxml(self, path, index: int = 0, title: str | None = None):
@@ -268,15 +287,29 @@ def decode_level(level, run, above):
     rounds = run.refine_rounds if level.refines else 0
     masked = editable.clone()
     counts = masked_counts_batched(masked.sum(1), iterations, run.mask_schedule)  # (iterations, N) still masked after each
+    tie = run.ties(level, editable)  # (N, L) the token each token copies (itself where none), or None
     for it in range(iterations + rounds):
         if it >= iterations:  # refinement: re-mask a random share of what the level generated
             masked = refine_mask(torch.ones_like(editable), run.refine_ratio, run.generator, editable=editable)
         sample, confidence = level.sample(run, inputs, tokens, masked, last=it == iterations + rounds - 1)
+        if tie is not None and it < iterations:  # repeats take their source's sample (refinement varies them)
+            sample = _follow(sample, tie)
+            confidence = _follow(confidence, tie)
         tokens = level.commit(inputs, tokens, sample, masked)
         if it < iterations:  # keep the most confident, re-mask the rest for the next iteration
             masked = choose_tokens_to_keep_masked(confidence, masked, counts[it], run.generator, run.remask_mode)
+            if tie is not None:  # a repeat stays masked exactly as long as its source
+                masked = _follow(masked, tie) & editable
         run.step(level.name, it, level.shown(tokens))
     return level.finish(run, inputs, tokens), inputs
+
+
+def _follow(x, tie):
+    """x (N, L, ...) (or a tuple of such) with every token replaced by the one `tie` (N, L) names."""
+    if isinstance(x, tuple):
+        return tuple(_follow(v, tie) for v in x)
+    index = tie.view(*tie.shape, *[1] * (x.dim() - 2)).expand_as(x)
+    return x.gather(1, index)
 
 
 class GenerationRun:
@@ -306,6 +339,10 @@ class GenerationRun:
         self.refine_ratio = check_number("refine_ratio", gen.refine_ratio, limits.REFINE_RATIO)
         self.refine_rounds = check_number("refine_rounds", gen.refine_rounds, limits.REFINE_ROUNDS, integer=True)
         self.follow_structure = bool(gen.follow_structure)
+        self.follow_form = bool(getattr(gen, "follow_form", True))
+        self.form_prior = list(getattr(model.generation_config, "form_prior", None) or [])
+        self.minor_share = getattr(model.generation_config, "minor_share", None)
+        self.form_name, self.key_name, self.bar_source = None, None, None
         self.num_samples = check_number("num_samples", num_samples, limits.NUM_SAMPLES, integer=True)
         self.mask_schedule, self.remask_mode, self.return_influence = cfg.mask_schedule, cfg.remask_mode, return_influence
         self.generator = torch.Generator(device="cpu")
@@ -339,7 +376,8 @@ class GenerationRun:
         bar_position = steps - bar_starts.to(device)[bar_index]
         self.region = self.gen_bars.to(device)[bar_index]  # (T,) steps to generate
         self.grid = Grid(lengths.to(device).expand(N, B), torch.ones(N, B, dtype=torch.bool, device=device),
-                          bar_index.expand(N, T), bar_position.expand(N, T), torch.ones(N, T, dtype=torch.bool, device=device))
+                          bar_index.expand(N, T), bar_position.expand(N, T), torch.ones(N, T, dtype=torch.bool, device=device),
+                          time_signatures=sigs.to(device).long().expand(N, B, 2))
         P = cfg.num_pitches
         self.known = {"states": torch.zeros(N, T, P, dtype=torch.long, device=device),
                       "velocity": torch.zeros(N, T, P, dtype=torch.long, device=device),
@@ -402,6 +440,124 @@ class GenerationRun:
                 tokens[at: at + n] = tok
                 at += n
         self.known["chords"] = tokens.to(self.device).expand(self.num_samples, L).clone()
+
+    def given_form(self, form, key):
+        """The form the bars follow and the key: the caller's (a form string like "i4A8B8o4"
+        of exactly the piece's bars, or parsed phrases; a key "G:maj" or (tonic, "maj" / "min")),
+        else, for a model that keeps forms (`generation_config.form_prior`: the training songs'
+        form strings), one of those drawn and fitted to the bars (`structure.fit_form`) and a
+        key drawn (tonic uniform, minor with the training songs' share). Sets the grid's form
+        and key inputs (read with `form_inputs`) and, with `follow_form`, which bar repeats
+        which (`structure.repeat_sources`): repeats copy their source while the level's
+        iterations run, and vary in its refinement rounds."""
+        B, N, device = self.num_bars, self.num_samples, self.device
+        if form is None and key is None and not self.form_prior:
+            return  # nothing imported: this file also runs as Hub remote code, without the package
+        from fractalmidi import controls
+        from fractalmidi.structure import bar_labels, fit_form, form_features, form_string, parse_form, repeat_sources
+
+        if form is not None:
+            phrases = controls.form(form, max_bars=self.config.max_bars)
+            total = sum(p.bars for p in phrases)
+            if total != B:
+                raise ValueError(f"form {form_string(phrases)!r} has {total} bars, the piece {B}")
+        elif self.form_prior:
+            pick = int(torch.randint(0, len(self.form_prior), (1,), generator=self.generator))
+            phrases = fit_form(parse_form(self.form_prior[pick]), B)
+        else:
+            phrases = None
+        if phrases is not None:
+            labels = bar_labels(phrases)
+            self.form_name = form_string(phrases)
+            feats = form_features(labels.letter, labels.phrase, labels.position, labels.length)
+            self.grid.form = torch.as_tensor(feats, device=device).expand(N, B, 4)
+            if self.follow_form:
+                lengths = (self.bar_starts[1:] - self.bar_starts[:-1]).tolist()
+                src = torch.as_tensor(repeat_sources(labels.letter, labels.phrase, labels.position, lengths))
+                self.bar_source = src if bool((src != torch.arange(B)).any()) else None
+        if key is not None:
+            tonic, mode, name = controls.key(key) if isinstance(key, str) else (int(key[0]), key[1], None)
+            if mode not in ("maj", "min") or not 0 <= tonic < 12:
+                raise ValueError(f"key: {key!r}: tonic 0-11 and mode 'maj' or 'min'")
+            self.key_name = name or f"{ROOT_NAMES[tonic]}:{mode}"
+        elif self.config.form_inputs and self.minor_share is not None:
+            tonic = int(torch.randint(0, 12, (1,), generator=self.generator))
+            mode = "min" if float(torch.rand((), generator=self.generator)) < float(self.minor_share) else "maj"
+            self.key_name = f"{ROOT_NAMES[tonic]}:{mode}"
+        else:
+            return
+        self.grid.key = torch.tensor([tonic, 0 if mode == "maj" else 1], device=device).expand(N, 2)
+
+    def given_melody(self, melody):
+        """The caller's melody: notes (K, 4) pitch, start step, end step (exclusive), velocity on
+        the piece's grid (`Piece.notes` of a melody track); kept note for note. As melody-level
+        tokens it is monophonic (a later note cuts an earlier one short) and folded by octaves
+        into the level's range; the note level keeps its exact notes."""
+        if melody is None:
+            return
+        import numpy as np
+
+        if "melody" not in self.config.levels:
+            raise ValueError(f"melody= needs a model with a melody level; this one has levels {list(self.config.levels)}")
+        notes = np.asarray(melody, dtype=np.int64).reshape(-1, 4) if len(melody) else np.zeros((0, 4), np.int64)
+        T = int(self.bar_starts[-1])
+        bad = (notes[:, 1] < 0) | (notes[:, 1] >= T) | (notes[:, 2] <= notes[:, 1])
+        if bad.any():
+            p, st, e, _ = notes[np.argmax(bad)].tolist()
+            raise ValueError(f"melody: the note of pitch {p} from step {st} to {e} lies outside the piece's steps 0-{T}")
+        off = (notes[:, 0] < self.config.pitch_low) | (notes[:, 0] > self.config.pitch_high)
+        if off.any():
+            raise ValueError(f"melody: pitch {int(notes[off][0, 0])} is outside the model's range "
+                             f"{self.config.pitch_low}-{self.config.pitch_high}")
+        steps = torch.zeros(T, dtype=torch.long)  # data style: 0 rest, 1 hold, 2 + pitch onset
+        for k in np.argsort(notes[:, 1], kind="stable"):
+            p, st, e, _ = notes[k].tolist()
+            steps[st + 1: min(e, T)] = 1
+            steps[st] = 2 + p
+        self.known["melody"] = steps.to(self.device).expand(self.num_samples, T).clone()
+        self.given_melody_notes = notes
+        self.lay_notes(torch.as_tensor(notes, device=self.device), exact_velocity=True)
+
+    def lay_notes(self, notes, exact_velocity=False, sample=None):
+        """Put melody notes (K, 4) into the note level's known roll as fixed cells (for every
+        sample, or one): the note level then writes the accompaniment around them. Cells the
+        prompt already fixes stay as they are; only cells in the region are laid."""
+        cfg, T = self.config, int(self.bar_starts[-1])
+        rows = range(self.num_samples) if sample is None else [sample]
+        for p, st, e, v in notes.tolist():
+            if st >= T or not cfg.pitch_low <= p <= cfg.pitch_high:
+                continue
+            e, q = min(e, T), p - cfg.pitch_low
+            free = self.region[st:e] & ~self.known["fixed"][rows[0], st:e, q]
+            for n in rows:
+                cells = self.known["states"][n, st:e, q]
+                cells[free] = HELD
+                if bool(free[0]):
+                    cells[0] = 1
+                    self.known["velocity"][n, st, q] = v if exact_velocity else MELODY_VELOCITY
+                self.known["fixed"][n, st:e, q] |= free
+
+    def ties(self, level, editable):
+        """(N, L) the token each of the level's tokens copies (itself where none, and wherever
+        either end is not generated), from the bars' repeat sources; None without repeats."""
+        if self.bar_source is None:
+            return None
+        src_bar = self.bar_source.to(self.device)
+        N, L = editable.shape
+        if level.name == "structure":  # tempo classes, then density classes, one per bar
+            B = self.num_bars
+            index = torch.cat([src_bar, src_bar + B])
+        else:
+            stride = level.stride
+            starts = self.bar_starts.to(self.device)
+            bar_index, position = self.grid.bar_index[0], self.grid.bar_position[0]
+            src_step = starts[src_bar[bar_index]] + position  # (T,)
+            first = torch.arange(0, len(src_step), stride, device=self.device)[:L]
+            s = src_step[first]
+            index = torch.where(s % stride == 0, s // stride, torch.arange(L, device=self.device))
+        index = index.expand(N, L)
+        own = torch.arange(L, device=self.device).expand(N, L)
+        return torch.where(editable & editable.gather(1, index), index, own)
 
     def _bars(self, num_bars, time_signatures, prompt, inpaint_bars):
         """Time signature and length of every bar, bar starts, and which bars to generate.
@@ -499,6 +655,7 @@ class GenerationRun:
         both = self.guidance_scale != 1.0 or want_uncond
         twice = (lambda a: torch.cat([a, a])) if both else (lambda a: a)
         mods = self.modulations(level, inputs["parent"], both)
+        kwargs = {k: twice(v) if torch.is_tensor(v) else v for k, v in kwargs.items()}
         out = self.count_pass(level, *map(twice, tokens), twice(inputs["position"]), None, None,
                               twice(inputs["valid"]), modulations=mods, **kwargs)
         if not both:
@@ -534,7 +691,8 @@ class GenerationRun:
             **self.outputs, time_signatures=self.time_signatures, steps_per_beat=cfg.steps_per_beat,
             pitch_low=cfg.pitch_low, pitch_high=cfg.pitch_high, num_forward_passes=self.passes,
             intermediates=self.intermediates, prompt=prompt, tempo_map=self.tempo_map,
-            region=self.region.cpu() if prompt is not None else None,
+            region=self.region.cpu() if prompt is not None else None, form=self.form_name, key=self.key_name,
+            given_melody=getattr(self, "given_melody_notes", None),
         )
 
 
@@ -552,6 +710,9 @@ class FractalMIDIGenerationMixin:
         prompt=None,
         inpaint_bars=None,
         chords=None,
+        form=None,
+        key=None,
+        melody=None,
         num_samples: int = 1,
         seed: int | None = None,
         generation_config: GenerationConfig | None = None,
@@ -576,6 +737,18 @@ class FractalMIDIGenerationMixin:
                 (root, quality, bass) as `fractalmidi.controls.chords` gives, splitting the
                 bar's beats evenly (earlier chords take the remainder): kept, not regenerated.
                 Needs a model with a chord level.
+            form: the song's form, a string of phrases like "i4A8B8A8B8o4" (letter + bars;
+                upper case melodic, the same letter the same material; `structure.parse_form`)
+                covering exactly the piece's bars (num_bars may then be left out). Its bars
+                feed the structure level (a model with `form_inputs`), and bars of a later
+                phrase of a letter repeat the bars of its first phrase (with `follow_form`: the
+                levels' iterations copy them, the refinement rounds vary them). None: drawn from
+                the model's training forms (`generation_config.form_prior`) where it has them.
+            key: "G:maj", "Eb:min" (`controls.key`) or (tonic 0-11, "maj" / "min"); None: drawn
+                for a model with `form_inputs`. Written as the MIDI key signature.
+            melody: notes (K, 4) (pitch, start step, end step, velocity) on the piece's grid
+                to keep note for note (arrangement): the melody level keeps them as its tokens,
+                the note level writes the accompaniment around them. Needs a melody level.
             num_samples: pieces generated at once (a batch).
             seed: the same seed gives the same piece (the only source of randomness; None: a
                 random seed).
@@ -594,14 +767,23 @@ class FractalMIDIGenerationMixin:
                 refine_ratio and refine_rounds (the refinement after each content level),
                 follow_structure (the note level follows Level 0's density as a plan: each
                 bar's onset logits get one shared offset so that its expected onset count is
-                what its density asks for; False: through the conditioning alone).
+                what its density asks for; False: through the conditioning alone),
+                follow_form (repeats of the form copy their first occurrence; False: the form
+                only conditions).
         Returns:
             a `FractalMIDIGeneration` (`.to_piece()`, `.to_midi(path)`, `.num_forward_passes`).
         """
         run = GenerationRun(self, generation_config, kwargs, seed, num_samples, progress,
                             return_intermediates, return_influence)
+        if num_bars is None and form is not None and prompt is None and (
+                time_signatures is None or not hasattr(time_signatures[0], "__len__")):
+            from fractalmidi import controls
+
+            num_bars = sum(p.bars for p in controls.form(form, max_bars=self.config.max_bars))
         run.plan(num_bars, time_signatures, structure, prompt, inpaint_bars)
         run.given_chords(chords)
+        run.given_form(form, key)
+        run.given_melody(melody)
         above = []  # (level, state) of the levels decoded so far: the condition of the next
         for level in self.levels:
             tokens, inputs = decode_level(level, run, above)

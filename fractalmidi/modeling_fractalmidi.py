@@ -34,12 +34,13 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_fractalmidi import FractalMIDIConfig
-from .generation_fractalmidi import FractalMIDIGenerationMixin, Grid, default_generation_config
+from .generation_fractalmidi import MELODY_VELOCITY, FractalMIDIGenerationMixin, Grid, default_generation_config
 from .limits_fractalmidi import check_curve_value
 from .sampling import (
     apply_temperature, cfg_logits, class_planes, fit_class_count, sample_bernoulli, sample_categorical,
     sample_note_states, softmax_classes, top_p_filter,
 )
+from .tokens_fractalmidi import FORM_KINDS, MAX_FORM_POSITION
 from .tokens_fractalmidi import (
     class_to_density, class_to_tempo, class_to_velocity, density_to_class, tempo_to_class, velocity_to_class,
 )
@@ -231,6 +232,10 @@ class Level(nn.Module):
         """The tokens an intermediate record holds (for a visualiser)."""
         return tokens
 
+    def training_inputs(self, truth, grid):
+        """What the level's training loss reads from the batch besides its tokens and inputs."""
+        return {}
+
     def commit(self, inputs, tokens, sample, where):
         return torch.where(where.view(*where.shape, *[1] * (tokens.dim() - 2)), sample, tokens)
 
@@ -252,6 +257,14 @@ class StructureLevel(Level):
         self.tempo_embed = nn.Embedding(config.tempo_bins + 1, d)  # last id = [MASK]
         self.density_embed = nn.Embedding(config.density_bins + 1, d)
         self.length_embed = nn.Embedding(config.max_bar_len + 1, d)
+        if config.form_inputs:  # the bar's place in the form, the key and the time signature itself
+            self.form_kind_embed = nn.Embedding(len(FORM_KINDS), d)
+            self.phrase_position_embed = nn.Embedding(MAX_FORM_POSITION + 1, d)
+            self.phrase_left_embed = nn.Embedding(MAX_FORM_POSITION + 1, d)
+            self.occurrence_embed = nn.Embedding(3, d)
+            self.key_embed = nn.Embedding(1 + 2 * NUM_PITCH_CLASSES, d)  # 0 unknown, 1 + 2 * tonic + mode
+            self.numerator_embed = nn.Embedding(MAX_NUMERATOR + 1, d)
+            self.denominator_embed = nn.Embedding(MAX_DENOMINATOR_LOG2 + 2, d)  # 0 padding, 1 + log2
         self.cond = nn.Parameter(torch.zeros(d))  # Level 0 has no level above: a learned condition
         self.transformer = LevelTransformer(
             config, d, config.structure_num_layers, config.structure_num_heads, window=0
@@ -259,15 +272,21 @@ class StructureLevel(Level):
         self.tempo_head = nn.Linear(d, config.tempo_bins)
         self.density_head = nn.Linear(d, config.density_bins)
 
-    def forward(self, tokens, masked, lengths, valid):
+    def forward(self, tokens, masked, lengths, valid, bar_inputs=None):
         """tokens, masked (N, 2B): tempo then density classes (-1 or anything where masked);
-        lengths, valid (N, B). Returns hidden (N, B, d), tempo logits (N, B, tempo_bins), density
-        logits (N, B, density_bins)."""
+        lengths, valid (N, B); bar_inputs (with `form_inputs`): the ids of `bar_input_ids`
+        (N, B, 7). Returns hidden (N, B, d), tempo logits (N, B, tempo_bins), density logits
+        (N, B, density_bins)."""
         B = lengths.shape[1]
         ids = tokens.clamp(min=0)
         tempo = torch.where(masked[:, :B], self.config.tempo_bins, ids[:, :B])
         density = torch.where(masked[:, B:], self.config.density_bins, ids[:, B:])
         x = self.tempo_embed(tempo) + self.density_embed(density) + self.length_embed(lengths)
+        if self.config.form_inputs:
+            tables = (self.form_kind_embed, self.phrase_position_embed, self.phrase_left_embed, self.occurrence_embed,
+                      self.key_embed, self.numerator_embed, self.denominator_embed)
+            for k, table in enumerate(tables):
+                x = x + table(bar_inputs[..., k])
         cond = self.cond.view(1, 1, -1)  # (1, 1, d): the same for every bar, so modulated once, broadcast
         h = self.transformer(x, cond, valid)
         return h, self.tempo_head(h), self.density_head(h)
@@ -279,7 +298,10 @@ class StructureLevel(Level):
         return torch.cat([truth["tempo"], truth["density"]], dim=1)  # (N, 2B)
 
     def inputs(self, grid, above):
-        return {"lengths": grid.lengths, "valid": grid.bar_mask}
+        out = {"lengths": grid.lengths, "valid": grid.bar_mask}
+        if self.config.form_inputs:
+            out["bar_inputs"] = bar_input_ids(grid)
+        return out
 
     def loss(self, tokens, inputs, training):
         """Tempo and density are masked independently."""
@@ -342,6 +364,32 @@ class StructureLevel(Level):
                 values[:, : len(given)][:, keep] = given[keep]
             run.outputs[name] = values
         return tokens
+
+
+MAX_NUMERATOR = 32  # time signatures: numerators 1-32, denominators 1-32 (limits_fractalmidi)
+MAX_DENOMINATOR_LOG2 = 5
+
+
+def bar_input_ids(grid: Grid) -> torch.Tensor:
+    """The structure level's per-bar input ids with `form_inputs` (N, B, 7): the form's four
+    (`grid.form`: kind, position, bars left, occurrence; 0 unknown), the key (0 unknown, else
+    1 + 2 * tonic + mode), the numerator (0 padding) and 1 + log2 of the denominator (0 padding)."""
+    N, B = grid.lengths.shape
+    device = grid.lengths.device
+    form = grid.form if grid.form is not None else torch.zeros(N, B, 4, dtype=torch.long, device=device)
+    if grid.key is not None:
+        tonic, mode = grid.key[:, 0].long(), grid.key[:, 1].long()
+        key = torch.where((tonic >= 0) & (mode >= 0), 1 + 2 * tonic.clamp(0, 11) + mode.clamp(0, 1), 0)
+    else:
+        key = torch.zeros(N, dtype=torch.long, device=device)
+    if grid.time_signatures is not None:
+        num, den = grid.time_signatures[..., 0].long(), grid.time_signatures[..., 1].long()
+        numerator = num.clamp(0, MAX_NUMERATOR)
+        denominator = torch.where(den > 0, 1 + torch.log2(den.clamp(min=1).float()).round().long().clamp(0, MAX_DENOMINATOR_LOG2), 0)
+    else:
+        numerator = denominator = torch.zeros(N, B, dtype=torch.long, device=device)
+    return torch.cat([form.long().clamp(min=0), key[:, None, None].expand(N, B, 1), numerator[..., None],
+                      denominator[..., None]], dim=-1)
 
 
 class ContentLevel(Level):
@@ -593,10 +641,40 @@ class MelodyLevel(TokenLevel):
             return torch.full_like(grid.step_mask, -1, dtype=torch.long)
         return melody_tokens(melody.to(grid.step_mask.device), self.config).masked_fill(~grid.step_mask, -1)
 
+    def start(self, run, above):
+        """As `TokenLevel.start`; the caller's melody (`generate(melody=...)`, in `run.known`) is
+        known and kept, the other steps of the region generated."""
+        tokens, editable, inputs = super().start(run, above)
+        if run.known.get("melody") is not None:
+            given = self.targets(run.known, run.grid)  # (N, T), -1 where free
+            tokens = torch.where(given >= 0, given, tokens)
+            editable = editable & (given < 0)
+        inputs["generated"] = editable
+        return tokens, editable, inputs
+
     def finish(self, run, inputs, tokens):
-        """Holds that continue no note become rests."""
+        """Holds that continue no note become rests. The generated line is laid into the note
+        level's roll as fixed notes (the note level learnt whole songs, melody included, so it
+        writes the accompaniment around it; `FractalMIDIGeneration.to_song` takes it out again)."""
         tokens = drop_orphan_melody_holds(tokens)
         run.outputs["melody"], run.outputs["melody_pitch_low"] = tokens, self.config.melody_pitch_low
+        cfg, known = self.config, run.known
+        T = tokens.shape[1]
+        steps = torch.arange(T, device=tokens.device).expand_as(tokens)
+        onset_at = torch.where(tokens >= 2, steps, -1).cummax(dim=1).values  # (N, T) the note's onset step
+        pitch_token = tokens.gather(1, onset_at.clamp(min=0))
+        q = (cfg.melody_pitch_low + pitch_token - 2 - cfg.pitch_low).clamp(0, cfg.num_pitches - 1)  # (N, T) roll pitch
+        inside = (pitch_token >= 2) & (cfg.melody_pitch_low + pitch_token - 2 >= cfg.pitch_low) & (
+            cfg.melody_pitch_low + pitch_token - 2 <= cfg.pitch_high)
+        lay = inputs["generated"] & (tokens >= 1) & (onset_at >= 0) & inside
+        lay &= ~known["fixed"].gather(2, q[..., None])[..., 0]
+        n, t = lay.nonzero(as_tuple=True)
+        if len(n):
+            qq = q[n, t]
+            onset = tokens[n, t] >= 2
+            known["states"][n, t, qq] = torch.where(onset, 1, HELD)
+            known["velocity"][n, t, qq] = torch.where(onset, MELODY_VELOCITY, 0)
+            known["fixed"][n, t, qq] = True
         return tokens
 
 
@@ -634,7 +712,7 @@ class NoteLevel(ContentLevel):
         return self.velocity_head(h).view(*h.shape[:-1], self.num_pitches, self.velocity_bins)
 
     def forward(self, states, velocity, masked, bar_position, parent, drop, valid, modulations=None,
-                with_velocity=True):
+                with_velocity=True, revealed=None):
         """states (N, T, P) in {0 silent, 1 onset, 2 held}; velocity (N, T, P) 0-127 (on onsets);
         masked (N, T); bar_position (N, T); parent (N, T, d_parent); drop (N,); valid (N, T);
         or `modulations` from `condition(parent, drop)` instead of parent and drop.
@@ -642,13 +720,18 @@ class NoteLevel(ContentLevel):
         with `with_velocity=False`: `generate` computes them only at the steps that start notes)."""
         N, T, P = states.shape
         dtype = self.pitch_sweep.weight.dtype  # the model's (float32, or bfloat16 when loaded so)
-        known = (~masked)[..., None].to(dtype)  # (N, T, 1)
+        if revealed is None:
+            known = (~masked)[..., None].to(dtype)  # (N, T, 1)
+            hidden = masked[..., None].to(dtype).expand(N, T, P)
+        else:  # cells known inside masked steps (a melody the accompaniment is written around)
+            cells = (~masked)[..., None] | revealed  # (N, T, P)
+            known, hidden = cells.to(dtype), (~cells).to(dtype)
         channels = torch.stack(
             [
                 (states == 1).to(dtype) * known,
                 (states == 2).to(dtype) * known,
                 velocity.to(dtype) / 127.0 * known,
-                masked[..., None].to(dtype).expand(N, T, P),
+                hidden,
             ],
             dim=1,
         )  # (N, 4, T, P)
@@ -668,14 +751,38 @@ class NoteLevel(ContentLevel):
     def targets(self, truth, grid):
         return truth["states"], truth["velocity"]
 
+    def training_inputs(self, truth, grid):
+        """With a melody level: the cells of the annotated melody's notes that the roll plays
+        (`revealable`, (N, T, P)); in training half the examples see them inside masked steps,
+        as `generate` shows the melody it laid into the roll."""
+        melody = truth.get("melody")
+        if not self.config.use_melody or melody is None:
+            return {}
+        cfg, states = self.config, truth["states"]
+        melody = melody.long()
+        T = melody.shape[1]
+        steps = torch.arange(T, device=melody.device).expand_as(melody)
+        onset_at = torch.where(melody >= 2, steps, -1).cummax(dim=1).values
+        pitch = melody.gather(1, onset_at.clamp(min=0)) - 2  # (N, T) MIDI pitch of the sounding note
+        sounding = (melody >= 1) & (onset_at >= 0) & (pitch >= cfg.pitch_low) & (pitch <= cfg.pitch_high)
+        q = (pitch - cfg.pitch_low).clamp(0, cfg.num_pitches - 1)
+        cells = torch.zeros_like(states, dtype=torch.bool)
+        cells.scatter_(2, q[..., None], sounding[..., None])
+        return {"revealable": cells & (states > 0)}
+
     def loss(self, tokens, inputs, training):
         states, velocity = tokens
         drop = self.drop(states.shape[0], states.device, training)
         masked = _mask_like(inputs["valid"])
+        revealed = inputs.get("revealable")
+        if revealed is not None:
+            show = torch.rand(states.shape[0], device=states.device) < 0.5
+            revealed = revealed & show[:, None, None] & masked[..., None]
         _, state_logits, velocity_logits = self(states, velocity, masked, inputs["position"], inputs["parent"],
-                                                drop, inputs["valid"])
-        losses = {"notes": F.cross_entropy(state_logits[masked].reshape(-1, NUM_STATES), states[masked].reshape(-1))}
-        onsets = (states == 1) & masked[..., None]  # (N, T, P)
+                                                drop, inputs["valid"], revealed=revealed)
+        cells = masked[..., None].expand_as(states) if revealed is None else masked[..., None] & ~revealed  # (N, T, P)
+        losses = {"notes": F.cross_entropy(state_logits[cells], states[cells])}
+        onsets = (states == 1) & cells  # (N, T, P)
         if onsets.any():
             losses["velocity"] = F.cross_entropy(velocity_logits[onsets], velocity_to_class(velocity[onsets], self.config))
         else:
@@ -703,7 +810,8 @@ class NoteLevel(ContentLevel):
         confidence: the geometric mean over the pitches of a step."""
         states, velocity = tokens
         fixed, scale = inputs["fixed"], run.guidance_scale
-        (h, s_logits, _), uncond = run.guided_pass(self, inputs, states, velocity, masked,
+        revealed = fixed if self.config.use_melody else None  # the laid melody, seen inside masked steps
+        (h, s_logits, _), uncond = run.guided_pass(self, inputs, states, velocity, masked, revealed=revealed,
                                                    want_uncond=last and run.return_influence, with_velocity=False)
         if uncond is not None:
             if last:  # where the condition changes the prediction
@@ -853,6 +961,8 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         structure_weight: float | None = None,
         melody: torch.Tensor | None = None,
         chords: torch.Tensor | None = None,
+        form: torch.Tensor | None = None,
+        key: torch.Tensor | None = None,
         **kwargs,
     ) -> FractalMIDIOutput:
         """Masked-prediction losses of every level on a batch of `fractalmidi.data.collate`:
@@ -869,6 +979,16 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         lengths = bar_lengths(time_signatures.to(device), cfg)
         self.check_bars(lengths, bar_mask, bar_position, step_mask)
         grid = Grid(lengths, bar_mask, bar_index, bar_position.clamp(min=0) * step_mask, step_mask)
+        if cfg.form_inputs:
+            grid.time_signatures = time_signatures.to(device).long()
+            N, B = lengths.shape
+            form = torch.zeros(N, B, 4, dtype=torch.long, device=device) if form is None else torch.as_tensor(form).to(device).long()
+            key = torch.full((N, 2), -1, dtype=torch.long, device=device) if key is None else torch.as_tensor(key).to(device).long()
+            if self.training and cfg.form_drop_prob > 0:  # some examples without form and key
+                hide = torch.rand(N, device=device) < cfg.form_drop_prob
+                form = form.masked_fill(hide[:, None, None], 0)
+                key = key.masked_fill(hide[:, None], -1)
+            grid.form, grid.key = form, key
         roll = roll.to(device)
         onset, sustain = roll[:, 0].bool(), roll[:, 1].bool()
         states = torch.where(onset, 1, torch.where(sustain, 2, 0))  # (N, T, P)
@@ -882,7 +1002,7 @@ class FractalMIDIModel(FractalMIDIGenerationMixin, FractalMIDIPreTrainedModel):
         losses, above = {}, []
         for level in self.levels:
             tokens, inputs = level.targets(truth, grid), level.inputs(grid, above)
-            losses.update(level.loss(tokens, inputs, self.training))
+            losses.update(level.loss(tokens, {**inputs, **level.training_inputs(truth, grid)}, self.training))
             if level is not self.levels[-1]:
                 above.append((level, level.state(tokens, inputs)))
 

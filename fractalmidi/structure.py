@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .tokens_fractalmidi import FORM_KINDS, MAX_FORM_POSITION  # noqa: F401 (the model's form inputs)
 from .midi_io import POP909_BEAT_FILE, find_midi_files, read_beats, read_midi_tracks
 
 MAX_FORM_BARS = 1024
@@ -109,6 +110,104 @@ def parse_form(text: str, where: str = "form") -> list[Phrase]:
 
 def form_string(phrases) -> str:
     return "".join(f"{p.letter}{p.bars}" for p in phrases)
+
+
+REPEATING = set("ABCDEFGHIJKLMNOPQRSTUVWYZabcdefghjklmnpqrstuvwyz")  # letters whose phrases recur
+
+
+def form_kind(letter: str) -> int:
+    """A phrase letter's index in `FORM_KINDS` ("" = unknown)."""
+    if not letter:
+        return 0
+    if letter in ("i", "I"):
+        return 1
+    if letter in ("o", "O"):
+        return 2
+    if letter == "X":
+        return 5
+    if letter == "x":
+        return 6
+    return 3 if letter.isupper() else 4
+
+
+def form_features(letters, phrase, position, length) -> np.ndarray:
+    """Per bar (B,) of a form (letters "" where unknown; phrase index, position in the phrase,
+    bars in the phrase, -1 / 0 where unknown) -> (B, 4) int64: kind (`FORM_KINDS`), position in
+    the phrase + 1, bars left in the phrase after this one + 1 (both capped at
+    MAX_FORM_POSITION; 0 unknown), occurrence (0 unknown, 1 the letter's first phrase, 2 a later
+    phrase of the same letter)."""
+    B = len(letters)
+    out = np.zeros((B, 4), np.int64)
+    first_phrase: dict[str, int] = {}
+    for b in range(B):
+        if letters[b] and phrase[b] >= 0:
+            first_phrase.setdefault(letters[b], int(phrase[b]))
+            first_phrase[letters[b]] = min(first_phrase[letters[b]], int(phrase[b]))
+    for b in range(B):
+        letter = letters[b]
+        if not letter or phrase[b] < 0 or position[b] < 0 or length[b] <= 0:
+            continue
+        out[b, 0] = form_kind(letter)
+        out[b, 1] = 1 + min(int(position[b]), MAX_FORM_POSITION - 1)
+        out[b, 2] = 1 + min(max(int(length[b]) - int(position[b]) - 1, 0), MAX_FORM_POSITION - 1)
+        out[b, 3] = 1 if int(phrase[b]) == first_phrase[letter] else 2
+    return out
+
+
+def repeat_sources(letters, phrase, position, bar_lengths) -> np.ndarray:
+    """Which earlier bar each bar repeats (B,) int64 (itself where none): a bar of a later phrase
+    of a recurring letter (`REPEATING`: not X / x, i / o only when they recur) repeats the bar
+    at its position in the letter's first phrase, when that bar exists and has the same length
+    in steps."""
+    B = len(letters)
+    src = np.arange(B, dtype=np.int64)
+    first: dict[tuple[str, int], int] = {}  # (letter, position) -> bar of the first phrase
+    first_phrase: dict[str, int] = {}
+    for b in range(B):
+        letter = letters[b]
+        if not letter or phrase[b] < 0 or (letter not in REPEATING and letter not in "iIoO"):
+            continue
+        k = first_phrase.setdefault(letter, int(phrase[b]))
+        if int(phrase[b]) == k:
+            first[(letter, int(position[b]))] = b
+            continue
+        s = first.get((letter, int(position[b])))
+        if s is not None and int(bar_lengths[s]) == int(bar_lengths[b]):
+            src[b] = s
+    return src
+
+
+def fit_form(phrases, num_bars: int) -> list:
+    """A form stretched or cut to `num_bars` bars: phrases in order up to the last that fits
+    (the last cut short), and when the form is shorter, its phrases after the intro and before
+    the outro repeated (the outro kept at the end when it fits)."""
+    phrases = list(phrases)
+    if not phrases:
+        return []
+    total = sum(p.bars for p in phrases)
+    if total < num_bars:
+        body = [p for p in phrases if p.letter not in ("i", "o")] or phrases
+        head = [p for p in phrases[:1] if p.letter == "i"]
+        tail = [p for p in phrases[-1:] if p.letter == "o"]
+        room = num_bars - sum(p.bars for p in head + tail)
+        middle, n = [], 0
+        while n < room:
+            for p in body:
+                middle.append(p)
+                n += p.bars
+                if n >= room:
+                    break
+        phrases = head + middle + tail
+        if sum(p.bars for p in phrases) > num_bars and tail:  # no room for the outro: the body fills it
+            phrases = head + middle
+    out, n = [], 0
+    for p in phrases:
+        if n >= num_bars:
+            break
+        take = min(p.bars, num_bars - n)
+        out.append(Phrase(p.letter, take))
+        n += take
+    return out
 
 
 @dataclass

@@ -9,6 +9,10 @@ import math
 
 import torch
 
+# the structure level's form inputs (`structure.form_features` makes them): a phrase's kind
+FORM_KINDS = ("unknown", "intro", "outro", "melodic", "instrumental", "melodic once", "instrumental once")
+MAX_FORM_POSITION = 16  # bar positions and bars left in a phrase are counted up to this
+
 
 def tempo_to_class(bpm: torch.Tensor, config) -> torch.Tensor:
     """Tempo (BPM) to its class: `tempo_bins` classes evenly spaced in log-tempo, clipped."""

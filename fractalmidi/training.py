@@ -143,7 +143,7 @@ class ValidationWindows(torch.utils.data.Dataset):
         index, first = self.windows[i]
         row = self.rows[index]
         window = crop(row_to_piece(row), first, self.num_bars)
-        return {**dense_example(window), **annotation_targets(row, first, window.num_steps)}
+        return {**dense_example(window), **annotation_targets(row, first, window.num_steps, 0, window.num_bars)}
 
 
 # ----------------------------------------------------------------------------- loop state

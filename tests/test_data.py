@@ -494,13 +494,14 @@ def test_build_dataset_structure_saved_loaded_and_in_workers(tmp_path, structure
     assert loaded.to_dict() == structure_ds[0].to_dict()
 
 
-def test_train_transform_with_structure_columns_adds_only_the_melody(sample_ds, structure_ds):
+def test_train_transform_with_structure_columns_adds_only_the_annotations(sample_ds, structure_ds):
     """The structure columns change none of the examples' other fields (same seed, same
-    crops and transpositions); they add the melody targets of the melody level."""
+    crops and transpositions); they add the melody and chord targets and the form and key
+    inputs."""
     plain = sample_ds[0].with_transform(D.make_train_transform(4, seed=3))
     with_s = structure_ds[0].with_transform(D.make_train_transform(4, seed=3))
     a, b = plain[0:5], with_s[0:5]
-    assert set(b) == set(a) | {"melody", "chords"}
+    assert set(b) == set(a) | {"melody", "chords", "form", "key"}
     for k in a:
         for x, y in zip(a[k], b[k]):
             assert np.array_equal(np.asarray(x), np.asarray(y)), k
