@@ -7,6 +7,7 @@
     fractalmidi generate --bars N --seed S --out x.mid         a new piece (the shipped model by default)
     fractalmidi inpaint --input IN.mid --bars 16-32 --out OUT.mid
     fractalmidi continue --input IN.mid --bars 8 --out OUT.mid
+    fractalmidi arrange --melody IN.mid --out OUT.mid         an accompaniment around a melody, kept as it is
     fractalmidi push MODEL_DIR REPO_ID [--private]            upload a model with its code to the Hub
 
 Expected problems (a bad file, a bad argument) print one line, `fractalmidi: error: ...`,
@@ -27,6 +28,7 @@ import numpy as np
 from . import controls
 from . import limits_fractalmidi as limits
 from .errors import InputError
+from .limits_fractalmidi import TEMPO_BPM
 from .piece import PIANO_RANGE
 
 # ----------------------------------------------------------------------------- helpers
@@ -366,13 +368,50 @@ def _bars(text: str) -> int:
     return controls.bars(text)
 
 
+KEEP_CHOICES = ("melody", "chords")
+
+
+def _keep(text: str) -> set[str]:
+    """`--keep melody,chords` -> {"melody", "chords"}."""
+    parts = {p.strip().lower() for p in str(text).split(",") if p.strip()}
+    bad = sorted(parts - set(KEEP_CHOICES))
+    if bad or not parts:
+        raise InputError(f"--keep: {', '.join(bad) or 'nothing'} is not one of {', '.join(KEEP_CHOICES)} "
+                         f"(comma-separated)")
+    return parts
+
+
+def _song_controls(args) -> None:
+    """Read --form and --key (and the symbols of --chords) first of all, so that a bad one is
+    named in one line before anything else (even the model folder) is looked at: args.form
+    becomes its phrases, args.key its name ("G:maj")."""
+    if getattr(args, "form", None) is not None:
+        args.form = controls.form(args.form)
+    if getattr(args, "key", None) is not None:
+        args.key = controls.key(args.key)[2]
+    if getattr(args, "chords", None) is not None:
+        controls.chords(args.chords)
+
+
+def _form_bars(args) -> int | None:
+    return sum(p.bars for p in args.form) if getattr(args, "form", None) is not None else None
+
+
 def _check_levels(args, limits: dict) -> None:
     """Refuse (before the weights load) the options the model's levels cannot honour."""
-    if getattr(args, "musicxml", False) and "melody" not in limits.get("levels", ("structure", "harmony", "notes")):
-        raise InputError(f"--musicxml: the model at {controls.model_dir(args.model)} has no melody level")
-    if getattr(args, "chords", None) is not None and "chords" not in limits.get("levels", ("structure", "harmony", "notes")):
-        raise InputError(f"--chords: the model at {controls.model_dir(args.model)} has no chord level "
-                         f"(see hub_configs/songs_tiny.json)")
+    levels = limits.get("levels", ("structure", "harmony", "notes"))
+    where = f"the model at {controls.model_dir(args.model)}"
+    if getattr(args, "musicxml", False) and "melody" not in levels:
+        raise InputError(f"--musicxml: {where} has no melody level")
+    if getattr(args, "chords", None) is not None and "chords" not in levels:
+        raise InputError(f"--chords: {where} has no chord level (see hub_configs/songs_tiny.json)")
+    for what in sorted(getattr(args, "keep", None) or ()):
+        if what not in levels:
+            level = "melody" if what == "melody" else "chord"
+            raise InputError(f"--keep {what}: {where} has no {level} level (see hub_configs/songs_tiny.json)")
+    if getattr(args, "command", None) == "arrange" and "melody" not in levels:
+        raise InputError(f"arrange: {where} has no melody level to keep a melody in "
+                         f"(a song model such as hub_configs/songs_tiny.json has one)")
 
 
 def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
@@ -399,6 +438,14 @@ def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
             raise InputError(f"--chords gives {len(chords)} bars of chords for a piece of {num_bars} bars "
                              f"(one symbol per bar of the whole piece)")
         kw["chords"] = chords
+    if getattr(args, "form", None) is not None:
+        form = controls.form(args.form, max_bars)
+        if _form_bars(args) != num_bars:
+            raise InputError(f"--form has {_form_bars(args)} bars for a piece of {num_bars} bars "
+                             f"(the form covers the whole piece)")
+        kw["form"] = form
+    if getattr(args, "key", None) is not None:
+        kw["key"] = args.key
     if args.iterations:
         kw["num_iterations"] = controls.iterations(args.iterations, len(limits["levels"]) if "levels" in limits else None)
     return kw
@@ -426,6 +473,12 @@ def _output_paths(args, stem: str) -> list[Path]:
     return [base.with_name(f"{base.stem}_{i + 1:03d}{base.suffix or '.mid'}") for i in range(args.num_samples)]
 
 
+def _write_midi(result, index: int, path: Path, merge: bool) -> Path:
+    """Sample `index` as MIDI (`result.to_midi`: a Melody and a Piano track, chord markers,
+    key), or with `merge` one Piano track holding melody and accompaniment."""
+    return result.to_midi(path, index, merge=merge)
+
+
 def _write_results(result, args, paths: list[Path]) -> list[Path]:
     """Write each sample to its path, optionally evaluate and plot."""
     from .metrics import evaluate_piece, structure_adherence
@@ -433,8 +486,12 @@ def _write_results(result, args, paths: list[Path]) -> list[Path]:
     for i, path in enumerate(paths):
         path.parent.mkdir(parents=True, exist_ok=True)  # only --out-dir can be missing here
         piece = result.to_piece(i)
-        result.to_midi(path, i)
+        _write_midi(result, i, path, getattr(args, "merge", False))
         line = f"{path}: {piece.num_bars} bars, {len(piece.notes)} notes, {piece.duration_seconds:.1f} s"
+        if result.form is not None:
+            line += f", form {result.form}"
+        if result.key is not None:
+            line += f", key {result.key}"
         if getattr(args, "musicxml", False):
             line += f"\n  lead sheet: {result.to_musicxml(path.with_suffix('.musicxml'), i, title=path.stem)}"
         if args.evaluate:
@@ -452,14 +509,15 @@ def _write_results(result, args, paths: list[Path]) -> list[Path]:
 
 
 def cmd_generate(args) -> int:
+    _song_controls(args)
     limits = controls.model_limits(args.model)
     if args.time_signature is not None:
         controls.time_signature(f"{args.time_signature[0]}/{args.time_signature[1]}", limits["steps_per_beat"],
                                 limits["max_bar_len"])
     _check_levels(args, limits)
-    args.bars = controls.bars_from(chords=args.chords, bars=args.bars, max_bars=limits["max_bars"])
+    args.bars = controls.bars_from(form=args.form, chords=args.chords, bars=args.bars, max_bars=limits["max_bars"])
     if args.bars is None:
-        raise InputError("give --bars N (or --chords, whose symbols give one bar each)")
+        raise InputError("give --bars N (or --form or --chords, which give the number of bars)")
     kw = _generation_kwargs(args, args.bars, limits)
     paths = _output_paths(args, "fractalmidi")
     model = controls.load_model(args.model)
@@ -469,42 +527,205 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _track_list(args) -> list[str] | None:
+    return [t.strip() for t in args.tracks.split(",")] if getattr(args, "tracks", None) else None
+
+
 def _read_prompt(args):
     from .midi_io import read_midi
 
-    tracks = [t.strip() for t in args.tracks.split(",")] if args.tracks else None
-    piece, _ = read_midi(args.input, beats=_beats_for(args), tracks=tracks)
+    piece, _ = read_midi(args.input, beats=_beats_for(args), tracks=_track_list(args))
     return piece
 
 
+def _monophonic(notes: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Melody notes (K, 4) as one line, sorted by onset: of notes starting at the same step the
+    highest is kept, and a note still sounding when the next starts ends there. Returns the
+    notes, how many were shortened and how many dropped (both 0: the line was monophonic)."""
+    notes = np.asarray(notes, dtype=np.int64).reshape(-1, 4)
+    notes = notes[np.lexsort((-notes[:, 0], notes[:, 1]))]  # by onset, the highest first
+    first = np.ones(len(notes), bool)
+    first[1:] = notes[1:, 1] != notes[:-1, 1]
+    line = notes[first].copy()
+    following = np.append(line[1:, 1], np.iinfo(np.int64).max)  # the next note's onset
+    cut = line[:, 2] > following
+    line[cut, 2] = following[cut]
+    return line, int(cut.sum()), int((~first).sum())
+
+
+def _melody_note(where: str, shortened: int, dropped: int) -> str:
+    """What `_monophonic` changed, said in a line (empty when nothing)."""
+    if not shortened and not dropped:
+        return ""
+    parts = ([f"{shortened} shortened to end where the next note starts"] if shortened else []) + (
+        [f"{dropped} dropped under a higher note starting with it"] if dropped else [])
+    return f"{where} made monophonic: {', '.join(parts)}"
+
+
+def _read_melody(args):
+    """The melody `arrange` keeps: (its notes (K, 4), monophonic; the Piece its track lies on:
+    the bars, time signatures and tempo of the file where the melody sounds; what was read, as
+    words; a note on what `_monophonic` changed, or ""). The melody is the --track named, else
+    the track named Melody (any case), else the whole file if it is monophonic."""
+    from .midi_io import read_midi, read_midi_tracks
+
+    beats = _beats_for(args)
+    if args.track is not None:
+        piece, report = read_midi(args.input, beats=beats, tracks=[args.track])
+        where = f"track {', '.join(report.tracks_used)}"
+    else:
+        tracks, _ = read_midi_tracks(args.input, beats=beats)
+        names = [name for name, _ in tracks]
+        named = next((n for n in names if n.lower() == "melody"), None)
+        if named is not None:
+            piece, _ = read_midi(args.input, beats=beats, tracks=[named])
+            where = f"track {named}"
+        else:
+            piece, _ = read_midi(args.input, beats=beats)
+            if sum(_monophonic(piece.notes)[1:]):
+                raise InputError(f"{args.input}: no track named Melody and the file is not monophonic "
+                                 f"(tracks: {', '.join(names)}); pick the melody's track with --track NAME or NUMBER")
+            where = "the whole file" if len(names) > 1 else f"track {names[0]}"
+    notes, shortened, dropped = _monophonic(piece.notes)
+    return notes, piece, where, _melody_note(f"the melody ({where})", shortened, dropped)
+
+
+def _split_melody(args):
+    """IN.mid for `inpaint --keep melody`: (the prompt: every track read but the Melody one,
+    merged, on the file's bars; the melody's notes, monophonic; a note on what `_monophonic`
+    changed, or "")."""
+    from .midi_io import read_midi_tracks
+    from .piece import normalize_notes
+
+    tracks, _ = read_midi_tracks(args.input, beats=_beats_for(args), tracks=_track_list(args))
+    melody = [p.notes for name, p in tracks if name.lower() == "melody"]
+    if not melody:
+        raise InputError(f"--keep melody: {args.input} has no track named Melody "
+                         f"(tracks: {', '.join(name for name, _ in tracks)})")
+    rest = [p.notes for name, p in tracks if name.lower() != "melody"]
+    rest, _ = normalize_notes(np.concatenate(rest) if rest else np.zeros((0, 4), np.int64))
+    notes, shortened, dropped = _monophonic(np.concatenate(melody))
+    return tracks[0][1].replace_notes(rest), notes, _melody_note("the Melody track", shortened, dropped)
+
+
+def _chords_per_bar(spans, piece) -> list:
+    """Chord spans (start step, end step, name like "C:maj") -> `generate`'s chords: per bar of
+    `piece` None when no chord sounds in it, else one (root, quality, bass) per beat that
+    starts in it ("N" for a beat without a chord), so that every beat keeps its chord."""
+    from .structure import NO_CHORD, parse_chord
+
+    spb = piece.steps_per_beat
+    ceil = lambda step: -(-int(step) // spb)  # the first beat starting at or after `step`
+    at = {}  # beat -> (root, quality, bass)
+    for start, end, name in spans:
+        c = parse_chord(name, "chord marker")
+        for beat in range(ceil(start), ceil(end)):
+            at[beat] = (c.root, c.quality, c.bass)
+    none = (NO_CHORD.root, NO_CHORD.quality, NO_CHORD.bass)
+    out = []
+    for first, stop in zip(piece.bar_starts[:-1], piece.bar_starts[1:]):
+        beats = [at.get(b) for b in range(ceil(first), ceil(stop))]
+        out.append(None if all(c is None for c in beats) else [c or none for c in beats])
+    return out
+
+
+def _kept_chords(args, prompt) -> list:
+    """IN.mid's chord markers for `inpaint --keep chords`, per bar of the prompt."""
+    from .midi_io import read_song_midi
+
+    song = read_song_midi(args.input)
+    if not song.chords:
+        raise InputError(f"--keep chords: {args.input} has no chord markers")
+    beats = _beats_for(args)
+    if beats is not None:
+        raise InputError(f"--keep chords: the chord markers lie on {args.input}'s own ticks, but the notes are read "
+                         f"with the beat file {beats}; add --no-beats")
+    return _chords_per_bar(song.chords, prompt)
+
+
 def cmd_inpaint(args) -> int:
+    _song_controls(args)
     limits = controls.model_limits(args.model)
-    prompt = _read_prompt(args)
+    keep = args.keep or set()
+    _check_levels(args, limits)
+    if "chords" in keep and args.chords is not None:
+        raise InputError("give --chords or --keep chords, not both")
+    melody, note = None, ""
+    if "melody" in keep:
+        prompt, melody, note = _split_melody(args)
+    else:
+        prompt = _read_prompt(args)
     for first, stop in args.bars:
         if stop > prompt.num_bars:
             raise InputError(
                 f"bars {first + 1}-{stop} lie outside {args.input}, which has bars 1-{prompt.num_bars} (bars count from 1)"
             )
     kw = _generation_kwargs(args, prompt.num_bars, limits)
+    if "chords" in keep:
+        kw["chords"] = _kept_chords(args, prompt)
     paths = _output_paths(args, Path(args.input).stem + "_inpainted")
+    if note:
+        print(note)
     model = controls.load_model(args.model)
-    result = model.generate(prompt=prompt, inpaint_bars=args.bars, seed=args.seed, num_samples=args.num_samples,
-                            progress=not args.quiet, **kw)
+    result = model.generate(prompt=prompt, inpaint_bars=args.bars, melody=melody, seed=args.seed,
+                            num_samples=args.num_samples, progress=not args.quiet, **kw)
     _write_results(result, args, paths)
     return 0
 
 
 def cmd_continue(args) -> int:
+    _song_controls(args)
     limits = controls.model_limits(args.model)
     if args.time_signature is not None:
         controls.time_signature(f"{args.time_signature[0]}/{args.time_signature[1]}", limits["steps_per_beat"],
                                 limits["max_bar_len"])
+    _check_levels(args, limits)
     prompt = _read_prompt(args)
     total = prompt.num_bars + args.bars
+    if args.form is not None and _form_bars(args) != total:
+        raise InputError(f"--form has {_form_bars(args)} bars, the piece {total} ({prompt.num_bars} of {args.input} "
+                         f"+ {args.bars} added): the form covers the whole piece")
     kw = _generation_kwargs(args, total, limits)
     paths = _output_paths(args, Path(args.input).stem + "_continued")
     model = controls.load_model(args.model)
     result = model.generate(prompt=prompt, num_bars=total, time_signatures=args.time_signature, seed=args.seed,
+                            num_samples=args.num_samples, progress=not args.quiet, **kw)
+    _write_results(result, args, paths)
+    return 0
+
+
+def cmd_arrange(args) -> int:
+    _song_controls(args)
+    limits = controls.model_limits(args.model)
+    _check_levels(args, limits)  # a model without a melody level is refused here, before the weights load
+    paths = _output_paths(args, Path(args.input).stem + "_arranged")
+    melody, piece, where, note = _read_melody(args)
+    given = controls.bars_from(form=args.form, chords=args.chords, bars=args.bars, max_bars=limits["max_bars"])
+    total = piece.num_bars if given is None else given
+    if total < piece.num_bars:
+        what = "--bars is" if args.bars is not None else ("--form has" if args.form is not None else "--chords have")
+        raise InputError(f"{what} {total} bars, fewer than the melody's {piece.num_bars} bars in {args.input} "
+                         f"(--bars may add free bars after the melody, never cut it)")
+    if args.bars is None and total != piece.num_bars:
+        what = "--form has" if args.form is not None else "--chords have"
+        raise InputError(f"{what} {total} bars, the melody in {args.input} {piece.num_bars}: they must agree "
+                         f"(add --bars {total} for free bars after the melody)")
+    sigs = [tuple(int(v) for v in s) for s in piece.time_signatures]
+    sigs += [sigs[-1]] * (total - len(sigs))  # free bars after the melody: its last bar's metre
+    for n, d in sorted(set(sigs)):
+        controls.time_signature(f"{n}/{d}", limits["steps_per_beat"], limits["max_bar_len"])
+    kw = _generation_kwargs(args, total, limits)
+    structure = kw["structure"] or {}
+    if "tempo" not in structure:  # the melody's own tempo, bar by bar (free bars after it: generated)
+        lo, hi = TEMPO_BPM
+        structure["tempo"] = [float(np.clip(t, lo, hi)) for t in piece.bar_tempo()] + [None] * (total - piece.num_bars)
+    kw["structure"] = structure
+    print(f"{args.input}: the melody is {where}, {len(melody)} notes on {piece.num_bars} bars"
+          + (f"; {total - piece.num_bars} free bars after it" if total > piece.num_bars else ""))
+    if note:
+        print(note)
+    model = controls.load_model(args.model)
+    result = model.generate(num_bars=total, time_signatures=sigs, melody=melody, seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
     _write_results(result, args, paths)
     return 0
@@ -650,6 +871,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--chords", metavar="'C G Am F'",
                        help="the chords to keep, one symbol per bar of the whole piece, several in a bar joined by "
                             "commas ('C,G Am F/A G7', N = no chord); needs a model with a chord level")
+        p.add_argument("--form", metavar="i4A8B8o4",
+                       help="the song's form: phrases of a letter and their bars (upper case melodic, the same "
+                            "letter the same material), covering exactly the whole piece; repeats copy their first "
+                            "phrase. Default: drawn from the training songs' forms where the model keeps them")
+        p.add_argument("--key", metavar="C:maj",
+                       help=f"the key ({controls.KEY_EXAMPLES}), written as the key signature and, for a model "
+                            "with form inputs, followed. Default: drawn by such a model, else none")
+        p.add_argument("--merge", action="store_true",
+                       help="write one Piano track holding melody and accompaniment (default: a song model writes "
+                            "a Melody track beside the Piano track)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def prompt_options(p):
@@ -663,17 +894,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate a piece: structure per bar first, then harmony, then notes.")
     p.add_argument("--bars", type=_arg(controls.bars), default=None,
                    help=f"number of bars, 1-{controls.MAX_BARS} (and at most the model's max_bars); "
-                        f"without it, one per --chords symbol")
+                        f"without it, the bars of --form, or one per --chords symbol (given together, they must agree)")
     p.add_argument("--time-signature", type=_arg(controls.time_signature), default=(4, 4),
                    help="e.g. 4/4, 3/4, 6/8: numerator 1-32, denominator a power of two up to 32 (default 4/4)")
     generation_options(p, "fractalmidi")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("inpaint", help="regenerate bars of a MIDI file, keeping everything else note for note",
-                       description="Regenerate the given bars of IN.mid; every note that starts outside them is kept exactly.")
+                       description="Regenerate the given bars of IN.mid; every note that starts outside them is kept "
+                                   "exactly. With --keep, only the lower levels of those bars are regenerated: "
+                                   "--keep melody keeps IN.mid's Melody track in every bar and writes new "
+                                   "accompaniment around it; --keep chords keeps IN.mid's chord markers.")
     prompt_options(p)
     p.add_argument("--bars", type=_arg(controls.bar_ranges), required=True, metavar="16-32[,40-48]",
                    help="bars to regenerate, counted from 1, both ends included")
+    p.add_argument("--keep", type=_arg(_keep), default=None, metavar="melody,chords",
+                   help="what the regenerated bars keep, comma-separated: melody (IN.mid's track named Melody, any "
+                        "case, kept note for note; the other tracks are the prompt; needs a melody level), chords "
+                        "(IN.mid's chord markers, as fractalmidi writes them, per beat; bars without a chord are "
+                        "free; needs a chord level)")
     generation_options(p, "IN_inpainted")
     p.set_defaults(func=cmd_inpaint)
 
@@ -686,6 +925,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time signature of the new bars (default: the input's last bar)")
     generation_options(p, "IN_continued")
     p.set_defaults(func=cmd_continue)
+
+    p = sub.add_parser("arrange", help="write an accompaniment for a melody, keeping it note for note",
+                       description="Arrange the melody of IN.mid: every melody note is kept exactly in the Melody "
+                                   "track, the Piano track is generated around it (chords, harmony, notes). The "
+                                   "melody is the --track named, else a track named Melody (any case), else the "
+                                   "whole file if no two of its notes overlap; a melody track whose notes overlap "
+                                   "is made one line (of notes starting together the highest is kept, a note "
+                                   "still sounding when the next starts ends there), and said so. The piece has "
+                                   "the bars the melody lies on (the file's time signatures, or its beat file), "
+                                   "with its tempo bar by bar; --bars N may add free bars after it. Needs a model "
+                                   "with a melody level.")
+    p.add_argument("--melody", dest="input", required=True, metavar="IN.mid", help="the MIDI file holding the melody")
+    p.add_argument("--track", metavar="NAME|NUMBER", help="the melody's track in IN.mid, by name or number (from 0)")
+    p.add_argument("--beats", metavar="FILE", help="beat annotation of IN.mid (default: one beside it, see inspect)")
+    p.add_argument("--no-beats", action="store_true", help="ignore beat files beside IN.mid")
+    p.add_argument("--bars", type=_arg(controls.bars), default=None, metavar="N",
+                   help="bars of the piece: the melody's (default), or more, the ones after it free; --form and "
+                        "--chords must cover the same bars")
+    generation_options(p, "IN_arranged")
+    p.set_defaults(func=cmd_arrange)
 
 
     p = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub with its code",

@@ -204,7 +204,8 @@ class FractalMIDIGeneration(ModelOutput):
     def to_song(self, index: int = 0):
         """Sample `index` as (accompaniment, melody): the melody (`melody_notes`: the melody
         level's line, or the caller's melody; None without a melody level) and the note level's
-        piece (`to_piece`) without the melody's notes. The note level was trained on whole
+        piece (`to_piece`) without the melody's notes (in the generated region: a prompt's notes
+        outside it all stay). The note level was trained on whole
         songs (melody included): `generate` lays the melody into its roll as fixed notes and
         lets it write the accompaniment around them, so here they are taken out again."""
         import numpy as np
@@ -215,21 +216,28 @@ class FractalMIDIGeneration(ModelOutput):
         notes = piece.notes
         key = notes[:, 0].astype(np.int64) * (1 << 32) + notes[:, 1].astype(np.int64)
         mkey = melody[:, 0].astype(np.int64) * (1 << 32) + melody[:, 1].astype(np.int64)
-        return piece.replace_notes(notes[~np.isin(key, mkey)]), melody
+        laid = np.isin(key, mkey)
+        if self.region is not None:  # a prompt's notes outside the region stay, even where they double the melody
+            region = self.region.cpu().numpy()
+            start = notes[:, 1].astype(np.int64)
+            laid &= (start < len(region)) & region[np.minimum(start, len(region) - 1)]
+        return piece.replace_notes(notes[~laid]), melody
 
-    def to_midi(self, path, index: int = 0):
+    def to_midi(self, path, index: int = 0, merge: bool = False):
         """Write sample `index` as a MIDI file (atomically); returns the path. With a melody
-        level, the melody is a track named "Melody" beside the "Piano" track
-        (`midi_io.write_song_midi`); with a chord level, the chords are marker events
-        (`chord_spans`; an "N" marker where no chord follows); else one track as before."""
+        level, the melody is a track named "Melody" beside the "Piano" track (`to_song`,
+        `midi_io.write_song_midi`; with `merge` one "Piano" track holds both); with a chord
+        level, the chords are marker events (`chord_spans`; an "N" marker where no chord
+        follows); the key (`key`, when one was given or drawn) is the key signature; else one
+        track as before."""
         from fractalmidi.midi_io import write_midi
 
-        if self.melody is not None or self.chords is not None:
+        if self.melody is not None or self.chords is not None or self.key is not None:
             from fractalmidi.midi_io import write_song_midi
 
             piece, melody = self.to_song(index)
             return write_song_midi(path, piece, melody=melody, chords=self.chord_spans(index) if self.chords is not None else None,
-                                   key=self.key)
+                                   key=self.key, merge=merge)
         return write_midi(self.to_piece(index), path)
 
     def to_musicxml(self, path, index: int = 0, title: str | None = None):
@@ -524,6 +532,7 @@ class GenerationRun:
         prompt already fixes stay as they are; only cells in the region are laid."""
         cfg, T = self.config, int(self.bar_starts[-1])
         rows = range(self.num_samples) if sample is None else [sample]
+        ends = []
         for p, st, e, v in notes.tolist():
             if st >= T or not cfg.pitch_low <= p <= cfg.pitch_high:
                 continue
@@ -536,6 +545,13 @@ class GenerationRun:
                     cells[0] = 1
                     self.known["velocity"][n, st, q] = v if exact_velocity else MELODY_VELOCITY
                 self.known["fixed"][n, st:e, q] |= free
+            if e < T:
+                ends.append((e, q))
+        for e, q in ends:  # the step after a note does not hold it on (another note may start there)
+            for n in rows:
+                if not bool(self.known["fixed"][n, e, q]):
+                    self.known["states"][n, e, q] = 0
+                    self.known["fixed"][n, e, q] = True
 
     def ties(self, level, editable):
         """(N, L) the token each of the level's tokens copies (itself where none, and wherever

@@ -62,6 +62,14 @@ Song metrics (the 16th grid at 4 steps per beat; exact definitions in each funct
   the first beat of a bar in any other metre) where a chord is given per beat, the share whose
   pitch class is a chord tone (`structure.chord_pitch_classes`). It needs chords, so it is not
   in `evaluate_piece`. NaN: no such note.
+- recognised chords (`recognise_chords`): per beat, the major or minor triad whose pitch classes
+  carry the most of the beat's sounding weight (the bass counted twice); exact rule in its
+  docstring. chord_match (fraction, 0-1) (`chord_adherence`): of the beats given a chord, the
+  share whose recognised triad equals the given chord reduced to major / minor. NaN: no beat
+  given a chord.
+- form adherence (`form_adherence`): the mean `bar_jaccard` of bars at the same position of two
+  phrases of one recurring letter (e.g. bar 3 of both A phrases) and of two phrases of
+  different letters, and their ratio (> 1: the repeats are closer than the rest).
 
 Structure adherence: how well a piece realises the per-bar structure it was asked for (as
 produced by Level 0 of the model or given by the user; see `Piece.structure`).
@@ -550,3 +558,165 @@ def chord_tone_share(piece: Piece, chords, melody=None) -> float:
         total += 1
         hits += int(pitch) % 12 in pcs[beat]
     return hits / total if total else math.nan
+
+
+# --------------------------------------------------------------------------- chord recognition
+MINOR_QUALITIES = frozenset({"min", "min7", "min6", "dim", "dim7", "hdim7"})  # reduce to "min"; the rest to "maj"
+BASS_EXTRA = 1.0  # the bass note's steps in a beat count 1 + this many times (x2)
+OUTSIDE_PENALTY = 0.5  # each step of weight on a pitch class outside the triad costs this much
+# (24, 12) triad templates: row k < 12 the major triad on root k (k, k+4, k+7), 12 + k the minor (k, k+3, k+7)
+TRIADS = np.zeros((24, 12), bool)
+for _r in range(12):
+    TRIADS[_r, [_r, (_r + 4) % 12, (_r + 7) % 12]] = True
+    TRIADS[12 + _r, [_r, (_r + 3) % 12, (_r + 7) % 12]] = True
+del _r
+
+
+def beat_pitch_class_weights(piece: Piece) -> tuple[np.ndarray, np.ndarray]:
+    """Per beat (quarter note; beat i = steps i * spb .. (i + 1) * spb - 1, ceil(num_steps / spb)
+    beats): (n_beats, 12) float64 weights, the number of steps each pitch class sounds in the
+    beat summed over notes (a note sounds on steps start .. end - 1; two octaves of one pitch
+    class both count), the bass counted twice: the lowest pitch sounding anywhere in the beat
+    adds its steps in the beat once more (`BASS_EXTRA`); and (n_beats,) int64 the bass pitch
+    (-1 for a beat where nothing sounds)."""
+    spb = piece.steps_per_beat
+    n_beats = -(-piece.num_steps // spb)
+    sounding = np.zeros((n_beats * spb, 128), np.int64)  # (T', 128) steps padded to whole beats
+    for p, s, e, _ in piece.notes:
+        sounding[s:e, p] += 1
+    per_pitch = sounding.reshape(n_beats, spb, 128).sum(axis=1)  # (n_beats, 128) steps sounding
+    weights = np.zeros((n_beats, 12))
+    for pc in range(12):
+        weights[:, pc] = per_pitch[:, pc::12].sum(axis=1)
+    busy = per_pitch.any(axis=1)
+    bass = np.where(busy, np.argmax(per_pitch > 0, axis=1), -1)  # lowest pitch with weight
+    rows = np.flatnonzero(busy)
+    weights[rows, bass[rows] % 12] += BASS_EXTRA * per_pitch[rows, bass[rows]]
+    return weights, bass
+
+
+def recognise_chords(piece: Piece, steps_per_beat: int | None = None) -> list:
+    """The chord of each beat as (root pitch class, "maj" | "min"), None for a beat where no
+    note sounds; one entry per beat i (steps i * spb .. (i + 1) * spb - 1 of the piece's grid,
+    ceil(num_steps / spb) beats, as `structure.Alignment.beat_root`).
+
+    The rule, a template match over the 24 major and minor triads:
+      1. weights (`beat_pitch_class_weights`): w[pc] = the steps pitch class pc sounds in the
+         beat, summed over the notes sounding there; the bass (the lowest pitch sounding in
+         the beat) adds its own steps once more (counted x2);
+      2. score of a triad T (major: root, +4, +7; minor: root, +3, +7) =
+         sum of w over T's three pitch classes - 0.5 * sum of w over the other nine;
+      3. the highest score wins; ties go, in order, to the triad whose root is the bass's
+         pitch class, then the one with the larger w[root], then major before minor, then the
+         lower root (0 = C).
+    Since the penalty is proportional to the weight outside the triad, ranking by score equals
+    ranking by weight inside the triad. The bass is what settles a four-note beat such as
+    C-E-G-A: an A bass counted twice makes A minor outweigh C major; a C bass, in both triads,
+    leaves them tied and the tie goes to C major, whose root it is.
+
+    `steps_per_beat`: must equal the piece's own (the default); kept for callers that state it."""
+    spb = piece.steps_per_beat
+    if steps_per_beat is not None and int(steps_per_beat) != spb:
+        raise InputError(f"recognise_chords: steps_per_beat {steps_per_beat} but the piece has {spb} steps per beat")
+    weights, bass = beat_pitch_class_weights(piece)
+    inside = weights @ TRIADS.T.astype(np.float64)  # (n_beats, 24)
+    score = inside - OUTSIDE_PENALTY * (weights.sum(axis=1, keepdims=True) - inside)
+    roots = np.arange(24) % 12
+    out = []
+    for b in range(len(weights)):
+        if bass[b] < 0:
+            out.append(None)
+            continue
+        # lexicographic: score, root is the bass, weight of the root, major first, lower root
+        best = min(range(24), key=lambda k: (-score[b, k], roots[k] != bass[b] % 12, -weights[b, roots[k]],
+                                             k >= 12, roots[k]))
+        out.append((int(roots[best]), "maj" if best < 12 else "min"))
+    return out
+
+
+def reduce_quality(quality) -> str | None:
+    """A chord quality (a name in `structure.QUALITIES` or its index) -> "min" for min, min7,
+    min6, dim, dim7, hdim7; "maj" for the others (maj, 7, maj7, aug, sus2, sus4, sus4(b7), maj6:
+    a sus chord, which has no third, counts as major); None for no chord (None, "N", index < 0)."""
+    from .structure import QUALITIES, QUALITY_ID
+
+    if quality is None or quality == "N":
+        return None
+    if isinstance(quality, (int, np.integer)):
+        if int(quality) < 0:
+            return None
+        quality = QUALITIES[int(quality)]
+    if quality not in QUALITY_ID:
+        raise InputError(f"unknown chord quality {quality!r} (known: {', '.join(QUALITIES)} or 'N')")
+    return "min" if quality in MINOR_QUALITIES else "maj"
+
+
+def chord_adherence(piece: Piece, requested_per_beat) -> dict[str, float]:
+    """How often the piece sounds the chord asked for, beat by beat.
+
+    `requested_per_beat`: one entry per beat (beat i as in `recognise_chords`), each None (no
+    chord asked) or a tuple (root pitch class, quality, ...) with the quality a name in
+    `structure.QUALITIES`, its index, or "N" / None (no chord); root < 0 also means no chord;
+    more items (a bass) are ignored. The quality is reduced to major / minor (`reduce_quality`).
+    Returns {"chord_match": of the beats asked a chord, the share where `recognise_chords`
+    gives the same (root, maj/min) (a silent beat, or a beat past the piece's end, is a miss);
+    NaN when no beat asks a chord, "n_beats": the beats asked a chord}."""
+    recognised = recognise_chords(piece)
+    hits = n = 0
+    for b, chord in enumerate(requested_per_beat):
+        if chord is None:
+            continue
+        root, quality = int(chord[0]), reduce_quality(chord[1])
+        if root < 0 or quality is None:
+            continue
+        n += 1
+        hits += b < len(recognised) and recognised[b] == (root % 12, quality)
+    return {"chord_match": hits / n if n else math.nan, "n_beats": n}
+
+
+# --------------------------------------------------------------------------- form adherence
+def form_adherence(piece: Piece, form) -> dict[str, float]:
+    """Are bars of repeated phrases alike, and bars of different phrases less so?
+
+    `form`: a form string ("i4A8B8A8B8o4", `structure.parse_form`), parsed phrases, or per-bar
+    labels (`structure.BarLabels`, or anything with `letter`, `phrase` and `position` per bar,
+    as a dataset row's bar_letter / bar_phrase / bar_phrase_position: bars with letter "" or
+    phrase < 0 are unlabelled and left out), covering exactly the piece's bars.
+
+    Pairs compared: every two bars at the same position (0-based bar within the phrase) of two
+    different phrases, of equal length in steps, at least one with an onset. A pair is "same
+    letter" when both phrases have one letter other than X / x (letters that recur: x and X mark
+    material that does not), "different letter" when their letters differ (any letters; pairs
+    of X with X or x with x are left out). Each pair's similarity is `bar_jaccard` (cells:
+    pitch x onset step in the bar, `bar_cells`).
+    Returns {"same_letter_jaccard", "different_letter_jaccard": the mean over each kind of pair
+    (NaN without one), "ratio": same / different (NaN when either is NaN or different is 0),
+    "n_same", "n_different": pairs counted}. InputError if the form's bars differ from the
+    piece's."""
+    from .structure import bar_labels, parse_form
+
+    if hasattr(form, "letter"):
+        labels = form
+    else:
+        labels = bar_labels(parse_form(form) if isinstance(form, str) else list(form))
+    if len(labels.letter) != piece.num_bars:
+        raise InputError(f"form_adherence: the form has {len(labels.letter)} bars, the piece {piece.num_bars}")
+    sim = bar_jaccard(piece)
+    lengths = piece.bar_lengths
+    phrase, position = np.asarray(labels.phrase), np.asarray(labels.position)
+    labelled = [b for b in range(len(labels.letter)) if labels.letter[b] and phrase[b] >= 0]
+    same, different = [], []
+    for n, i in enumerate(labelled):
+        for j in labelled[n + 1:]:
+            if (phrase[i] == phrase[j] or position[i] != position[j]
+                    or lengths[i] != lengths[j] or np.isnan(sim[i, j])):
+                continue
+            if labels.letter[i] != labels.letter[j]:
+                different.append(sim[i, j])
+            elif labels.letter[i] not in ("X", "x"):
+                same.append(sim[i, j])
+    s = float(np.mean(same)) if same else math.nan
+    d = float(np.mean(different)) if different else math.nan
+    ratio = s / d if not (math.isnan(s) or math.isnan(d)) and d > 0 else math.nan
+    return {"same_letter_jaccard": s, "different_letter_jaccard": d, "ratio": ratio,
+            "n_same": len(same), "n_different": len(different)}

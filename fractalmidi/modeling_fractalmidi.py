@@ -675,6 +675,14 @@ class MelodyLevel(TokenLevel):
             known["states"][n, t, qq] = torch.where(onset, 1, HELD)
             known["velocity"][n, t, qq] = torch.where(onset, MELODY_VELOCITY, 0)
             known["fixed"][n, t, qq] = True
+            # the step after a note's last one does not hold it on (another note may start there)
+            nxt = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], 1)
+            last = (nxt[n, t] != 1) & (t + 1 < T)
+            n, t, qq = n[last], t[last] + 1, qq[last]
+            free = ~known["fixed"][n, t, qq]
+            n, t, qq = n[free], t[free], qq[free]
+            known["states"][n, t, qq] = 0
+            known["fixed"][n, t, qq] = True
         return tokens
 
 

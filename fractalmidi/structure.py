@@ -180,7 +180,7 @@ def repeat_sources(letters, phrase, position, bar_lengths) -> np.ndarray:
 def fit_form(phrases, num_bars: int) -> list:
     """A form stretched or cut to `num_bars` bars: phrases in order up to the last that fits
     (the last cut short), and when the form is shorter, its phrases after the intro and before
-    the outro repeated (the outro kept at the end when it fits)."""
+    the outro repeated (the last repeat cut short) and the outro kept at the end."""
     phrases = list(phrases)
     if not phrases:
         return []
@@ -197,9 +197,10 @@ def fit_form(phrases, num_bars: int) -> list:
                 n += p.bars
                 if n >= room:
                     break
+        over = n - room  # the last phrase of the body is cut so that the outro ends the piece
+        if over:
+            middle[-1] = Phrase(middle[-1].letter, middle[-1].bars - over)
         phrases = head + middle + tail
-        if sum(p.bars for p in phrases) > num_bars and tail:  # no room for the outro: the body fills it
-            phrases = head + middle
     out, n = [], 0
     for p in phrases:
         if n >= num_bars:

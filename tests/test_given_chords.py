@@ -123,7 +123,7 @@ def test_cli_chords_are_refused_before_the_weights_load(capsys, tmp_path):
 def test_cli_generate_needs_bars_or_chords(capsys, tmp_path):
     code, _, err = run(capsys, "generate", "--out", tmp_path / "x.mid", "--quiet")
     assert code == 2
-    assert err.strip() == "fractalmidi: error: give --bars N (or --chords, whose symbols give one bar each)"
+    assert err.strip() == "fractalmidi: error: give --bars N (or --form or --chords, which give the number of bars)"
 
 
 def test_chords_are_in_the_help(capsys):

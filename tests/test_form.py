@@ -1,0 +1,217 @@
+"""The form: per-bar form inputs (data and model), repeats that follow the form at every level,
+forms and keys drawn from the training songs, and a given melody kept note for note."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fractalmidi import FractalMIDIConfig, FractalMIDIModel
+from fractalmidi import data as D
+from fractalmidi.generation_fractalmidi import Grid
+from fractalmidi.modeling_fractalmidi import bar_input_ids
+from fractalmidi.structure import bar_labels, fit_form, form_features, form_string, parse_form, repeat_sources
+
+from song_levels import SONGS_TINY
+
+DATA_DIR = SONGS_TINY.parents[1] / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def structure_ds():
+    return D.build_dataset(DATA_DIR / "pop909", progress=False, structure_dir=DATA_DIR / "pop909-structure")
+
+
+def labels(form):
+    bl = bar_labels(parse_form(form))
+    return bl.letter, bl.phrase, bl.position, bl.length
+
+
+# ----------------------------------------------------------------------------- the form's bars
+def test_form_features_name_kind_position_bars_left_and_occurrence():
+    f = form_features(*labels("i2A3B2A3x1o1"))
+    assert f.shape == (12, 4)
+    assert f[:, 0].tolist() == [1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 6, 2]  # intro, A, B, A, x (once), outro
+    assert f[2:5, 1].tolist() == [1, 2, 3] and f[2:5, 2].tolist() == [3, 2, 1]  # position + 1, bars left + 1
+    assert f[:, 3].tolist() == [1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 1, 1]  # the second A is a repeat
+    unknown = form_features(["", "A"], np.array([-1, 0]), np.array([-1, 0]), np.array([0, 1]))
+    assert unknown[0].tolist() == [0, 0, 0, 0] and unknown[1, 0] == 3
+
+
+def test_repeat_sources_point_at_the_letters_first_phrase():
+    src = repeat_sources(*labels("i2A3B2A2X1X1")[:3], [16] * 11)
+    # the second A (bars 7-8) repeats bars 2-3; X phrases never recur; B once
+    assert src.tolist() == [0, 1, 2, 3, 4, 5, 6, 2, 3, 9, 10]
+    # a bar of another length is not a repeat
+    lengths = [16] * 11
+    lengths[8] = 12
+    assert repeat_sources(*labels("i2A3B2A2X1X1")[:3], lengths).tolist()[7:9] == [2, 8]
+
+
+def test_fit_form_cuts_and_repeats_the_body():
+    assert form_string(fit_form(parse_form("i4A8B8o4"), 10)) == "i4A6"
+    assert form_string(fit_form(parse_form("i4A8B8o4"), 40)) == "i4A8B8A8B8o4"
+    assert form_string(fit_form(parse_form("i4A8B8o4"), 44)) == "i4A8B8A8B8A4o4"
+    assert sum(p.bars for p in fit_form(parse_form("A4"), 37)) == 37
+
+
+# ----------------------------------------------------------------------------- data
+def test_training_windows_carry_the_form_and_the_transposed_key(structure_ds):
+    train = structure_ds[0]
+    row = next(r for r in train if r["aligned_well"] and r["key_tonic"] >= 0)
+    feats = form_features(row["bar_letter"], np.asarray(row["bar_phrase"]), np.asarray(row["bar_phrase_position"]),
+                          np.asarray(row["bar_phrase_length"]))
+    window = D.form_window(row, 3, 8)
+    assert window.shape == (8, 4) and np.array_equal(window, feats[3:11]) and window[:, 0].min() > 0
+    assert D.key_of(row, 5).tolist() == [(row["key_tonic"] + 5) % 12, row["key_mode"]]
+    assert D.key_of({"key_tonic": -1, "key_mode": -1}).tolist() == [-1, -1]
+    # past the song's end the window is unknown (padding)
+    B = len(row["bar_letter"])
+    tail = D.form_window(row, B - 2, 4)
+    assert tail[2:].sum() == 0 and np.array_equal(tail[:2], feats[B - 2:])
+    examples = train.with_transform(D.make_train_transform(4, seed=1))
+    batch = D.collate([examples[i] for i in range(len(examples))])
+    assert batch["form"].shape == (len(examples), 4, 4) and batch["key"].shape == (len(examples), 2)
+    for i in range(len(examples)):
+        r = train[i]
+        expect = D.key_of(r, batch["shift"][i])
+        assert batch["key"][i].tolist() == expect.tolist()
+
+
+# ----------------------------------------------------------------------------- model
+def tiny(form_inputs=True):
+    cfg = json.loads(SONGS_TINY.read_text())
+    cfg["form_inputs"] = form_inputs
+    torch.manual_seed(0)
+    model = FractalMIDIModel(FractalMIDIConfig(**cfg))
+    for p in model.structure.parameters():  # an untrained level's embeddings would be all that differs
+        torch.nn.init.normal_(p, std=0.5)
+    return model.eval()
+
+
+def structure_state(model, sigs, form=None, key=None):
+    B = len(sigs)
+    sigs = torch.tensor([sigs])
+    lengths = sigs[..., 0] * 16 // sigs[..., 1]
+    grid = Grid(lengths, torch.ones(1, B, dtype=torch.bool), None, None, None, time_signatures=sigs,
+                form=form, key=key)
+    tokens = torch.zeros(1, 2 * B, dtype=torch.long)
+    return model.structure.state(tokens, model.structure.inputs(grid, []))
+
+
+def test_time_signature_form_and_key_reach_the_structure_state():
+    model = tiny()
+    three, six = structure_state(model, [(3, 4)] * 4), structure_state(model, [(6, 8)] * 4)
+    assert not torch.allclose(three, six)  # 12 steps each: told apart by the time signature itself
+    form = torch.as_tensor(form_features(*labels("A2B2")))[None]
+    assert not torch.allclose(structure_state(model, [(4, 4)] * 4), structure_state(model, [(4, 4)] * 4, form=form))
+    keyed = structure_state(model, [(4, 4)] * 4, key=torch.tensor([[7, 0]]))
+    assert not torch.allclose(keyed, structure_state(model, [(4, 4)] * 4, key=torch.tensor([[7, 1]])))
+    ids = bar_input_ids(Grid(torch.full((1, 2), 12), torch.ones(1, 2, dtype=torch.bool), None, None, None,
+                             time_signatures=torch.tensor([[[6, 8], [3, 4]]])))
+    assert ids[0, :, 5:].tolist() == [[6, 4], [3, 3]]  # numerator, 1 + log2(denominator)
+    # without form inputs (the shipped model's config) the state ignores them
+    plain = tiny(form_inputs=False)
+    assert torch.allclose(structure_state(plain, [(3, 4)] * 4), structure_state(plain, [(6, 8)] * 4))
+
+
+def test_training_reads_form_and_key_and_reveals_melody_cells(structure_ds):
+    model = tiny()
+    model.train()
+    examples = structure_ds[0].with_transform(D.make_train_transform(4, seed=2))
+    batch = D.collate([examples[i] for i in range(len(examples))])
+    tensors = {k: torch.as_tensor(v) for k, v in batch.items() if isinstance(v, np.ndarray)}
+    out = model(**tensors)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.structure.form_kind_embed.weight.grad.abs().sum() > 0
+    assert model.structure.key_embed.weight.grad.abs().sum() > 0
+    # the melody's cells that the roll plays: what the note level may be shown
+    truth_states = torch.as_tensor(batch["roll"][:, 1] > 0).long() * 2
+    cells = model.notes.training_inputs({"melody": tensors["melody"], "states": truth_states}, None)["revealable"]
+    melody = tensors["melody"].long()
+    onset = melody >= 2
+    n, t = onset.nonzero(as_tuple=True)
+    p = melody[n, t] - 2 - model.config.pitch_low
+    played = truth_states[n, t, p] > 0
+    assert played.float().mean() > 0.8  # aligned songs: the annotated melody is in the roll
+    assert cells[n[played], t[played], p[played]].all()
+    assert cells.sum(-1).max() <= 1  # one pitch a step
+
+
+# ----------------------------------------------------------------------------- generation
+def test_repeats_of_the_form_copy_their_first_phrase_at_every_level(songs_model):
+    form = "i2A4B2A4o2"
+    out = songs_model.generate(form=form, seed=3, refine_rounds=0, num_samples=2)
+    assert out.form == form and out.states.shape[1] == 14 * 16
+    bar = lambda x, b, per_bar: x[:, b * per_bar:(b + 1) * per_bar]  # noqa: E731
+    for level, per_bar in (("melody", 16), ("chords", 4)):
+        tokens = getattr(out, level)
+        for k in range(4):  # the second A (bars 8-11) is the first (bars 2-5)
+            assert torch.equal(bar(tokens, 8 + k, per_bar), bar(tokens, 2 + k, per_bar)), (level, k)
+    for k in range(4):
+        assert torch.equal(bar(out.states, 8 + k, 16), bar(out.states, 2 + k, 16))
+        assert torch.equal(out.requested_density[:, 8 + k], out.requested_density[:, 2 + k])
+    # bars of different phrases are not copies of each other
+    assert not torch.equal(bar(out.states, 6, 16), bar(out.states, 2, 16))
+    # follow_form=False: the form only conditions
+    free = songs_model.generate(form=form, seed=3, refine_rounds=0, follow_form=False)
+    assert not torch.equal(bar(free.states, 8, 16), bar(free.states, 2, 16))
+    # refinement varies the repeats, leaving most of them as they were
+    varied = songs_model.generate(form=form, seed=3, refine_rounds=1, refine_ratio=0.3)
+    same = (varied.melody[:, 8 * 16:12 * 16] == varied.melody[:, 2 * 16:6 * 16]).float().mean()
+    assert 0.3 < same < 1.0  # each of the pair is re-sampled with probability 0.3
+
+
+def test_form_sets_the_bars_and_must_agree(songs_model):
+    assert songs_model.generate(form="A2B2", seed=0).states.shape[1] == 64
+    with pytest.raises(ValueError, match="has 4 bars, the piece 5"):
+        songs_model.generate(5, form="A2B2", seed=0)
+    with pytest.raises(Exception, match="bad part"):
+        songs_model.generate(form="A2B", seed=0)
+    with pytest.raises(Exception, match="key"):
+        songs_model.generate(4, key="H:maj", seed=0)
+
+
+def test_forms_and_keys_are_drawn_from_the_training_songs_when_not_given(songs_model):
+    songs_model.generation_config.form_prior = ["i4A8B8o4", "A4A4B8"]
+    songs_model.generation_config.minor_share = 0.5
+    try:
+        forms = {songs_model.generate(12, seed=s).form for s in range(8)}
+        assert forms == {"i4A8", "A4A4B4"}
+        out = songs_model.generate(12, seed=0, key="Eb:min")
+        assert out.key == "Eb:min"
+        keys = {songs_model.generate(4, seed=s).key for s in range(8)}
+        assert len(keys) > 1 and all(k.endswith((":maj", ":min")) for k in keys)
+    finally:
+        del songs_model.generation_config.form_prior, songs_model.generation_config.minor_share
+    assert songs_model.generate(4, seed=0).form is None  # no forms kept: none followed
+
+
+def test_a_given_melody_is_kept_note_for_note_and_the_piano_plays_around_it(songs_model, tmp_path):
+    from fractalmidi.midi_io import read_song_midi
+
+    melody = np.array([[60, 0, 4, 90], [62, 4, 8, 91], [64, 8, 16, 92], [100, 16, 20, 80], [36, 24, 40, 70]])
+    out = songs_model.generate(4, melody=melody, seed=2, num_samples=2)
+    for i in range(2):
+        assert out.melody_notes(i).tolist() == melody.tolist()
+        piano, mel = out.to_song(i)
+        notes = {tuple(n) for n in out.to_piece(i).notes[:, :3].tolist()}
+        assert {tuple(n) for n in melody[:, :3].tolist()} <= notes  # laid into the roll exactly
+        assert not {tuple(n[:2]) for n in piano.notes.tolist()} & {tuple(n[:2]) for n in melody.tolist()}
+    path = out.to_midi(tmp_path / "a.mid")
+    song = read_song_midi(path)
+    assert dict(song.tracks)["Melody"].notes[:, :3].tolist() == melody[:, :3].tolist()
+    with pytest.raises(ValueError, match="outside the piece"):
+        songs_model.generate(2, melody=np.array([[60, 40, 44, 90]]), seed=0)
+
+
+def test_a_generated_melody_sounds_in_the_piece(songs_model):
+    out = songs_model.generate(4, seed=5)
+    mel = out.melody_notes()
+    assert len(mel)
+    notes = {tuple(n) for n in out.to_piece().notes[:, :2].tolist()}
+    assert all((p, s) in notes for p, s in mel[:, :2].tolist())
