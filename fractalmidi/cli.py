@@ -643,6 +643,45 @@ def _kept_chords(args, prompt) -> list:
     return _chords_per_bar(song.chords, prompt)
 
 
+def _runs(mask) -> list:
+    """(first, stop) of every run of True in a bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def _song_context(args, limits: dict, prompt, kept_bars: list) -> tuple:
+    """A song file's own levels as the context of `inpaint` and `continue`, for a model that
+    has them: with a melody level and a track named Melody in IN.mid, that track is the melody
+    over `kept_bars` (ranges of bars the command keeps) and the prompt the other tracks; with
+    a chord level and chord markers (read on the file's own ticks, so not with a beat file),
+    the chords of the kept bars. Returns (prompt, generate's extra keyword arguments, notes to
+    print)."""
+    from .midi_io import read_midi_tracks
+
+    levels = limits.get("levels", ())
+    kw, notes = {}, []
+    if "melody" in levels:
+        tracks, _ = read_midi_tracks(args.input, beats=_beats_for(args), tracks=_track_list(args))
+        if any(name.lower() == "melody" for name, _ in tracks):
+            prompt, melody, note = _split_melody(args)
+            kw.update(melody=melody, melody_bars=kept_bars)
+            notes.append(f"{args.input}: its Melody track is the melody of the bars kept; the new bars get their own")
+            if note:
+                notes.append(note)
+    if "chords" in levels and args.chords is None and _beats_for(args) is None:
+        from .midi_io import read_song_midi
+
+        song = read_song_midi(args.input)
+        if song.chords:
+            per_bar = _chords_per_bar(song.chords, prompt)
+            kept = np.zeros(len(per_bar), bool)
+            for first, stop in kept_bars:
+                kept[first:min(stop, len(per_bar))] = True
+            kw["chords"] = [c if k else None for c, k in zip(per_bar, kept)]
+            notes.append(f"{args.input}: its chord markers are the chords of the bars kept")
+    return prompt, kw, notes
+
+
 def cmd_inpaint(args) -> int:
     _song_controls(args)
     limits = controls.model_limits(args.model)
@@ -663,9 +702,23 @@ def cmd_inpaint(args) -> int:
     kw = _generation_kwargs(args, prompt.num_bars, limits)
     if "chords" in keep:
         kw["chords"] = _kept_chords(args, prompt)
+    notes = [note] if note else []
+    if "melody" not in keep:  # the song's melody (and chords) outside the bars are their context
+        region = np.zeros(prompt.num_bars, bool)
+        for first, stop in args.bars:
+            region[first:stop] = True
+        kept = [(int(a), int(b)) for a, b in _runs(~region)]
+        if kept:
+            context_prompt, context, more = _song_context(args, limits, prompt, kept)
+            if "melody" in context:
+                prompt, melody = context_prompt, context.pop("melody")
+                kw["melody_bars"] = context.pop("melody_bars")
+            if "chords" not in keep:
+                kw.update(context)
+            notes += more
     paths = _output_paths(args, Path(args.input).stem + "_inpainted")
-    if note:
-        print(note)
+    for line in notes:
+        print(line)
     model = controls.load_model(args.model)
     result = model.generate(prompt=prompt, inpaint_bars=args.bars, melody=melody, seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
@@ -686,7 +739,13 @@ def cmd_continue(args) -> int:
         raise InputError(f"--form has {_form_bars(args)} bars, the piece {total} ({prompt.num_bars} of {args.input} "
                          f"+ {args.bars} added): the form covers the whole piece")
     kw = _generation_kwargs(args, total, limits)
+    prompt, context, notes = _song_context(args, limits, prompt, [(0, prompt.num_bars)])
+    if "chords" in context:  # the new bars' chords are free
+        context["chords"] = context["chords"] + [None] * args.bars
+    kw.update(context)
     paths = _output_paths(args, Path(args.input).stem + "_continued")
+    for line in notes:
+        print(line)
     model = controls.load_model(args.model)
     result = model.generate(prompt=prompt, num_bars=total, time_signatures=args.time_signature, seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
@@ -725,7 +784,7 @@ def cmd_arrange(args) -> int:
     if note:
         print(note)
     model = controls.load_model(args.model)
-    result = model.generate(num_bars=total, time_signatures=sigs, melody=melody, seed=args.seed,
+    result = model.generate(num_bars=total, time_signatures=sigs, melody=melody, melody_bars=[(0, piece.num_bars)], seed=args.seed,
                             num_samples=args.num_samples, progress=not args.quiet, **kw)
     _write_results(result, args, paths)
     return 0

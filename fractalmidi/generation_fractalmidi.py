@@ -101,6 +101,7 @@ class FractalMIDIGeneration(ModelOutput):
     form: str | None = None  # the form followed ("i4A8B8o4"), given or drawn from the model's forms
     key: str | None = None  # the key ("G:maj"), given or drawn; None when none was used
     given_melody: object = None  # (K, 4) the melody notes the caller gave, kept exactly
+    given_melody_steps: torch.Tensor | None = None  # (T,) bool: the steps the caller's melody covers
 
     @property
     def num_samples(self) -> int:
@@ -148,8 +149,13 @@ class FractalMIDIGeneration(ModelOutput):
         if self.melody is None:
             return None
         tokens = self.melody[index].cpu().numpy()
-        if self.given_melody is not None:  # the caller's melody, exactly
-            return np.asarray(self.given_melody, dtype=np.int64).reshape(-1, 4).copy()
+        given = None
+        if self.given_melody is not None:  # the caller's melody, exactly, where it was given
+            given = np.asarray(self.given_melody, dtype=np.int64).reshape(-1, 4)
+            covered = self.given_melody_steps.cpu().numpy()
+            if covered.all():
+                return given.copy()
+            tokens = np.where(covered, -1, tokens)
         notes, current = [], None
         for t, tok in enumerate(tokens.tolist()):
             if tok == 1 and current is not None:  # hold: the note goes on
@@ -162,7 +168,13 @@ class FractalMIDIGeneration(ModelOutput):
                 current = [self.melody_pitch_low + tok - 2, t, t + 1, velocity]
         if current is not None:
             notes.append(current)
-        return np.asarray(notes, dtype=np.int64).reshape(-1, 4)
+        out = np.asarray(notes, dtype=np.int64).reshape(-1, 4)
+        if given is not None:  # a generated note ends where a given one starts
+            out = np.concatenate([out, given])
+            out = out[np.argsort(out[:, 1], kind="stable")]
+            out[:-1, 2] = np.minimum(out[:-1, 2], out[1:, 1])
+            out = out[out[:, 2] > out[:, 1]]
+        return out
 
     def chord_names(self, index: int = 0) -> list:
         """Sample `index`'s chord per beat as a name ("C:maj", "Bb:min7"), "N" for no chord,
@@ -496,19 +508,29 @@ class GenerationRun:
             return
         self.grid.key = torch.tensor([tonic, 0 if mode == "maj" else 1], device=device).expand(N, 2)
 
-    def given_melody(self, melody):
+    def given_melody(self, melody, melody_bars=None):
         """The caller's melody: notes (K, 4) pitch, start step, end step (exclusive), velocity on
-        the piece's grid (`Piece.notes` of a melody track); kept note for note. As melody-level
-        tokens it is monophonic (a later note cuts an earlier one short) and folded by octaves
-        into the level's range; the note level keeps its exact notes."""
+        the piece's grid (`Piece.notes` of a melody track), over the bars `melody_bars` (ranges
+        [(first, stop), ...], 0-based half-open; default every bar): there it is kept note for
+        note (its notes starting there; silence where it has none), elsewhere the melody is
+        generated (in the region). As melody-level tokens it is monophonic (a later note cuts an
+        earlier one short) and folded by octaves into the level's range; the note level keeps
+        its exact notes."""
         if melody is None:
+            if melody_bars is not None:
+                raise ValueError("melody_bars needs a melody")
             return
         import numpy as np
 
         if "melody" not in self.config.levels:
             raise ValueError(f"melody= needs a model with a melody level; this one has levels {list(self.config.levels)}")
         notes = np.asarray(melody, dtype=np.int64).reshape(-1, 4) if len(melody) else np.zeros((0, 4), np.int64)
-        T = int(self.bar_starts[-1])
+        T, B = int(self.bar_starts[-1]), self.num_bars
+        covered = torch.zeros(T, dtype=torch.bool)
+        for first, stop in ([(0, B)] if melody_bars is None else melody_bars):
+            if not (0 <= first < stop <= B):
+                raise ValueError(f"melody_bars {first + 1}-{stop} lie outside the piece's bars 1-{B}")
+            covered[int(self.bar_starts[first]): int(self.bar_starts[stop])] = True
         bad = (notes[:, 1] < 0) | (notes[:, 1] >= T) | (notes[:, 2] <= notes[:, 1])
         if bad.any():
             p, st, e, _ = notes[np.argmax(bad)].tolist()
@@ -517,13 +539,15 @@ class GenerationRun:
         if off.any():
             raise ValueError(f"melody: pitch {int(notes[off][0, 0])} is outside the model's range "
                              f"{self.config.pitch_low}-{self.config.pitch_high}")
+        notes = notes[covered.numpy()[notes[:, 1]]] if len(notes) else notes  # those starting in melody_bars
         steps = torch.zeros(T, dtype=torch.long)  # data style: 0 rest, 1 hold, 2 + pitch onset
         for k in np.argsort(notes[:, 1], kind="stable"):
             p, st, e, _ = notes[k].tolist()
             steps[st + 1: min(e, T)] = 1
             steps[st] = 2 + p
+        steps[~covered] = -1  # free: generated where in the region
         self.known["melody"] = steps.to(self.device).expand(self.num_samples, T).clone()
-        self.given_melody_notes = notes
+        self.given_melody_notes, self.given_melody_steps = notes, covered
         self.lay_notes(torch.as_tensor(notes, device=self.device), exact_velocity=True)
 
     def lay_notes(self, notes, exact_velocity=False, sample=None):
@@ -709,6 +733,7 @@ class GenerationRun:
             intermediates=self.intermediates, prompt=prompt, tempo_map=self.tempo_map,
             region=self.region.cpu() if prompt is not None else None, form=self.form_name, key=self.key_name,
             given_melody=getattr(self, "given_melody_notes", None),
+            given_melody_steps=getattr(self, "given_melody_steps", None),
         )
 
 
@@ -729,6 +754,7 @@ class FractalMIDIGenerationMixin:
         form=None,
         key=None,
         melody=None,
+        melody_bars=None,
         num_samples: int = 1,
         seed: int | None = None,
         generation_config: GenerationConfig | None = None,
@@ -765,6 +791,9 @@ class FractalMIDIGenerationMixin:
             melody: notes (K, 4) (pitch, start step, end step, velocity) on the piece's grid
                 to keep note for note (arrangement): the melody level keeps them as its tokens,
                 the note level writes the accompaniment around them. Needs a melody level.
+            melody_bars: the bars `melody` covers, ranges [(first, stop), ...] 0-based half-open
+                (default: every bar): elsewhere the melody is generated (in the region), e.g.
+                the prompt's bars when continuing a song.
             num_samples: pieces generated at once (a batch).
             seed: the same seed gives the same piece (the only source of randomness; None: a
                 random seed).
@@ -799,7 +828,7 @@ class FractalMIDIGenerationMixin:
         run.plan(num_bars, time_signatures, structure, prompt, inpaint_bars)
         run.given_chords(chords)
         run.given_form(form, key)
-        run.given_melody(melody)
+        run.given_melody(melody, melody_bars)
         above = []  # (level, state) of the levels decoded so far: the condition of the next
         for level in self.levels:
             tokens, inputs = decode_level(level, run, above)

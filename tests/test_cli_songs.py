@@ -203,7 +203,10 @@ def test_arrange_bars_may_add_free_bars_after_the_melody_only(capsys, tmp_path, 
     assert code == 0 and f"{n + 2} bars" in out and "2 free bars after it" in out and f"form A{n}B2" in out, err
     song = read_song_midi(tmp_path / "a.mid")
     assert song.tracks[0][1].num_bars == n + 2
-    np.testing.assert_array_equal(song.track("Melody").notes, melody.notes)
+    notes = song.track("Melody").notes
+    end = melody.bar_starts[-1]
+    np.testing.assert_array_equal(notes[notes[:, 1] < end], melody.notes)  # kept where it was given
+    assert (notes[:, 1] >= end).any()  # the free bars get a melody of their own
     for extra, message in ((["--bars", n - 1], f"--bars is {n - 1} bars, fewer than the melody's {n} bars"),
                            (["--form", f"A{n + 1}"], f"--form has {n + 1} bars, the melody in"),
                            (["--chords", "C " * (n - 1)], f"--chords have {n - 1} bars, fewer than the melody's {n}")):
@@ -314,3 +317,30 @@ def test_the_help_explains_arrange_keep_form_key_and_merge(capsys):
             main([command, "--help"])
         text = capsys.readouterr().out
         assert all(o in text for o in options)
+
+
+def test_continue_and_inpaint_read_the_songs_melody_and_chords_as_context(capsys, tmp_path, song_file, songs_model_dir):
+    """Without --keep, a song file's Melody track and chord markers are the melody and chords of
+    the bars kept (the melody and chord levels read them); the new bars get their own."""
+    before = read_song_midi(song_file)
+    melody = before.track("Melody").notes
+    grid = before.track("Piano")
+    out_mid = tmp_path / "c.mid"
+    code, out, err = run(capsys, "continue", "--model", songs_model_dir, "--input", song_file, "--no-beats",
+                         "--bars", 4, "--seed", 5, "--out", out_mid, "--quiet")
+    assert code == 0, err
+    assert "Melody track is the melody of the bars kept" in out and "chord markers are the chords" in out
+    after = read_song_midi(out_mid)
+    kept = after.track("Melody").notes
+    np.testing.assert_array_equal(kept[kept[:, 1] < grid.bar_starts[-1]], melody)
+    assert (kept[:, 1] >= grid.bar_starts[-1]).any()  # the new bars' own melody
+    end = grid.bar_starts[-1]
+    assert [c for c in after.chords if c[0] < end] == [c for c in before.chords if c[0] < end][:-1] + [
+        c for c in after.chords if c[0] < end][-1:]  # every chord of the kept bars (the last may run on)
+    out_mid = tmp_path / "i.mid"
+    code, out, err = run(capsys, "inpaint", "--model", songs_model_dir, "--input", song_file, "--no-beats",
+                         "--bars", "3-4", "--seed", 6, "--out", out_mid, "--quiet")
+    assert code == 0, err
+    after = read_song_midi(out_mid).track("Melody").notes
+    outside = ~bars_of(melody, grid, 2, 4)
+    np.testing.assert_array_equal(after[~bars_of(after, grid, 2, 4)], melody[outside])

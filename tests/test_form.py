@@ -215,3 +215,21 @@ def test_a_generated_melody_sounds_in_the_piece(songs_model):
     assert len(mel)
     notes = {tuple(n) for n in out.to_piece().notes[:, :2].tolist()}
     assert all((p, s) in notes for p, s in mel[:, :2].tolist())
+
+
+def test_a_prompts_melody_is_context_and_the_new_bars_get_their_own(songs_model):
+    """Continuing a song: the prompt's melody covers its bars (melody_bars), the melody level
+    reads it and writes the new bars' melody; the result's melody is the two together."""
+    from fractalmidi.piece import Piece
+
+    melody = np.array([[60, 0, 4, 90], [62, 4, 8, 90], [64, 8, 16, 90], [65, 16, 32, 90]])
+    prompt = Piece(np.array([[48, 0, 16, 80], [43, 16, 32, 80]]), np.array([0, 16, 32]), np.array([[4, 4], [4, 4]]),
+                   np.array([0]), np.array([120.0]), 4, (21, 108))
+    out = songs_model.generate(4, prompt=prompt, melody=melody, melody_bars=[(0, 2)], seed=1)
+    notes = out.melody_notes()
+    assert notes[notes[:, 1] < 32].tolist() == melody.tolist()
+    assert (notes[:, 1] >= 32).any()  # the new bars have a melody of their own (an untrained model's)
+    # the melody level read the given line as its tokens there (onset of 60 = 2 + 60 - 48)
+    assert out.melody[0, :5].tolist() == [14, 1, 1, 1, 16]
+    with pytest.raises(ValueError, match="melody_bars 1-9"):
+        songs_model.generate(4, melody=melody, melody_bars=[(0, 9)], seed=1)
