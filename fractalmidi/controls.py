@@ -20,7 +20,7 @@ from .errors import InputError
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "fractalmidi-pop909-small"
 MODEL_ENV = "FRACTALMIDI_MODEL"  # overrides the default model folder for every front-end
 DECODING_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
-                   "follow_structure")
+                   "follow_structure", "follow_form", "variation")
 DEFAULT_DENSITY_MAX = 4.0  # FractalMIDIConfig's default density_max (the shipped model's)
 MAX_CURVE_FILE_BYTES = 1 << 20  # a .json curve file
 MAX_BARS = 1024  # bars per piece from the command line (FractalMIDIConfig's default max_bars)
@@ -126,6 +126,10 @@ def guidance_scale(value) -> float:
 
 def refine_ratio(value) -> float:
     return number("refine ratio", value, limits.REFINE_RATIO)
+
+
+def variation(value) -> float:
+    return number("variation", value, limits.VARIATION)
 
 
 def refine_rounds(value) -> int:

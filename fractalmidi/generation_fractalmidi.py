@@ -32,7 +32,7 @@ from .sampling import choose_tokens_to_keep_masked, masked_counts_batched, refin
 HELD = 2
 # the decoding fields of the generation config (all of them may be given to `generate`)
 GENERATION_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
-                     "follow_structure", "follow_form")
+                     "follow_structure", "follow_form", "variation")
 MELODY_VELOCITY = 96  # the velocity of the melody's notes in the note level's roll
 
 
@@ -59,7 +59,7 @@ def default_generation_config(config, **saved) -> GenerationConfig:
     saved.pop("_from_model_config", None)  # set, custom fields would be dropped
     defaults = dict(do_sample=True, temperature=config.default_temperature, top_p=config.default_top_p,
                     guidance_scale=1.0, num_iterations=list(config.num_iterations), refine_ratio=config.refine_ratio,
-                    refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True)
+                    refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True, variation=0.25)
     return GenerationConfig(**{**defaults, **saved})
 
 
@@ -308,13 +308,19 @@ def decode_level(level, run, above):
     masked = editable.clone()
     counts = masked_counts_batched(masked.sum(1), iterations, run.mask_schedule)  # (iterations, N) still masked after each
     tie = run.ties(level, editable)  # (N, L) the token each token copies (itself where none), or None
+    follow = tie
     for it in range(iterations + rounds):
         if it >= iterations:  # refinement: re-mask a random share of what the level generated
             masked = refine_mask(torch.ones_like(editable), run.refine_ratio, run.generator, editable=editable)
+            if tie is not None:  # a `variation` share of the repeats is re-sampled on its own, the rest follows
+                own = torch.arange(tie.shape[1], device=tie.device).expand_as(tie)
+                loose = (torch.rand(tie.shape, generator=run.generator) < run.variation).to(tie.device) & (tie != own)
+                follow = torch.where(loose, own, tie)
+                masked = torch.where(loose, True, _follow(masked, follow)) & editable
         sample, confidence = level.sample(run, inputs, tokens, masked, last=it == iterations + rounds - 1)
-        if tie is not None and it < iterations:  # repeats take their source's sample (refinement varies them)
-            sample = _follow(sample, tie)
-            confidence = _follow(confidence, tie)
+        if follow is not None:  # repeats take their source's sample
+            sample = _follow(sample, follow)
+            confidence = _follow(confidence, follow)
         tokens = level.commit(inputs, tokens, sample, masked)
         if it < iterations:  # keep the most confident, re-mask the rest for the next iteration
             masked = choose_tokens_to_keep_masked(confidence, masked, counts[it], run.generator, run.remask_mode)
@@ -360,6 +366,7 @@ class GenerationRun:
         self.refine_rounds = check_number("refine_rounds", gen.refine_rounds, limits.REFINE_ROUNDS, integer=True)
         self.follow_structure = bool(gen.follow_structure)
         self.follow_form = bool(getattr(gen, "follow_form", True))
+        self.variation = check_number("variation", getattr(gen, "variation", 0.25), limits.VARIATION)
         self.form_prior = list(getattr(model.generation_config, "form_prior", None) or [])
         self.minor_share = getattr(model.generation_config, "minor_share", None)
         self.form_name, self.key_name, self.bar_source = None, None, None
@@ -814,7 +821,9 @@ class FractalMIDIGenerationMixin:
                 bar's onset logits get one shared offset so that its expected onset count is
                 what its density asks for; False: through the conditioning alone),
                 follow_form (repeats of the form copy their first occurrence; False: the form
-                only conditions).
+                only conditions), variation (0-1, default 0.25: the share of a repeat's tokens
+                each refinement round re-samples on its own; the rest follow the first
+                occurrence, which the round also refines).
         Returns:
             a `FractalMIDIGeneration` (`.to_piece()`, `.to_midi(path)`, `.num_forward_passes`).
         """

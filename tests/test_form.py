@@ -160,10 +160,14 @@ def test_repeats_of_the_form_copy_their_first_phrase_at_every_level(songs_model)
     # follow_form=False: the form only conditions
     free = songs_model.generate(form=form, seed=3, refine_rounds=0, follow_form=False)
     assert not torch.equal(bar(free.states, 8, 16), bar(free.states, 2, 16))
-    # refinement varies the repeats, leaving most of them as they were
-    varied = songs_model.generate(form=form, seed=3, refine_rounds=1, refine_ratio=0.3)
-    same = (varied.melody[:, 8 * 16:12 * 16] == varied.melody[:, 2 * 16:6 * 16]).float().mean()
-    assert 0.3 < same < 1.0  # each of the pair is re-sampled with probability 0.3
+    # refinement varies a `variation` share of the repeats, the rest follows the first phrase
+    shares = []
+    for variation in (0.0, 0.25, 1.0):
+        varied = songs_model.generate(form=form, seed=3, refine_rounds=1, refine_ratio=0.3, variation=variation)
+        shares.append(float((varied.melody[:, 8 * 16:12 * 16] == varied.melody[:, 2 * 16:6 * 16]).float().mean()))
+    assert shares[0] == 1.0 and 0.5 < shares[1] < 1.0 and shares[2] < shares[1]
+    with pytest.raises(ValueError, match="variation"):
+        songs_model.generate(form=form, variation=1.5)
 
 
 def test_form_sets_the_bars_and_must_agree(songs_model):
