@@ -139,6 +139,10 @@ class FractalMIDIConfig(PreTrainedConfig):
             Fraction still masked after each iteration: "cosine" (MaskGIT), "linear", "square", "cubic".
         remask_mode (`str`, *optional*, defaults to `"confidence"`):
             Which tokens stay masked: the least "confidence"-nt ones (MaskGIT) or "random" (MAR).
+        token_remask_mode (`str`, *optional*, defaults to `"random"`):
+            The same for the chord and melody levels. Their frequent classes (the tonic chord, a
+            rest, a hold) win every confidence ranking, so confidence order collapses them: a
+            whole song on one chord with five melody notes (measured); random order does not.
         refine_ratio (`float`, *optional*, defaults to 0.3):
             Fraction of a content level re-masked and predicted again in each refinement round.
         refine_rounds (`int`, *optional*, defaults to 1):
@@ -216,6 +220,7 @@ class FractalMIDIConfig(PreTrainedConfig):
     num_iterations: list[int] | tuple[int, ...] | None = None
     mask_schedule: str = "cosine"
     remask_mode: str = "confidence"
+    token_remask_mode: str = "random"
     refine_ratio: float = 0.3
     refine_rounds: int = 1
     cond_drop_prob: float = 0.1
@@ -341,6 +346,8 @@ class FractalMIDIConfig(PreTrainedConfig):
         number("initializer_range", 0.0, 10.0)
         need(self.mask_schedule in MASK_SCHEDULES, f"mask_schedule = {self.mask_schedule!r}: allowed {MASK_SCHEDULES}")
         need(self.remask_mode in REMASK_MODES, f"remask_mode = {self.remask_mode!r}: allowed {REMASK_MODES}")
+        need(self.token_remask_mode in REMASK_MODES,
+             f"token_remask_mode = {self.token_remask_mode!r}: allowed {REMASK_MODES}")
         number("refine_ratio", 0.0, 1.0)
         integer("refine_rounds", 0)
         number("cond_drop_prob", 0.0, 1.0)

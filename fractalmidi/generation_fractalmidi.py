@@ -323,7 +323,7 @@ def decode_level(level, run, above):
             confidence = _follow(confidence, follow)
         tokens = level.commit(inputs, tokens, sample, masked)
         if it < iterations:  # keep the most confident, re-mask the rest for the next iteration
-            masked = choose_tokens_to_keep_masked(confidence, masked, counts[it], run.generator, run.remask_mode)
+            masked = choose_tokens_to_keep_masked(confidence, masked, counts[it], run.generator, level.remask_mode(run.config))
             if tie is not None:  # a repeat stays masked exactly as long as its source
                 masked = _follow(masked, tie) & editable
         run.step(level.name, it, level.shown(tokens))

@@ -236,6 +236,10 @@ class Level(nn.Module):
         """What the level's training loss reads from the batch besides its tokens and inputs."""
         return {}
 
+    def remask_mode(self, config) -> str:
+        """Which tokens stay masked between decoding iterations (`sampling.KEEP_MASKED_MODES`)."""
+        return config.remask_mode
+
     def commit(self, inputs, tokens, sample, where):
         return torch.where(where.view(*where.shape, *[1] * (tokens.dim() - 2)), sample, tokens)
 
@@ -441,6 +445,9 @@ class TokenLevel(ContentLevel):
     `finish` (its fields of the result)."""
 
     prefix = ""
+
+    def remask_mode(self, config) -> str:
+        return config.token_remask_mode
 
     def __init__(self, config: FractalMIDIConfig, vocab_size: int, stride: int = 1):
         super().__init__()

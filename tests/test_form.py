@@ -237,3 +237,26 @@ def test_a_prompts_melody_is_context_and_the_new_bars_get_their_own(songs_model)
     assert out.melody[0, :5].tolist() == [14, 1, 1, 1, 16]
     with pytest.raises(ValueError, match="melody_bars 1-9"):
         songs_model.generate(4, melody=melody, melody_bars=[(0, 9)], seed=1)
+
+
+def test_chord_and_melody_levels_decode_in_random_order(songs_model, monkeypatch):
+    """Confidence order collapses the token levels (the tonic chord, rests and holds win every
+    ranking); they keep masked in random order (`token_remask_mode`), the others by confidence."""
+    from fractalmidi import generation_fractalmidi as G
+
+    seen = []
+    real = G.choose_tokens_to_keep_masked
+
+    def spy(confidence, masked, count, generator, mode):
+        seen.append((confidence.shape[1], mode))
+        return real(confidence, masked, count, generator, mode)
+
+    monkeypatch.setattr(G, "choose_tokens_to_keep_masked", spy)
+    songs_model.generate(2, seed=0)
+    modes = {}
+    for length, mode in seen:
+        modes.setdefault(length, set()).add(mode)
+    # structure 2 x 2 bars, chords 8 beats, harmony 8 patches, melody and notes 32 steps
+    assert modes[4] == {"confidence"} and modes[8] == {"random", "confidence"}
+    assert modes[32] == {"random", "confidence"}
+    assert [m for n, m in seen].count("random") == sum(songs_model.config.num_iterations[i] for i in (1, 3))
