@@ -16,7 +16,7 @@ from fractalmidi.piece import normalize_notes
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "pop909"
-SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+PIANO_ONLY = ROOT / "hub_configs" / "small.json"  # a model without chord and melody levels
 
 
 def run(capsys, *argv):
@@ -217,10 +217,11 @@ def test_arrange_bars_may_add_free_bars_after_the_melody_only(capsys, tmp_path, 
 
 
 def test_arrange_refuses_a_model_without_a_melody_level_before_its_weights_load(capsys, tmp_path):
-    """A config-only copy of the shipped model: the refusal came from config.json alone."""
+    """A config-only folder of a piano-only model (hub_configs/small.json): the refusal came
+    from config.json alone."""
     config_only = tmp_path / "config_only"
     config_only.mkdir()
-    shutil.copy(SHIPPED / "config.json", config_only / "config.json")
+    shutil.copy(PIANO_ONLY, config_only / "config.json")
     code, out, err = run(capsys, "arrange", "--model", config_only, "--melody", DATA / "001" / "001.mid",
                          "--track", "MELODY", "--out", tmp_path / "x.mid", "--quiet")
     assert code == 2 and out == ""

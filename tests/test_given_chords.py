@@ -17,7 +17,7 @@ from fractalmidi.modeling_fractalmidi import FractalMIDIModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SONGS_TINY = ROOT / "hub_configs" / "songs_tiny.json"
-SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+PIANO_ONLY = ROOT / "hub_configs" / "small.json"  # a model without chord and melody levels
 C_G_AM_F = [(0, 16, "C:maj"), (16, 32, "G:maj"), (32, 48, "A:min"), (48, 64, "F:maj")]
 
 
@@ -80,10 +80,10 @@ def test_bad_chord_entries_are_refused_with_the_bar_named(songs_model):
         songs_model.generate(2, seed=1, chords=[[(0, "maj", 0)], [(0, "major", 0)]])
 
 
-def test_the_shipped_model_refuses_chords():
-    shipped = FractalMIDIModel.from_pretrained(SHIPPED).eval()
+def test_a_piano_only_model_refuses_chords():
+    plain = FractalMIDIModel(FractalMIDIConfig.from_json_file(PIANO_ONLY.with_name("tiny.json"))).eval()
     with pytest.raises(ValueError, match="chords= needs a model with a chord level"):
-        shipped.generate(num_bars=4, seed=0, chords=controls.chords("C G Am F"))
+        plain.generate(num_bars=4, seed=0, chords=controls.chords("C G Am F"))
 
 
 def test_cli_writes_the_given_chords(capsys, tmp_path, songs_model_dir):
@@ -107,10 +107,11 @@ def test_cli_chords_and_bars_must_agree(capsys, tmp_path, songs_model_dir):
 
 
 def test_cli_chords_are_refused_before_the_weights_load(capsys, tmp_path):
-    """A config-only copy of the shipped model: the refusal came from config.json alone."""
+    """A config-only folder of a piano-only model (hub_configs/small.json): the refusal came
+    from config.json alone."""
     config_only = tmp_path / "config_only"
     config_only.mkdir()
-    shutil.copy(SHIPPED / "config.json", config_only / "config.json")
+    shutil.copy(PIANO_ONLY, config_only / "config.json")
     for argv in (["generate"], ["generate", "--bars", 2],
                  ["continue", "--input", ROOT / "tests/data/pop909/001/001.mid", "--bars", 1]):
         code, _, err = run(capsys, *argv, "--model", config_only, "--chords", "C G", "--out", tmp_path / "x.mid", "--quiet")

@@ -18,7 +18,7 @@ import music21  # pinned in requirements.txt (the leadsheet extra)
 
 ROOT = Path(__file__).resolve().parents[1]
 SONGS_TINY = ROOT / "hub_configs" / "songs_tiny.json"
-SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+PIANO_ONLY = ROOT / "hub_configs" / "small.json"  # a model without chord and melody levels
 NO_MELODY = "this model has no melody level: a lead sheet needs one (see hub_configs/songs_tiny.json)"
 
 
@@ -61,8 +61,8 @@ def test_to_musicxml_writes_the_melody_and_chords(tmp_path, songs_model):
 
 
 def test_a_model_without_a_melody_level_refuses_to_musicxml(tmp_path):
-    shipped = FractalMIDIModel.from_pretrained(SHIPPED).eval()
-    result = shipped.generate(num_bars=1, seed=0)
+    plain = FractalMIDIModel(FractalMIDIConfig.from_json_file(PIANO_ONLY.with_name("tiny.json"))).eval()
+    result = plain.generate(num_bars=1, seed=0)
     with pytest.raises(ValueError) as e:
         result.to_musicxml(tmp_path / "x.musicxml")
     assert str(e.value) == NO_MELODY
@@ -79,10 +79,11 @@ def test_cli_musicxml_is_written_beside_the_midi(capsys, tmp_path, songs_model_d
 
 
 def test_cli_musicxml_is_refused_before_the_weights_load(capsys, tmp_path):
-    """A config-only copy of the shipped model: the refusal came from config.json alone."""
+    """A config-only folder of a piano-only model (hub_configs/small.json): the refusal came
+    from config.json alone."""
     config_only = tmp_path / "config_only"
     config_only.mkdir()
-    shutil.copy(SHIPPED / "config.json", config_only / "config.json")
+    shutil.copy(PIANO_ONLY, config_only / "config.json")
     for argv in (["generate", "--bars", 2], ["continue", "--input", ROOT / "tests/data/pop909/001/001.mid", "--bars", 1]):
         code, _, err = run(capsys, *argv, "--model", config_only, "--out", tmp_path / "x.mid", "--musicxml", "--quiet")
         assert code == 2
