@@ -1,7 +1,7 @@
 """FractalMIDI: hierarchical piano music generation, structure first, then notes.
 
     from fractalmidi import FractalMIDIModel, Piece, read_midi
-    model = FractalMIDIModel.from_pretrained("checkpoints/fractalmidi-pop909-small")
+    model = FractalMIDIModel.from_pretrained("checkpoints/fractalmidi-pop909-songs")
     model.generate(num_bars=16, seed=0).to_midi("out.mid")
 
 The grid, MIDI reading and writing, and metrics import without torch; the model classes are

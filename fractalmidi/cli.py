@@ -889,7 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
     def generation_options(p, stem):
         lim = limits
         p.add_argument("--model", metavar="PATH", help=f"model folder (default: ${controls.MODEL_ENV} if set, else the shipped "
-                                                       "checkpoints/fractalmidi-pop909-small)")
+                                                       "checkpoints/fractalmidi-pop909-songs)")
         p.add_argument("--seed", type=_arg(controls.seed), default=0,
                        help=f"random seed, {lim.SEED[0]}-{lim.SEED[1]}: the same seed gives the same piece (default 0)")
         p.add_argument("--temperature", type=_arg(controls.temperature), default=None,

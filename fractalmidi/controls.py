@@ -17,7 +17,7 @@ from pathlib import Path
 from . import limits_fractalmidi as limits
 from .errors import InputError
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "fractalmidi-pop909-small"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "fractalmidi-pop909-songs"
 MODEL_ENV = "FRACTALMIDI_MODEL"  # overrides the default model folder for every front-end
 DECODING_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
                    "follow_structure", "follow_form", "variation")

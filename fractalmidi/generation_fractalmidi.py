@@ -32,7 +32,7 @@ from .sampling import choose_tokens_to_keep_masked, masked_counts_batched, refin
 HELD = 2
 # the decoding fields of the generation config (all of them may be given to `generate`)
 GENERATION_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
-                     "follow_structure", "follow_form", "variation")
+                     "follow_structure", "follow_form", "variation", "temperature_scale")
 MELODY_VELOCITY = 96  # the velocity of the melody's notes in the note level's roll
 
 
@@ -59,7 +59,8 @@ def default_generation_config(config, **saved) -> GenerationConfig:
     saved.pop("_from_model_config", None)  # set, custom fields would be dropped
     defaults = dict(do_sample=True, temperature=config.default_temperature, top_p=config.default_top_p,
                     guidance_scale=1.0, num_iterations=list(config.num_iterations), refine_ratio=config.refine_ratio,
-                    refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True, variation=0.25)
+                    refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True, variation=0.25,
+                    temperature_scale=None)
     return GenerationConfig(**{**defaults, **saved})
 
 
@@ -308,6 +309,7 @@ def decode_level(level, run, above):
     masked = editable.clone()
     counts = masked_counts_batched(masked.sum(1), iterations, run.mask_schedule)  # (iterations, N) still masked after each
     tie = run.ties(level, editable)  # (N, L) the token each token copies (itself where none), or None
+    run.temperature = run.level_temperature[level.name]  # the level's own: temperature x its temperature_scale
     follow = tie
     for it in range(iterations + rounds):
         if it >= iterations:  # refinement: re-mask a random share of what the level generated
@@ -367,6 +369,14 @@ class GenerationRun:
         self.follow_structure = bool(gen.follow_structure)
         self.follow_form = bool(getattr(gen, "follow_form", True))
         self.variation = check_number("variation", getattr(gen, "variation", 0.25), limits.VARIATION)
+        scales = getattr(gen, "temperature_scale", None)
+        scales = [1.0] * len(cfg.levels) if scales is None else list(scales)
+        if len(scales) != len(cfg.levels):
+            raise ValueError(f"temperature_scale must give one factor per level {cfg.levels}, got {scales}")
+        self.level_temperature = {
+            name: check_number("temperature x temperature_scale", self.temperature * check_number(
+                f"temperature_scale[{i}] ({name})", f, limits.TEMPERATURE_SCALE), limits.TEMPERATURE)
+            for i, (f, name) in enumerate(zip(scales, cfg.levels))}
         self.form_prior = list(getattr(model.generation_config, "form_prior", None) or [])
         self.minor_share = getattr(model.generation_config, "minor_share", None)
         self.form_name, self.key_name, self.bar_source = None, None, None
@@ -479,13 +489,18 @@ class GenerationRun:
         iterations run, and vary in its refinement rounds."""
         B, N, device = self.num_bars, self.num_samples, self.device
         if form is None and key is None and not self.form_prior:
-            return  # nothing imported: this file also runs as Hub remote code, without the package
-        from fractalmidi import controls
-        from fractalmidi.structure import bar_labels, fit_form, form_features, form_string, parse_form, repeat_sources
+            return
+        from .form_fractalmidi import (
+            MAX_FORM_BARS, Phrase, bar_labels, fit_form, form_features, form_string, parse_form, repeat_sources,
+        )
 
         if form is not None:
-            phrases = controls.form(form, max_bars=self.config.max_bars)
+            phrases = list(form) if isinstance(form, (list, tuple)) else parse_form(form)
+            if not phrases or not all(isinstance(p, Phrase) for p in phrases):
+                raise ValueError(f"form: {form!r} is not a form string like 'i4A8B8o4'")
             total = sum(p.bars for p in phrases)
+            if total > min(MAX_FORM_BARS, self.config.max_bars):
+                raise ValueError(f"form: {total} bars in all; this model takes at most {self.config.max_bars}")
             if total != B:
                 raise ValueError(f"form {form_string(phrases)!r} has {total} bars, the piece {B}")
         elif self.form_prior:
@@ -503,7 +518,14 @@ class GenerationRun:
                 src = torch.as_tensor(repeat_sources(labels.letter, labels.phrase, labels.position, lengths))
                 self.bar_source = src if bool((src != torch.arange(B)).any()) else None
         if key is not None:
-            tonic, mode, name = controls.key(key) if isinstance(key, str) else (int(key[0]), key[1], None)
+            if isinstance(key, str):
+                try:
+                    from fractalmidi import controls
+                except ImportError:  # Hub remote code without the package
+                    raise ValueError("key as a string needs the fractalmidi package; give (tonic 0-11, 'maj' or 'min')") from None
+                tonic, mode, name = controls.key(key)
+            else:
+                tonic, mode, name = int(key[0]), key[1], None
             if mode not in ("maj", "min") or not 0 <= tonic < 12:
                 raise ValueError(f"key: {key!r}: tonic 0-11 and mode 'maj' or 'min'")
             self.key_name = name or f"{ROOT_NAMES[tonic]}:{mode}"
@@ -823,7 +845,8 @@ class FractalMIDIGenerationMixin:
                 follow_form (repeats of the form copy their first occurrence; False: the form
                 only conditions), variation (0-1, default 0.25: the share of a repeat's tokens
                 each refinement round re-samples on its own; the rest follow the first
-                occurrence, which the round also refines).
+                occurrence, which the round also refines), temperature_scale (one factor per
+                level, each 0.25-4: a level samples at temperature x its factor; None: 1 for all).
         Returns:
             a `FractalMIDIGeneration` (`.to_piece()`, `.to_midi(path)`, `.num_forward_passes`).
         """
@@ -831,9 +854,9 @@ class FractalMIDIGenerationMixin:
                             return_intermediates, return_influence)
         if num_bars is None and form is not None and prompt is None and (
                 time_signatures is None or not hasattr(time_signatures[0], "__len__")):
-            from fractalmidi import controls
+            from .form_fractalmidi import parse_form
 
-            num_bars = sum(p.bars for p in controls.form(form, max_bars=self.config.max_bars))
+            num_bars = sum(p.bars for p in (form if isinstance(form, (list, tuple)) else parse_form(form)))
         run.plan(num_bars, time_signatures, structure, prompt, inpaint_bars)
         run.given_chords(chords)
         run.given_form(form, key)

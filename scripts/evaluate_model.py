@@ -1,6 +1,6 @@
 """Evaluate a FractalMIDI model against the validation songs: musical metrics and adherence.
 
-    python scripts/evaluate_model.py --model checkpoints/fractalmidi-pop909-small \
+    python scripts/evaluate_model.py --model checkpoints/fractalmidi-pop909-songs \
         --dataset data_cache/pop909 [--num-samples 64] [--bars 32] [--cfg 1.0 1.5 2.0 3.0] \
         [--form-adherence [--form i4A8B8A8B8o4]] [--chord-adherence] [--json OUT]
 

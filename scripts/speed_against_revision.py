@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = Path("checkpoints") / "fractalmidi-pop909-small"
+MODEL = Path("checkpoints") / "fractalmidi-pop909-songs"
 
 CHILD = r"""
 import json, sys, time, torch

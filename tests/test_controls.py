@@ -11,7 +11,7 @@ import pytest
 from fractalmidi import InputError, controls
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-songs"
 FRONT_ENDS = {"cli": ROOT / "fractalmidi" / "cli.py", "app": ROOT / "app.py", "osc": ROOT / "fractalmidi" / "web" / "osc.py"}
 
 

@@ -21,10 +21,10 @@ from fractalmidi.cli import main
 from fractalmidi.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-songs"
 TINY = ROOT / "hub_configs" / "tiny.json"
 CODE = {"configuration_fractalmidi.py", "modeling_fractalmidi.py", "generation_fractalmidi.py",
-        "sampling.py", "tokens_fractalmidi.py", "limits_fractalmidi.py"}
+        "sampling.py", "tokens_fractalmidi.py", "limits_fractalmidi.py", "form_fractalmidi.py"}
 
 
 def fresh_python(code: str, tmp_path: Path, package_importable: bool = True) -> subprocess.CompletedProcess:

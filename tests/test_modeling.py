@@ -313,7 +313,7 @@ def test_training_after_generating_in_the_same_process(song):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-small"
+SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-songs"
 
 
 def test_the_shipped_model_holds_no_code():
