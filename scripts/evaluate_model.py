@@ -169,6 +169,7 @@ def fmt(mean: float, std: float | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------- main
+@torch.no_grad()  # not set_grad_enabled(False): a caller (a test) keeps its own grad mode
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -190,7 +191,6 @@ def main(argv=None):
                     help="also generate on each validation window's annotated chords (a model with a chord level)")
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
     model = FractalMIDIModel.from_pretrained(args.model).eval()
     if args.temperature is None:
         args.temperature = model.generation_config.temperature
