@@ -490,10 +490,15 @@ class TokenLevel(ContentLevel):
 
     # ---- decoding
     def start(self, run, above):
-        """Nothing known (a prompt's annotations are not read yet): the tokens whose first step
-        lies in the region are generated, the others stay unknown."""
+        """The tokens the caller gives (`run.known[name]`: `generate(chords=...)`,
+        `generate(melody=...)`) are known and kept; the others whose first step lies in the
+        region are generated, the rest stay unknown."""
         editable = run.region[:: self.stride][None, :].expand(run.num_samples, -1)  # (N, L)
         tokens = torch.full(editable.shape, -1, dtype=torch.long, device=run.device)
+        if run.known.get(self.name) is not None:
+            given = self.targets(run.known, run.grid)  # (N, L), -1 where free
+            tokens = torch.where(given >= 0, given, tokens)
+            editable = editable & (given < 0)
         return tokens, editable, self.inputs(run.grid, above)
 
     def sample(self, run, inputs, tokens, masked, last):
@@ -525,16 +530,6 @@ class ChordLevel(TokenLevel):
         if chords.shape[1] < C:
             chords = F.pad(chords, (0, C - chords.shape[1]), value=-1)
         return chords[:, :C].masked_fill(~valid, -1)
-
-    def start(self, run, above):
-        """As `TokenLevel.start`; the user's chords (`generate(chords=...)`, in `run.known`) are
-        known and kept, the other beats of the region generated."""
-        tokens, editable, inputs = super().start(run, above)
-        if run.known.get("chords") is not None:
-            given = self.targets(run.known, run.grid)  # (N, L), -1 where free
-            tokens = torch.where(given >= 0, given, tokens)
-            editable = editable & (given < 0)
-        return tokens, editable, inputs
 
     def finish(self, run, inputs, tokens):
         run.outputs["chords"] = tokens
@@ -649,13 +644,8 @@ class MelodyLevel(TokenLevel):
         return melody_tokens(melody.to(grid.step_mask.device), self.config).masked_fill(~grid.step_mask, -1)
 
     def start(self, run, above):
-        """As `TokenLevel.start`; the caller's melody (`generate(melody=...)`, in `run.known`) is
-        known and kept, the other steps of the region generated."""
+        """As `TokenLevel.start`; `finish` lays only the generated steps into the roll."""
         tokens, editable, inputs = super().start(run, above)
-        if run.known.get("melody") is not None:
-            given = self.targets(run.known, run.grid)  # (N, T), -1 where free
-            tokens = torch.where(given >= 0, given, tokens)
-            editable = editable & (given < 0)
         inputs["generated"] = editable
         return tokens, editable, inputs
 
