@@ -431,7 +431,8 @@ def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
                 raise InputError(f"the {what} curve has {len(curve)} values for {num_bars} bars")
             structure[what] = curve
     kw = dict(temperature=args.temperature, top_p=args.top_p, guidance_scale=args.cfg, structure=structure or None,
-              refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds, variation=args.variation)
+              refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds, variation=args.variation,
+              chord_gain=args.chord_gain)
     if getattr(args, "chords", None) is not None:
         chords = controls.chords(args.chords, max_bars)
         if len(chords) != num_bars:
@@ -911,6 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--variation", type=_arg(controls.variation), default=None,
                        help="how much a repeated phrase of the form differs from its first time: the share of its "
                             "tokens each refinement round re-samples on its own, 0-1 (default: the model's, 0.25)")
+        p.add_argument("--chord-gain", type=_arg(controls.chord_gain), default=None,
+                       help="with --chords: how strongly the notes lean to the chords' tones, an onset logit offset "
+                            "0-8 (default: the model's, 2.5; 0 = through the conditioning alone)")
         p.add_argument("--density", metavar="CURVE",
                        help="per-bar density in onsets per step, 0 to the model's density_max (4.0 for the shipped "
                             "one): a comma list (empty = free) or a .json list")

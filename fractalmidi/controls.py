@@ -132,6 +132,10 @@ def variation(value) -> float:
     return number("variation", value, limits.VARIATION)
 
 
+def chord_gain(value) -> float:
+    return number("chord gain", value, limits.CHORD_GAIN)
+
+
 def refine_rounds(value) -> int:
     return number("refine rounds", value, limits.REFINE_ROUNDS, integer=True)
 

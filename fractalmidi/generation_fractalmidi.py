@@ -32,7 +32,7 @@ from .sampling import choose_tokens_to_keep_masked, masked_counts_batched, refin
 HELD = 2
 # the decoding fields of the generation config (all of them may be given to `generate`)
 GENERATION_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
-                     "follow_structure", "follow_form", "variation", "temperature_scale")
+                     "follow_structure", "follow_form", "variation", "temperature_scale", "chord_gain")
 MELODY_VELOCITY = 96  # the velocity of the melody's notes in the note level's roll
 
 
@@ -60,7 +60,7 @@ def default_generation_config(config, **saved) -> GenerationConfig:
     defaults = dict(do_sample=True, temperature=config.default_temperature, top_p=config.default_top_p,
                     guidance_scale=1.0, num_iterations=list(config.num_iterations), refine_ratio=config.refine_ratio,
                     refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True, variation=0.25,
-                    temperature_scale=None)
+                    temperature_scale=None, chord_gain=2.5)
     return GenerationConfig(**{**defaults, **saved})
 
 
@@ -369,6 +369,7 @@ class GenerationRun:
         self.follow_structure = bool(gen.follow_structure)
         self.follow_form = bool(getattr(gen, "follow_form", True))
         self.variation = check_number("variation", getattr(gen, "variation", 0.25), limits.VARIATION)
+        self.chord_gain = check_number("chord_gain", getattr(gen, "chord_gain", 2.5), limits.CHORD_GAIN)
         scales = getattr(gen, "temperature_scale", None)
         scales = [1.0] * len(cfg.levels) if scales is None else list(scales)
         if len(scales) != len(cfg.levels):
@@ -477,6 +478,14 @@ class GenerationRun:
                 tokens[at: at + n] = tok
                 at += n
         self.known["chords"] = tokens.to(self.device).expand(self.num_samples, L).clone()
+        from fractalmidi.structure import chord_pitch_classes
+
+        pcs = torch.zeros(L, 12)  # the given chords' pitch classes per beat (all 0: no chord given)
+        for beat, tok in enumerate(tokens.tolist()):
+            if tok > 0:
+                root, quality = divmod(tok - 1, len(QUALITIES))
+                pcs[beat, sorted(chord_pitch_classes(root, int(quality)))] = 1.0
+        self.chord_tones = pcs.to(self.device), tokens.to(self.device) >= 0  # (beats, 12), (beats,) given
 
     def given_form(self, form, key):
         """The form the bars follow and the key: the caller's (a form string like "i4A8B8o4"
@@ -846,7 +855,10 @@ class FractalMIDIGenerationMixin:
                 only conditions), variation (0-1, default 0.25: the share of a repeat's tokens
                 each refinement round re-samples on its own; the rest follow the first
                 occurrence, which the round also refines), temperature_scale (one factor per
-                level, each 0.25-4: a level samples at temperature x its factor; None: 1 for all).
+                level, each 0.25-4: a level samples at temperature x its factor; None: 1 for all),
+                chord_gain (0-8, default 2.5: where the caller gives chords, the note level's onset
+                logits get +chord_gain on the chords' tones and -chord_gain on the other pitch
+                classes, so the given chords are heard; 0: through the conditioning alone).
         Returns:
             a `FractalMIDIGeneration` (`.to_piece()`, `.to_midi(path)`, `.num_forward_passes`).
         """

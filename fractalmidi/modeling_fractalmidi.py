@@ -801,6 +801,13 @@ class NoteLevel(ContentLevel):
         inputs["fixed"] = run.known["fixed"]
         if run.follow_structure:
             inputs["plan"] = run.grid.bar_index[0], run.outputs["requested_density"] * run.grid.lengths  # (T,), (N, B)
+        tones = getattr(run, "chord_tones", None)
+        if tones is not None and run.chord_gain:  # onsets lean to the given chords' tones, away from the others
+            pcs, given = tones
+            beat = (torch.arange(run.grid.step_mask.shape[1], device=pcs.device) // self.config.steps_per_beat)
+            per_step = (2 * pcs[beat] - 1) * given[beat, None]  # (T, 12): +1 chord tone, -1 other, 0 free beat
+            pitch_pc = torch.arange(self.config.pitch_low, self.config.pitch_high + 1, device=pcs.device) % 12
+            inputs["chord_plan"] = run.chord_gain * per_step[:, pitch_pc]  # (T, P) onset logit offsets
         return tokens, editable, inputs
 
     def commit(self, inputs, tokens, sample, where):
@@ -836,6 +843,8 @@ class NoteLevel(ContentLevel):
             have = torch.zeros_like(wanted).index_add_(1, bar_index, onsets)
             offset = fit_class_count(s_logits, 1, bar_index, wanted - have, active)  # (N, B)
             s_logits[..., 1] += offset[:, bar_index, None]
+        if "chord_plan" in inputs:
+            s_logits[..., 1] += inputs["chord_plan"]
         probs = softmax_classes(top_p_filter(s_logits, run.top_p))  # (N, T, P, 3)
         s, conf = sample_note_states(probs, active, states, run.generator, continuation)  # (N, T, P)
         onsets = (s == 1) & active  # velocities are drawn only where a note starts: the
