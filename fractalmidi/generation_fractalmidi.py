@@ -586,34 +586,45 @@ class GenerationRun:
         steps[~covered] = -1  # free: generated where in the region
         self.known["melody"] = steps.to(self.device).expand(self.num_samples, T).clone()
         self.given_melody_notes, self.given_melody_steps = notes, covered
-        self.lay_notes(torch.as_tensor(notes, device=self.device), exact_velocity=True)
+        cfg = self.config
+        laid = notes[(notes[:, 0] >= cfg.pitch_low) & (notes[:, 0] <= cfg.pitch_high)]
+        length = np.minimum(laid[:, 2], T) - laid[:, 1]  # steps each note sounds in the piece
+        k = np.repeat(np.arange(len(laid)), length)  # the note of every sounding cell, in note order
+        step = laid[k, 1] + np.arange(len(k)) - np.repeat(np.cumsum(length) - length, length)
+        q = laid[k, 0] - cfg.pitch_low
+        _, first = np.unique(step * 128 + q, return_index=True)  # a cell two notes share: the earlier's
+        first = np.sort(first)
+        k, step, q = k[first], step[first], q[first]
+        stop = laid[:, 1] + length
+        ends = stop < T
+        N, K, E = self.num_samples, len(k), int(ends.sum())
 
-    def lay_notes(self, notes, exact_velocity=False, sample=None):
-        """Put melody notes (K, 4) into the note level's known roll as fixed cells (for every
-        sample, or one): the note level then writes the accompaniment around them. Cells the
-        prompt already fixes stay as they are; only cells in the region are laid."""
-        cfg, T = self.config, int(self.bar_starts[-1])
-        rows = range(self.num_samples) if sample is None else [sample]
-        ends = []
-        for p, st, e, v in notes.tolist():
-            if st >= T or not cfg.pitch_low <= p <= cfg.pitch_high:
-                continue
-            e, q = min(e, T), p - cfg.pitch_low
-            free = self.region[st:e] & ~self.known["fixed"][rows[0], st:e, q]
-            for n in rows:
-                cells = self.known["states"][n, st:e, q]
-                cells[free] = HELD
-                if bool(free[0]):
-                    cells[0] = 1
-                    self.known["velocity"][n, st, q] = v if exact_velocity else MELODY_VELOCITY
-                self.known["fixed"][n, st:e, q] |= free
-            if e < T:
-                ends.append((e, q))
-        for e, q in ends:  # the step after a note does not hold it on (another note may start there)
-            for n in rows:
-                if not bool(self.known["fixed"][n, e, q]):
-                    self.known["states"][n, e, q] = 0
-                    self.known["fixed"][n, e, q] = True
+        def cells(*arrays, count):  # (count,) arrays -> the same for every sample, as tensors
+            n = torch.arange(N, device=self.device).repeat_interleave(count)
+            return (n, *(torch.as_tensor(a, device=self.device).repeat(N) for a in arrays))
+
+        n, t, qq, onset, velocity = cells(step, q, step == laid[k, 1], laid[k, 3], count=K)
+        self.lay_melody(n, t, qq, onset, velocity,
+                        cells(stop[ends], laid[ends, 0] - cfg.pitch_low, count=E))
+
+    def lay_melody(self, n, t, q, onset, velocity, after):
+        """Put melody cells into the note level's known roll as fixed cells: the note level then
+        writes the accompaniment around them. n, t, q (K,): sample, step, roll pitch of every
+        sounding cell (no cell twice); onset (K,) bool: the cells that start a note; velocity
+        (K,) theirs; after: (n, t, q) of the step after each note's last, which is fixed silent
+        so that nothing holds the note on (another note may start there). Cells already fixed
+        (the prompt's, outside the region) stay as they are."""
+        known = self.known
+        free = ~known["fixed"][n, t, q] & self.region[t]
+        n, t, q, onset, velocity = n[free], t[free], q[free], onset[free], velocity[free]
+        known["states"][n, t, q] = torch.where(onset, 1, HELD)
+        known["velocity"][n, t, q] = torch.where(onset, velocity, 0)
+        known["fixed"][n, t, q] = True
+        n, t, q = after
+        free = ~known["fixed"][n, t, q]
+        n, t, q = n[free], t[free], q[free]
+        known["states"][n, t, q] = 0
+        known["fixed"][n, t, q] = True
 
     def ties(self, level, editable):
         """(N, L) the token each of the level's tokens copies (itself where none, and wherever

@@ -666,20 +666,11 @@ class MelodyLevel(TokenLevel):
         lay = inputs["generated"] & (tokens >= 1) & (onset_at >= 0) & inside
         lay &= ~known["fixed"].gather(2, q[..., None])[..., 0]
         n, t = lay.nonzero(as_tuple=True)
-        if len(n):
-            qq = q[n, t]
-            onset = tokens[n, t] >= 2
-            known["states"][n, t, qq] = torch.where(onset, 1, HELD)
-            known["velocity"][n, t, qq] = torch.where(onset, MELODY_VELOCITY, 0)
-            known["fixed"][n, t, qq] = True
-            # the step after a note's last one does not hold it on (another note may start there)
-            nxt = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], 1)
-            last = (nxt[n, t] != 1) & (t + 1 < T)
-            n, t, qq = n[last], t[last] + 1, qq[last]
-            free = ~known["fixed"][n, t, qq]
-            n, t, qq = n[free], t[free], qq[free]
-            known["states"][n, t, qq] = 0
-            known["fixed"][n, t, qq] = True
+        qq = q[n, t]
+        nxt = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], 1)
+        last = (nxt[n, t] != 1) & (t + 1 < T)  # a note's last step: the step after it is fixed silent
+        run.lay_melody(n, t, qq, tokens[n, t] >= 2, torch.full_like(t, MELODY_VELOCITY),
+                       (n[last], t[last] + 1, qq[last]))
         return tokens
 
 
