@@ -432,7 +432,7 @@ def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
             structure[what] = curve
     kw = dict(temperature=args.temperature, top_p=args.top_p, guidance_scale=args.cfg, structure=structure or None,
               refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds, variation=args.variation,
-              chord_gain=args.chord_gain)
+              chord_gain=args.chord_gain, melody_gain=args.melody_gain)
     if getattr(args, "chords", None) is not None:
         chords = controls.chords(args.chords, max_bars)
         if len(chords) != num_bars:
@@ -903,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "higher follows the structure more closely (default: the model's, 1.0 for the shipped one)")
         p.add_argument("--iterations", type=_arg(controls.iterations), metavar="N,N,N",
                        help=f"decoding iterations per level (structure,harmony,notes), each "
-                            f"{lim.ITERATIONS[0]}-{lim.ITERATIONS[1]} (default: the model's, 8,8,3 for the shipped one)")
+                            f"{lim.ITERATIONS[0]}-{lim.ITERATIONS[1]} (default: the model's)")
         p.add_argument("--refine-ratio", type=_arg(controls.refine_ratio), default=None,
                        help="fraction re-masked per refinement round, 0-1 (default: the model's, 0.3)")
         p.add_argument("--refine-rounds", type=_arg(controls.refine_rounds), default=None,
@@ -915,6 +915,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--chord-gain", type=_arg(controls.chord_gain), default=None,
                        help="with --chords: how strongly the notes lean to the chords' tones, an onset logit offset "
                             "0-8 (default: the model's, 2.5; 0 = through the conditioning alone)")
+        p.add_argument("--melody-gain", type=_arg(controls.melody_gain), default=None,
+                       help="how strongly the accompaniment stays under the melody: an onset logit offset 0-8 against "
+                            "notes above it (default: the model's, 2 for the shipped one; 0 = through the conditioning alone)")
         p.add_argument("--density", metavar="CURVE",
                        help="per-bar density in onsets per step, 0 to the model's density_max (4.0 for the shipped "
                             "one): a comma list (empty = free) or a .json list")

@@ -136,6 +136,10 @@ def chord_gain(value) -> float:
     return number("chord gain", value, limits.CHORD_GAIN)
 
 
+def melody_gain(value) -> float:
+    return number("melody gain", value, limits.MELODY_GAIN)
+
+
 def refine_rounds(value) -> int:
     return number("refine rounds", value, limits.REFINE_ROUNDS, integer=True)
 

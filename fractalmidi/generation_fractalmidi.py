@@ -32,7 +32,7 @@ from .sampling import choose_tokens_to_keep_masked, masked_counts_batched, refin
 HELD = 2
 # the decoding fields of the generation config (all of them may be given to `generate`)
 GENERATION_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
-                     "follow_structure", "follow_form", "variation", "temperature_scale", "chord_gain")
+                     "follow_structure", "follow_form", "variation", "temperature_scale", "chord_gain", "melody_gain")
 MELODY_VELOCITY = 96  # the velocity of the melody's notes in the note level's roll
 
 
@@ -60,7 +60,7 @@ def default_generation_config(config, **saved) -> GenerationConfig:
     defaults = dict(do_sample=True, temperature=config.default_temperature, top_p=config.default_top_p,
                     guidance_scale=1.0, num_iterations=list(config.num_iterations), refine_ratio=config.refine_ratio,
                     refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True, variation=0.25,
-                    temperature_scale=None, chord_gain=2.5)
+                    temperature_scale=None, chord_gain=2.5, melody_gain=0.0)
     return GenerationConfig(**{**defaults, **saved})
 
 
@@ -370,6 +370,8 @@ class GenerationRun:
         self.follow_form = bool(getattr(gen, "follow_form", True))
         self.variation = check_number("variation", getattr(gen, "variation", 0.25), limits.VARIATION)
         self.chord_gain = check_number("chord_gain", getattr(gen, "chord_gain", 2.5), limits.CHORD_GAIN)
+        self.melody_gain = check_number("melody_gain", getattr(gen, "melody_gain", 0.0), limits.MELODY_GAIN)
+        self.melody_top = None  # (N, T) the laid melody's roll pitch at each step, -1 where none
         scales = getattr(gen, "temperature_scale", None)
         scales = [1.0] * len(cfg.levels) if scales is None else list(scales)
         if len(scales) != len(cfg.levels):
@@ -620,6 +622,10 @@ class GenerationRun:
         known["states"][n, t, q] = torch.where(onset, 1, HELD)
         known["velocity"][n, t, q] = torch.where(onset, velocity, 0)
         known["fixed"][n, t, q] = True
+        if self.melody_top is None:
+            self.melody_top = torch.full(known["fixed"].shape[:2], -1, dtype=torch.long, device=known["fixed"].device)
+        T = self.melody_top.shape[1]
+        self.melody_top.view(-1).scatter_reduce_(0, n * T + t, q.long(), reduce="amax")  # its highest cell per step
         n, t, q = after
         free = ~known["fixed"][n, t, q]
         n, t, q = n[free], t[free], q[free]
@@ -855,8 +861,9 @@ class FractalMIDIGenerationMixin:
                 called after every pass (`record`: the intermediate just recorded, or None).
             **kwargs: the generation config's decoding fields, for this call:
                 temperature (> 0; scales every level's logits; default 0.8), top_p (nucleus
-                sampling of the structure classes, note states and velocities; 1 = off; default
-                0.9), guidance_scale (classifier-free guidance of the content levels: logits =
+                sampling of the token levels' classes and of velocities, not of note states:
+                a cell's three states are no vocabulary, and a per-cell nucleus would drop
+                every rare onset; 1 = off; default 0.9), guidance_scale (classifier-free guidance of the content levels: logits =
                 uncond + scale * (cond - uncond); 1 = none), num_iterations (per level),
                 refine_ratio and refine_rounds (the refinement after each content level),
                 follow_structure (the note level follows Level 0's density as a plan: each
@@ -869,7 +876,10 @@ class FractalMIDIGenerationMixin:
                 level, each 0.25-4: a level samples at temperature x its factor; None: 1 for all),
                 chord_gain (0-8, default 2.5: where the caller gives chords, the note level's onset
                 logits get +chord_gain on the chords' tones and -chord_gain on the other pitch
-                classes, so the given chords are heard; 0: through the conditioning alone).
+                classes, so the given chords are heard; 0: through the conditioning alone),
+                melody_gain (0-8, default 0; the songs model's generation config sets 2: where a
+                melody is laid into the roll, by the melody level or the caller, accompaniment
+                onsets above its pitch get -melody_gain, so the melody stays the top voice).
         Returns:
             a `FractalMIDIGeneration` (`.to_piece()`, `.to_midi(path)`, `.num_forward_passes`).
         """

@@ -38,7 +38,7 @@ from .generation_fractalmidi import MELODY_VELOCITY, FractalMIDIGenerationMixin,
 from .limits_fractalmidi import check_curve_value
 from .sampling import (
     apply_temperature, cfg_logits, class_planes, fit_class_count, sample_bernoulli, sample_categorical,
-    sample_note_states, softmax_classes, top_p_filter,
+    sample_note_states, softmax_classes,
 )
 from .tokens_fractalmidi import FORM_KINDS, MAX_FORM_POSITION
 from .tokens_fractalmidi import (
@@ -799,6 +799,10 @@ class NoteLevel(ContentLevel):
             per_step = (2 * pcs[beat] - 1) * given[beat, None]  # (T, 12): +1 chord tone, -1 other, 0 free beat
             pitch_pc = torch.arange(self.config.pitch_low, self.config.pitch_high + 1, device=pcs.device) % 12
             inputs["chord_plan"] = run.chord_gain * per_step[:, pitch_pc]  # (T, P) onset logit offsets
+        top = getattr(run, "melody_top", None)
+        if top is not None and run.melody_gain:  # the melody stays on top: onsets above it lean away
+            pitch = torch.arange(tokens[0].shape[-1], device=top.device)
+            inputs["melody_plan"] = -run.melody_gain * ((top[..., None] >= 0) & (pitch > top[..., None])).float()  # (N, T, P)
         return tokens, editable, inputs
 
     def commit(self, inputs, tokens, sample, where):
@@ -836,7 +840,12 @@ class NoteLevel(ContentLevel):
             s_logits[..., 1] += offset[:, bar_index, None]
         if "chord_plan" in inputs:
             s_logits[..., 1] += inputs["chord_plan"]
-        probs = softmax_classes(top_p_filter(s_logits, run.top_p))  # (N, T, P, 3)
+        if "melody_plan" in inputs:
+            s_logits[..., 1] += inputs["melody_plan"]
+        # no nucleus here: a cell's three states are not a vocabulary, and a per-cell top_p drops
+        # every onset less likely than 1 - top_p (with 0.95 it removed most offbeat sixteenths);
+        # top_p still filters the velocity classes below and every token level's vocabulary
+        probs = softmax_classes(s_logits)  # (N, T, P, 3)
         s, conf = sample_note_states(probs, active, states, run.generator, continuation)  # (N, T, P)
         onsets = (s == 1) & active  # velocities are drawn only where a note starts: the
         v = torch.zeros_like(s)     # velocity head runs on those steps alone
