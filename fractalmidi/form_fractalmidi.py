@@ -199,3 +199,26 @@ def bar_labels(phrases) -> BarLabels:
                      np.array(length, np.int64), np.array(melodic, bool))
 
 
+
+
+# Krumhansl and Kessler's key profiles (probe-tone ratings, 1982), tonic first
+KEY_PROFILE_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KEY_PROFILE_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def estimate_key(pitch_class_weights) -> tuple[int, str] | None:
+    """The key whose profile best correlates with (12,) pitch-class weights (C = 0; e.g. the
+    beats each given chord's tones last, plus the steps each given melody note sounds), as
+    (tonic 0-11, "maj" | "min"): the Krumhansl-Schmuckler rule over the 24 rotations of
+    `KEY_PROFILE_MAJOR` / `KEY_PROFILE_MINOR`; ties go to major, then the lower tonic. None
+    when the weights are all equal (nothing to go by)."""
+    w = np.asarray(pitch_class_weights, np.float64).reshape(12)
+    if not np.isfinite(w).all() or np.ptp(w) == 0:
+        return None
+    best, key = -np.inf, None
+    for mode, profile in (("maj", KEY_PROFILE_MAJOR), ("min", KEY_PROFILE_MINOR)):
+        for tonic in range(12):
+            r = float(np.corrcoef(w, np.roll(profile, tonic))[0, 1])
+            if r > best + 1e-12:
+                best, key = r, (tonic, mode)
+    return key

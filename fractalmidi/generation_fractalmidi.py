@@ -493,16 +493,20 @@ class GenerationRun:
         """The form the bars follow and the key: the caller's (a form string like "i4A8B8o4"
         of exactly the piece's bars, or parsed phrases; a key "G:maj" or (tonic, "maj" / "min")),
         else, for a model that keeps forms (`generation_config.form_prior`: the training songs'
-        form strings), one of those drawn and fitted to the bars (`structure.fit_form`) and a
-        key drawn (tonic uniform, minor with the training songs' share). Sets the grid's form
+        form strings), one of those drawn and fitted to the bars (`structure.fit_form`). The
+        key, when not given: for a model that reads keys (`form_inputs`), the key of the
+        caller's chords and melody (`form_fractalmidi.estimate_key`) where there are any, else
+        drawn (tonic uniform, minor with the training songs' share). Sets the grid's form
         and key inputs (read with `form_inputs`) and, with `follow_form`, which bar repeats
-        which (`structure.repeat_sources`): repeats copy their source while the level's
-        iterations run, and vary in its refinement rounds."""
+        which (`structure.repeat_sources`, less the ties the caller's chords contradict):
+        repeats copy their source while the level's iterations run, and vary in its
+        refinement rounds."""
         B, N, device = self.num_bars, self.num_samples, self.device
-        if form is None and key is None and not self.form_prior:
+        if form is None and key is None and not self.form_prior and not self.config.form_inputs:
             return
         from .form_fractalmidi import (
-            MAX_FORM_BARS, Phrase, bar_labels, fit_form, form_features, form_string, parse_form, repeat_sources,
+            MAX_FORM_BARS, Phrase, bar_labels, estimate_key, fit_form, form_features, form_string, parse_form,
+            repeat_sources,
         )
 
         if form is not None:
@@ -527,6 +531,7 @@ class GenerationRun:
             if self.follow_form:
                 lengths = (self.bar_starts[1:] - self.bar_starts[:-1]).tolist()
                 src = torch.as_tensor(repeat_sources(labels.letter, labels.phrase, labels.position, lengths))
+                src = self._agreeing_sources(src)
                 self.bar_source = src if bool((src != torch.arange(B)).any()) else None
         if key is not None:
             if isinstance(key, str):
@@ -540,6 +545,9 @@ class GenerationRun:
             if mode not in ("maj", "min") or not 0 <= tonic < 12:
                 raise ValueError(f"key: {key!r}: tonic 0-11 and mode 'maj' or 'min'")
             self.key_name = name or f"{ROOT_NAMES[tonic]}:{mode}"
+        elif self.config.form_inputs and (given := estimate_key(self._given_pitch_classes())) is not None:
+            tonic, mode = given  # the key the caller's chords and melody are in
+            self.key_name = f"{ROOT_NAMES[tonic]}:{mode}"
         elif self.config.form_inputs and self.minor_share is not None:
             tonic = int(torch.randint(0, 12, (1,), generator=self.generator))
             mode = "min" if float(torch.rand((), generator=self.generator)) < float(self.minor_share) else "maj"
@@ -547,6 +555,35 @@ class GenerationRun:
         else:
             return
         self.grid.key = torch.tensor([tonic, 0 if mode == "maj" else 1], device=device).expand(N, 2)
+
+    def _agreeing_sources(self, src):
+        """Repeat sources (B,) with the ties the caller's chords contradict dropped: a bar
+        repeats its source only where the chords given for the two bars (per beat, free beats
+        included) are the same; else it follows its own chords (the chords win over the form)."""
+        given = self.known.get("chords")
+        if given is None:
+            return src
+        tokens, spb = given[0].cpu(), self.config.steps_per_beat
+        beats = [(-(-int(a) // spb), -(-int(b) // spb)) for a, b in zip(self.bar_starts[:-1], self.bar_starts[1:])]
+        out = src.clone()
+        for b, s in enumerate(src.tolist()):
+            if s != b and not torch.equal(tokens[beats[b][0]:beats[b][1]], tokens[beats[s][0]:beats[s][1]]):
+                out[b] = b
+        return out
+
+    def _given_pitch_classes(self):
+        """(12,) how long each pitch class lasts in what the caller gave: the given chords'
+        tones (in beats) and the given melody's notes (in beats); all 0 when neither is given."""
+        import numpy as np
+
+        w = np.zeros(12)
+        tones = getattr(self, "chord_tones", None)
+        if tones is not None:
+            w += tones[0].sum(0).cpu().numpy()  # free beats have no tones
+        notes = getattr(self, "given_melody_notes", None)
+        if notes is not None and len(notes):
+            np.add.at(w, notes[:, 0] % 12, (notes[:, 2] - notes[:, 1]) / self.config.steps_per_beat)
+        return w
 
     def given_melody(self, melody, melody_bars=None):
         """The caller's melody: notes (K, 4) pitch, start step, end step (exclusive), velocity on
@@ -892,8 +929,8 @@ class FractalMIDIGenerationMixin:
             num_bars = sum(p.bars for p in (form if isinstance(form, (list, tuple)) else parse_form(form)))
         run.plan(num_bars, time_signatures, structure, prompt, inpaint_bars)
         run.given_chords(chords)
-        run.given_form(form, key)
         run.given_melody(melody, melody_bars)
+        run.given_form(form, key)
         above = []  # (level, state) of the levels decoded so far: the condition of the next
         for level in self.levels:
             tokens, inputs = decode_level(level, run, above)

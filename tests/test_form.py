@@ -152,8 +152,16 @@ def test_repeats_of_the_form_copy_their_first_phrase_at_every_level(songs_model)
         tokens = getattr(out, level)
         for k in range(4):  # the second A (bars 8-11) is the first (bars 2-5)
             assert torch.equal(bar(tokens, 8 + k, per_bar), bar(tokens, 2 + k, per_bar)), (level, k)
+    # the notes: the same, but for notes held into a phrase from the bar before it (the intro's
+    # into the first A, the B's into the second): each phrase read on its own
+    from fractalmidi.modeling_fractalmidi import drop_orphan_holds
+
+    def phrase(first):
+        x = out.states[:, first * 16:(first + 4) * 16]
+        return drop_orphan_holds(x, torch.zeros_like(x, dtype=torch.bool))
+
+    assert torch.equal(phrase(8), phrase(2))
     for k in range(4):
-        assert torch.equal(bar(out.states, 8 + k, 16), bar(out.states, 2 + k, 16))
         assert torch.equal(out.requested_density[:, 8 + k], out.requested_density[:, 2 + k])
     # bars of different phrases are not copies of each other
     assert not torch.equal(bar(out.states, 6, 16), bar(out.states, 2, 16))
@@ -193,6 +201,47 @@ def test_forms_and_keys_are_drawn_from_the_training_songs_when_not_given(songs_m
     finally:
         del songs_model.generation_config.form_prior, songs_model.generation_config.minor_share
     assert songs_model.generate(4, seed=0).form is None  # no forms kept: none followed
+
+
+def test_given_chords_win_over_the_forms_repeats(songs_model):
+    """A repeat of the form copies its first phrase only where the caller's chords for the two
+    bars agree; where they differ the bar follows its own chords (with the drawn forms of a
+    songs model, chords like C G F Am were otherwise played as the first phrase's C G)."""
+    from fractalmidi import controls
+
+    bar = lambda x, b: x[:, b * 16:(b + 1) * 16]  # noqa: E731
+    same = songs_model.generate(form="A2A2", chords=controls.chords("C G C G"), seed=1, refine_rounds=0)
+    assert all(torch.equal(bar(same.states, 2 + k), bar(same.states, k)) for k in range(2))
+    out = songs_model.generate(form="A2A2", chords=controls.chords("C G C Am"), seed=1, refine_rounds=0)
+    assert torch.equal(bar(out.states, 2), bar(out.states, 0))  # C and C: still a repeat
+    assert not torch.equal(bar(out.states, 3), bar(out.states, 1))  # Am is not G
+
+
+def test_the_key_follows_the_given_chords_and_melody_when_not_given(songs_model):
+    from fractalmidi import controls
+    from fractalmidi.form_fractalmidi import estimate_key
+
+    scale = np.zeros(12)
+    scale[[0, 2, 4, 5, 7, 9, 11]] = 1.0
+    scale[[0, 4, 7]] += 1.0  # the tonic triad weighs more
+    assert estimate_key(scale) == (0, "maj")
+    assert estimate_key(np.roll(scale, 7)) == (7, "maj")
+    minor = np.zeros(12)
+    minor[[9, 11, 0, 2, 4, 5, 8]] = 1.0  # A harmonic minor
+    minor[[9, 0, 4]] += 1.0
+    assert estimate_key(minor) == (9, "min")
+    assert estimate_key(np.ones(12)) is None and estimate_key(np.zeros(12)) is None
+    songs_model.generation_config.minor_share = 0.5
+    try:
+        for seed in range(3):  # a key is drawn for free generation, inferred from what is given
+            assert songs_model.generate(4, seed=seed, chords=controls.chords("Am Dm E Am")).key == "A:min"
+            assert songs_model.generate(4, seed=seed, chords=controls.chords("Eb Ab Bb Eb")).key == "Eb:maj"
+        g_major = [67, 69, 71, 72, 74, 76, 78, 79, 74, 71, 67, 62, 67, 71, 74, 67]
+        melody = np.array([[p, 4 * k, 4 * k + 4, 90] for k, p in enumerate(g_major)])
+        assert songs_model.generate(4, seed=0, melody=melody).key == "G:maj"
+        assert songs_model.generate(4, seed=0, chords=controls.chords("C F G C"), key="A:min").key == "A:min"
+    finally:
+        del songs_model.generation_config.minor_share
 
 
 def test_a_given_melody_is_kept_note_for_note_and_the_piano_plays_around_it(songs_model, tmp_path):
