@@ -557,17 +557,35 @@ class GenerationRun:
         self.grid.key = torch.tensor([tonic, 0 if mode == "maj" else 1], device=device).expand(N, 2)
 
     def _agreeing_sources(self, src):
-        """Repeat sources (B,) with the ties the caller's chords contradict dropped: a bar
-        repeats its source only where the chords given for the two bars (per beat, free beats
-        included) are the same; else it follows its own chords (the chords win over the form)."""
+        """Repeat sources (B,) with the ties the caller's chords or density curve contradict
+        dropped: a bar repeats its source only where the chords given for the two bars (per
+        beat, free beats included) are the same, and their given densities fall in the same
+        density class (or neither is given); else the bar follows what was given for it (what
+        the caller gives wins over the form: a repeat copies its source's notes, and with them
+        the source's chords and density)."""
+        from .tokens_fractalmidi import density_to_class
+
         given = self.known.get("chords")
-        if given is None:
-            return src
-        tokens, spb = given[0].cpu(), self.config.steps_per_beat
+        spb = self.config.steps_per_beat
         beats = [(-(-int(a) // spb), -(-int(b) // spb)) for a, b in zip(self.bar_starts[:-1], self.bar_starts[1:])]
+        density = list(self.structure.get("density") or [None] * self.num_bars)
+
+        def density_class(v):  # None: free; a bad value is refused later, by the structure level
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                return "bad"
+            return int(density_to_class(torch.tensor(v), self.config)) if 0 <= v <= self.config.density_max else "bad"
+
         out = src.clone()
         for b, s in enumerate(src.tolist()):
-            if s != b and not torch.equal(tokens[beats[b][0]:beats[b][1]], tokens[beats[s][0]:beats[s][1]]):
+            if s == b:
+                continue
+            if given is not None and not torch.equal(given[0, beats[b][0]:beats[b][1]], given[0, beats[s][0]:beats[s][1]]):
+                out[b] = b
+            elif len(density) == self.num_bars and (density[b] is not None or density[s] is not None) and (
+                    density[b] is None or density[s] is None or density_class(density[b]) != density_class(density[s])
+                    or density_class(density[b]) == "bad"):
                 out[b] = b
         return out
 

@@ -203,10 +203,11 @@ def test_forms_and_keys_are_drawn_from_the_training_songs_when_not_given(songs_m
     assert songs_model.generate(4, seed=0).form is None  # no forms kept: none followed
 
 
-def test_given_chords_win_over_the_forms_repeats(songs_model):
+def test_given_chords_and_density_win_over_the_forms_repeats(songs_model):
     """A repeat of the form copies its first phrase only where the caller's chords for the two
-    bars agree; where they differ the bar follows its own chords (with the drawn forms of a
-    songs model, chords like C G F Am were otherwise played as the first phrase's C G)."""
+    bars agree, and their given densities fall in one class; else the bar follows what was
+    given for it (with the drawn forms of a songs model, chords like C G F Am were otherwise
+    played as the first phrase's C G, and density curves were followed with r 0.78)."""
     from fractalmidi import controls
 
     bar = lambda x, b: x[:, b * 16:(b + 1) * 16]  # noqa: E731
@@ -215,6 +216,10 @@ def test_given_chords_win_over_the_forms_repeats(songs_model):
     out = songs_model.generate(form="A2A2", chords=controls.chords("C G C Am"), seed=1, refine_rounds=0)
     assert torch.equal(bar(out.states, 2), bar(out.states, 0))  # C and C: still a repeat
     assert not torch.equal(bar(out.states, 3), bar(out.states, 1))  # Am is not G
+    # a density curve too: bars asked for a different density than their source follow it
+    loose = songs_model.generate(form="A2A2", structure={"density": [1.0, 1.0, 1.0, 3.0]}, seed=1, refine_rounds=0)
+    assert torch.equal(bar(loose.states, 2), bar(loose.states, 0))
+    assert not torch.equal(bar(loose.states, 3), bar(loose.states, 1))
 
 
 def test_the_key_follows_the_given_chords_and_melody_when_not_given(songs_model):
