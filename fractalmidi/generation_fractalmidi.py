@@ -924,8 +924,9 @@ class FractalMIDIGenerationMixin:
                 follow_structure (the note level follows Level 0's density as a plan: each
                 bar's onset logits get one shared offset so that its expected onset count is
                 what its density asks for; False: through the conditioning alone),
-                follow_form (repeats of the form copy their first occurrence; False: the form
-                only conditions), variation (0-1, default 0.25: the share of a repeat's tokens
+                follow_form (repeats of the form copy their first occurrence, except bars whose
+                given chords or density differ from their source's; False: the form only
+                conditions), variation (0-1, default 0.25: the share of a repeat's tokens
                 each refinement round re-samples on its own; the rest follow the first
                 occurrence, which the round also refines), temperature_scale (one factor per
                 level, each 0.25-4: a level samples at temperature x its factor; None: 1 for all),

@@ -833,10 +833,8 @@ class NoteLevel(ContentLevel):
         continuation = softmax_classes(s_logits)
         s_logits = apply_temperature(s_logits, run.temperature)
         active = masked[..., None] & ~fixed  # (N, T, P) cells sampled now
-        # the chord and melody plans first: they move onsets between pitches, the density plan's
-        # offset then sets how many there are
-        if "chord_plan" in inputs:
-            s_logits[..., 1] += inputs["chord_plan"]
+        # the melody plan first: it moves onsets below the melody, the density plan's offset
+        # then sets how many there are
         if "melody_plan" in inputs:
             s_logits[..., 1] += inputs["melody_plan"]
         if "plan" in inputs:  # each bar's onsets: what is committed plus what is expected = the plan
@@ -846,6 +844,8 @@ class NoteLevel(ContentLevel):
             have = torch.zeros_like(wanted).index_add_(1, bar_index, onsets)
             offset = fit_class_count(s_logits, 1, bar_index, wanted - have, active)  # (N, B)
             s_logits[..., 1] += offset[:, bar_index, None]
+        if "chord_plan" in inputs:  # after the count: the given chords' tones get onsets on top of it
+            s_logits[..., 1] += inputs["chord_plan"]
         # no nucleus here: a cell's three states are not a vocabulary, and a per-cell top_p drops
         # every onset less likely than 1 - top_p (with 0.95 it removed most offbeat sixteenths);
         # top_p still filters the velocity classes below and every token level's vocabulary
