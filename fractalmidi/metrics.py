@@ -57,6 +57,7 @@ Song metrics (the 16th grid at 4 steps per beat; exact definitions in each funct
 - per-bar feature Frechet distance (`bar_features`, `frechet_distance`,
   `feature_frechet_distance`): a set-level figure between two sets of pieces (there is no
   per-piece value, so it is not in `evaluate_piece`); `fractalmidi evaluate --reference DIR`.
+  `frechet_terms` splits it by feature (each feature's own distance, largest first).
 - chord_tone_share (fraction, 0-1) (`chord_tone_share`, `strong_beat_steps`): of the melody notes
   (the melody track, else the top voice) starting on a strong beat (beats 1 and 3 of a 4/4 bar,
   the first beat of a bar in any other metre) where a chord is given per beat, the share whose
@@ -366,6 +367,24 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, ridge: float = FRECHET_RIDGE)
     cross = np.trace(_sqrt_psd(r @ sb @ r))
     d = float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * cross)
     return max(0.0, d)
+
+
+def frechet_terms(a: np.ndarray, b: np.ndarray) -> list[dict]:
+    """Which features make a per-bar feature Frechet distance: for each column of two sets of
+    feature vectors (rows; `bar_features` order, named by `FEATURE_NAMES`), the one-feature
+    Frechet distance (mu_a - mu_b)^2 + (s_a - s_b)^2 (s the standard deviation, ddof=1, as
+    `frechet_distance` for a single column), with both means and deviations; sorted largest
+    first. Their sum is the distance of Gaussians with diagonal covariances: the full figure
+    adds what the features' correlations contribute. Empty when either set has < 2 rows."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return []
+    ma, mb, sa, sb = a.mean(0), b.mean(0), a.std(0, ddof=1), b.std(0, ddof=1)
+    terms = (ma - mb) ** 2 + (sa - sb) ** 2
+    names = FEATURE_NAMES if a.shape[1] == len(FEATURE_NAMES) else [f"feature_{k}" for k in range(a.shape[1])]
+    rows = [dict(feature=names[k], term=float(terms[k]), mean=float(ma[k]), std=float(sa[k]),
+                 reference_mean=float(mb[k]), reference_std=float(sb[k])) for k in range(a.shape[1])]
+    return sorted(rows, key=lambda r: -r["term"])
 
 
 def feature_frechet_distance(pieces, reference) -> float:

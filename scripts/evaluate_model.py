@@ -46,8 +46,8 @@ import torch
 
 from fractalmidi import FractalMIDIModel
 from fractalmidi.data import chord_beats, load_dataset_dir, row_to_piece
-from fractalmidi.metrics import (METRIC_KEYS, chord_adherence, density_adherence, evaluate_piece, feature_frechet_distance,
-                                 form_adherence, summarize, tempo_adherence)
+from fractalmidi.metrics import (METRIC_KEYS, bar_features, chord_adherence, density_adherence, evaluate_piece,
+                                 feature_frechet_distance, form_adherence, frechet_terms, summarize, tempo_adherence)
 from fractalmidi.piece import Piece, normalize_notes
 from fractalmidi.structure import QUALITIES, BarLabels, parse_form
 
@@ -189,8 +189,12 @@ def main(argv=None):
     ap.add_argument("--form", default="i4A8B8A8B8o4", help="the form for --form-adherence")
     ap.add_argument("--chord-adherence", action="store_true",
                     help="also generate on each validation window's annotated chords (a model with a chord level)")
+    ap.add_argument("--frechet-terms", type=int, default=0, metavar="N",
+                    help="also print the N features whose own Frechet distance is largest (0-33)")
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args(argv)
+    if not 0 <= args.frechet_terms <= 33:
+        ap.error(f"--frechet-terms must be 0-33 (the per-bar features), got {args.frechet_terms}")
     model = FractalMIDIModel.from_pretrained(args.model).eval()
     if args.temperature is None:
         args.temperature = model.generation_config.temperature
@@ -242,6 +246,16 @@ def main(argv=None):
                                                                     [w.piece for w in windows[1::2]]))
     print(f"\nPer-bar feature Frechet distance: generated vs validation windows {frechet['generated_vs_validation']:.3f}; "
           f"validation windows, even vs odd (reference) {frechet['validation_half_vs_half']:.3f}")
+    terms = None
+    if args.frechet_terms:
+        pooled = lambda ps: np.concatenate([bar_features(p) for p in ps])  # noqa: E731
+        terms = frechet_terms(pooled(gen_pieces), pooled([w.piece for w in windows]))
+        print(f"The features that differ most (metrics.frechet_terms; their sum, {sum(t['term'] for t in terms):.3f}, "
+              f"is the distance with the correlations left out):")
+        print("| feature | term | generated | validation |")
+        print("|---|---|---|---|")
+        for t in terms[:args.frechet_terms]:
+            print(f"| {t['feature']} | {t['term']:.3f} | {fmt(t['mean'], t['std'])} | {fmt(t['reference_mean'], t['reference_std'])} |")
 
     # ---- 2. adherence to real structure the model never saw
     print("\nDensity adherence: the per-bar density of each validation window given as structure")
@@ -269,6 +283,8 @@ def main(argv=None):
         print(f"| {scale:g} | {mean_r:.3f} | {pooled:.3f} | {np.mean(maes):.3f} | {np.mean(tempo_err):.2e} | "
               f"{time.perf_counter() - t1:.0f} |")
     results = dict(metrics=rows, bar_feature_frechet=frechet, adherence=adherence)
+    if terms is not None:
+        results["frechet_terms"] = terms
 
     # ---- 3. form adherence
     if args.form_adherence:

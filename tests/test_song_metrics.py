@@ -187,3 +187,34 @@ def test_evaluate_model_reports_song_metrics(songs_model_dir, song_dataset, tmp_
     # 001-267 are aligned, 580 not; 267's first four bars come before its annotated chords begin
     assert chords["validation_windows_vs_annotation"]["n_windows"] == 3
     assert chords["validation_songs_vs_annotation"]["n_windows"] == 4
+
+
+def test_frechet_terms_name_the_features_that_differ():
+    """Each feature's own Frechet distance, largest first: for one column it is exactly
+    `frechet_distance` of that column, and a shifted feature comes first."""
+    from fractalmidi.metrics import FEATURE_NAMES, frechet_distance, frechet_terms
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, len(FEATURE_NAMES)))
+    b = rng.normal(size=(300, len(FEATURE_NAMES)))
+    k = FEATURE_NAMES.index("onset_7")
+    b[:, k] += 2.0  # the reference has its onset_7 shifted
+    terms = frechet_terms(a, b)
+    assert terms[0]["feature"] == "onset_7" and terms[0]["term"] > 3.0
+    assert [t["term"] for t in terms] == sorted((t["term"] for t in terms), reverse=True)
+    for t in terms[:3]:
+        j = FEATURE_NAMES.index(t["feature"])
+        assert t["term"] == pytest.approx(frechet_distance(a[:, [j]], b[:, [j]], ridge=0.0), rel=1e-9)
+        assert t["mean"] == pytest.approx(a[:, j].mean()) and t["reference_std"] == pytest.approx(b[:, j].std(ddof=1))
+    assert frechet_terms(a[:1], b) == []
+
+
+def test_evaluate_model_prints_the_frechet_terms(songs_model_dir, song_dataset, capsys):
+    ev = import_script()
+    res = ev.main(["--model", str(songs_model_dir), "--dataset", str(song_dataset), "--num-samples", "2", "--bars", "4",
+                   "--cfg", "1.0", "--frechet-terms", "5"])
+    text = capsys.readouterr().out
+    assert "The features that differ most" in text
+    assert len(res["frechet_terms"]) == 33 and res["frechet_terms"][0]["feature"] in text
+    with pytest.raises(SystemExit):
+        ev.main(["--model", str(songs_model_dir), "--dataset", str(song_dataset), "--frechet-terms", "40"])
