@@ -372,6 +372,8 @@ class GenerationRun:
         self.chord_gain = check_number("chord_gain", getattr(gen, "chord_gain", 2.5), limits.CHORD_GAIN)
         self.melody_gain = check_number("melody_gain", getattr(gen, "melody_gain", 0.0), limits.MELODY_GAIN)
         self.melody_top = None  # (N, T) the laid melody's roll pitch at each step, -1 where none
+        self.chord_tones = None  # the given chords' pitch classes per beat and which beats are given
+        self.bar_chords = None  # the given chord tokens of each bar's beats, one tuple per bar
         scales = getattr(gen, "temperature_scale", None)
         scales = [1.0] * len(cfg.levels) if scales is None else list(scales)
         if len(scales) != len(cfg.levels):
@@ -449,11 +451,12 @@ class GenerationRun:
         spb = self.config.steps_per_beat
         starts = [int(v) for v in self.bar_starts]
         L = -(-starts[-1] // spb)
+        bar_beats = [(-(-a // spb), -(-b // spb)) for a, b in zip(starts[:-1], starts[1:])]  # the beats starting in each bar
         tokens = torch.full((L,), -1, dtype=torch.long)
         for b, bar in enumerate(chords):
             if bar is None:
                 continue
-            first, stop = -(-starts[b] // spb), -(-starts[b + 1] // spb)  # the beats starting in the bar
+            first, stop = bar_beats[b]
             beats = stop - first
             bar = list(bar)
             if not bar:
@@ -488,6 +491,7 @@ class GenerationRun:
                 root, quality = divmod(tok - 1, len(QUALITIES))
                 pcs[beat, sorted(chord_pitch_classes(root, int(quality)))] = 1.0
         self.chord_tones = pcs.to(self.device), tokens.to(self.device) >= 0  # (beats, 12), (beats,) given
+        self.bar_chords = [tuple(tokens[first:stop].tolist()) for first, stop in bar_beats]
 
     def given_form(self, form, key):
         """The form the bars follow and the key: the caller's (a form string like "i4A8B8o4"
@@ -563,29 +567,26 @@ class GenerationRun:
         density class (or neither is given); else the bar follows what was given for it (what
         the caller gives wins over the form: a repeat copies its source's notes, and with them
         the source's chords and density)."""
+        from .limits_fractalmidi import check_curve_value
         from .tokens_fractalmidi import density_to_class
 
-        given = self.known.get("chords")
-        spb = self.config.steps_per_beat
-        beats = [(-(-int(a) // spb), -(-int(b) // spb)) for a, b in zip(self.bar_starts[:-1], self.bar_starts[1:])]
-        density = list(self.structure.get("density") or [None] * self.num_bars)
+        B = self.num_bars
+        chords = self.bar_chords or [None] * B
+        density = list(self.structure.get("density") or [])
 
-        def density_class(v):  # None: free; a bad value is refused later, by the structure level
+        def density_class(bar, v):  # None: free; a bad value ties nothing (the structure level refuses it)
+            if v is None:
+                return None
             try:
-                v = float(v)
-            except (TypeError, ValueError):
+                v = check_curve_value("density", bar + 1, v, self.config.density_max)
+            except ValueError:
                 return "bad"
-            return int(density_to_class(torch.tensor(v), self.config)) if 0 <= v <= self.config.density_max else "bad"
+            return int(density_to_class(torch.tensor(v), self.config))
 
+        classes = [density_class(b, v) for b, v in enumerate(density)] if len(density) == B else [None] * B
         out = src.clone()
         for b, s in enumerate(src.tolist()):
-            if s == b:
-                continue
-            if given is not None and not torch.equal(given[0, beats[b][0]:beats[b][1]], given[0, beats[s][0]:beats[s][1]]):
-                out[b] = b
-            elif len(density) == self.num_bars and (density[b] is not None or density[s] is not None) and (
-                    density[b] is None or density[s] is None or density_class(density[b]) != density_class(density[s])
-                    or density_class(density[b]) == "bad"):
+            if s != b and (chords[b] != chords[s] or classes[b] != classes[s] or classes[b] == "bad"):
                 out[b] = b
         return out
 
@@ -595,9 +596,8 @@ class GenerationRun:
         import numpy as np
 
         w = np.zeros(12)
-        tones = getattr(self, "chord_tones", None)
-        if tones is not None:
-            w += tones[0].sum(0).cpu().numpy()  # free beats have no tones
+        if self.chord_tones is not None:
+            w += self.chord_tones[0].sum(0).cpu().numpy()  # free beats have no tones
         notes = getattr(self, "given_melody_notes", None)
         if notes is not None and len(notes):
             np.add.at(w, notes[:, 0] % 12, (notes[:, 2] - notes[:, 1]) / self.config.steps_per_beat)

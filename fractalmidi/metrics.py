@@ -387,15 +387,17 @@ def frechet_terms(a: np.ndarray, b: np.ndarray) -> list[dict]:
     return sorted(rows, key=lambda r: -r["term"])
 
 
+def pooled_bar_features(pieces) -> np.ndarray:
+    """(n, 33) the `bar_features` of every bar with an onset of every piece, one set."""
+    rows = [bar_features(p) for p in pieces]
+    return np.concatenate(rows) if rows else np.zeros((0, len(FEATURE_NAMES)))
+
+
 def feature_frechet_distance(pieces, reference) -> float:
     """Per-bar feature Frechet distance of a set of pieces to a reference set: every bar with an
-    onset of every piece is one sample (`bar_features`), pooled per set, then `frechet_distance`.
+    onset of every piece is one sample (`pooled_bar_features`), then `frechet_distance`.
     A set-level figure (there is no per-piece value)."""
-    def pooled(ps):
-        rows = [bar_features(p) for p in ps]
-        return np.concatenate(rows) if rows else np.zeros((0, len(FEATURE_NAMES)))
-
-    return frechet_distance(pooled(pieces), pooled(reference))
+    return frechet_distance(pooled_bar_features(pieces), pooled_bar_features(reference))
 
 
 def first_bars(piece: Piece, n_bars: int, time_signature=(4, 4)) -> tuple[int, Piece] | None:

@@ -38,9 +38,8 @@ from .generation_fractalmidi import MELODY_VELOCITY, FractalMIDIGenerationMixin,
 from .limits_fractalmidi import check_curve_value
 from .sampling import (
     apply_temperature, cfg_logits, class_planes, fit_class_count, sample_bernoulli, sample_categorical,
-    sample_note_states, softmax_classes,
+    sample_note_states, softmax_classes, MAX_BRIDGE,
 )
-from .sampling import MAX_BRIDGE
 from .tokens_fractalmidi import FORM_KINDS, MAX_FORM_POSITION
 from .tokens_fractalmidi import (
     class_to_density, class_to_tempo, class_to_velocity, density_to_class, tempo_to_class, velocity_to_class,
@@ -793,14 +792,14 @@ class NoteLevel(ContentLevel):
         inputs["fixed"] = run.known["fixed"]
         if run.follow_structure:
             inputs["plan"] = run.grid.bar_index[0], run.outputs["requested_density"] * run.grid.lengths  # (T,), (N, B)
-        tones = getattr(run, "chord_tones", None)
+        tones = run.chord_tones
         if tones is not None and run.chord_gain:  # onsets lean to the given chords' tones, away from the others
             pcs, given = tones
             beat = (torch.arange(run.grid.step_mask.shape[1], device=pcs.device) // self.config.steps_per_beat)
             per_step = (2 * pcs[beat] - 1) * given[beat, None]  # (T, 12): +1 chord tone, -1 other, 0 free beat
             pitch_pc = torch.arange(self.config.pitch_low, self.config.pitch_high + 1, device=pcs.device) % 12
             inputs["chord_plan"] = run.chord_gain * per_step[:, pitch_pc]  # (T, P) onset logit offsets
-        top = getattr(run, "melody_top", None)
+        top = run.melody_top
         if top is not None and run.melody_gain:  # the melody stays on top: onsets above it lean away
             pitch = torch.arange(tokens[0].shape[-1], device=top.device)
             inputs["melody_plan"] = -run.melody_gain * ((top[..., None] >= 0) & (pitch > top[..., None])).float()  # (N, T, P)

@@ -46,8 +46,9 @@ import torch
 
 from fractalmidi import FractalMIDIModel
 from fractalmidi.data import chord_beats, load_dataset_dir, row_to_piece
-from fractalmidi.metrics import (METRIC_KEYS, bar_features, chord_adherence, density_adherence, evaluate_piece,
-                                 feature_frechet_distance, form_adherence, frechet_terms, summarize, tempo_adherence)
+from fractalmidi.metrics import (METRIC_KEYS, chord_adherence, density_adherence, evaluate_piece,
+                                 feature_frechet_distance, form_adherence, frechet_terms, pooled_bar_features, summarize,
+                                 tempo_adherence)
 from fractalmidi.piece import Piece, normalize_notes
 from fractalmidi.structure import QUALITIES, BarLabels, parse_form
 
@@ -248,8 +249,7 @@ def main(argv=None):
           f"validation windows, even vs odd (reference) {frechet['validation_half_vs_half']:.3f}")
     terms = None
     if args.frechet_terms:
-        pooled = lambda ps: np.concatenate([bar_features(p) for p in ps])  # noqa: E731
-        terms = frechet_terms(pooled(gen_pieces), pooled([w.piece for w in windows]))
+        terms = frechet_terms(pooled_bar_features(gen_pieces), pooled_bar_features([w.piece for w in windows]))
         print(f"The features that differ most (metrics.frechet_terms; their sum, {sum(t['term'] for t in terms):.3f}, "
               f"is the distance with the correlations left out):")
         print("| feature | term | generated | validation |")
