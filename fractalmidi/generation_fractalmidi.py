@@ -325,7 +325,10 @@ def decode_level(level, run, above):
             confidence = _follow(confidence, follow)
         tokens = level.commit(inputs, tokens, sample, masked)
         if it < iterations:  # keep the most confident, re-mask the rest for the next iteration
-            masked = choose_tokens_to_keep_masked(confidence, masked, counts[it], run.generator, level.remask_mode(run.config))
+            # a repeat follows its source's mask, so fewer tokens may be masked than the schedule
+            # counts (a repeat kept masked while its source was kept): keep at most those masked
+            keep = torch.minimum(counts[it].to(masked.device), masked.sum(1))
+            masked = choose_tokens_to_keep_masked(confidence, masked, keep, run.generator, level.remask_mode(run.config))
             if tie is not None:  # a repeat stays masked exactly as long as its source
                 masked = _follow(masked, tie) & editable
         run.step(level.name, it, level.shown(tokens))
