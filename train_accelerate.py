@@ -116,10 +116,34 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def loss_vector(out) -> tuple[list[str], torch.Tensor]:
-    """Names and a (K,) float tensor of the total loss and its parts (sorted by name)."""
-    names = ["loss", *sorted(out.losses)]
-    values = [out.loss, *(out.losses[k] for k in names[1:])]
+    """Names and a (K,) float tensor of the total loss and its parts (sorted by name; the AR
+    baseline has only the total)."""
+    parts = getattr(out, "losses", None) or {}
+    names = ["loss", *sorted(parts)]
+    values = [out.loss, *(parts[k] for k in names[1:])]
     return names, torch.stack([v.detach().float() for v in values])
+
+
+def is_baseline(config) -> bool:
+    """The autoregressive baseline (a Llama config, `benchmarks/baseline.py`) rather than FractalMIDI."""
+    return getattr(config, "model_type", None) == "llama"
+
+
+def forward(model, batch, structure_weight: float):
+    """The model's output on a batch: FractalMIDI takes the structure loss weight, the
+    baseline (a causal LM) its input ids, attention mask and labels alone."""
+    if "input_ids" in batch:
+        return model(**batch)
+    return model(**batch, structure_weight=structure_weight)
+
+
+def batch_size_of(batch) -> int:
+    return next(iter(batch.values())).shape[0]
+
+
+def batch_tokens(batch) -> int:
+    """What a batch trains on: grid steps of music (FractalMIDI), tokens (the baseline)."""
+    return int((batch["labels"] != -100).sum() if "input_ids" in batch else batch["step_mask"].sum())
 
 
 def evaluate(model, dataloader, accelerator, seed: int) -> dict[str, float]:
@@ -133,9 +157,9 @@ def evaluate(model, dataloader, accelerator, seed: int) -> dict[str, float]:
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for batch in dataloader:
-            out = model(**batch, structure_weight=1.0)
+            out = forward(model, batch, 1.0)
             names, vec = loss_vector(out)
-            per_example = vec.expand(batch["roll"].shape[0], -1)  # (n, K): the batch mean per example
+            per_example = vec.expand(batch_size_of(batch), -1)  # (n, K): the batch mean per example
             gathered = accelerator.gather_for_metrics(per_example)
             sums = gathered.sum(0) if sums is None else sums + gathered.sum(0)
             count += gathered.shape[0]
@@ -146,7 +170,7 @@ def evaluate(model, dataloader, accelerator, seed: int) -> dict[str, float]:
 
 
 # the arguments that decide which data and which random numbers each step sees
-RESUME_KEYS = ("dataset", "num_bars", "max_shift", "batch_size", "gradient_accumulation_steps", "seed")
+RESUME_KEYS = ("dataset", "num_bars", "max_shift", "max_tokens", "batch_size", "gradient_accumulation_steps", "seed")
 ARGS_FILE = "training_args.json"
 
 
@@ -293,15 +317,19 @@ def with_song_priors(generation_config, rows):
     return generation_config
 
 
-def save_final(model, card: str, output_dir: Path) -> Path:
-    """save_pretrained (config.json, model.safetensors) and README.md into output_dir/final,
-    written as a temporary folder, then renamed into place."""
+def save_final(model, card: str, output_dir: Path, tokenizer=None) -> Path:
+    """save_pretrained (config.json, model.safetensors) and README.md (and the baseline's
+    tokenizer.json) into output_dir/final, written as a temporary folder, then renamed into place."""
     final = output_dir / "final"
     tmp = output_dir / ".final.tmp"
     if tmp.exists():
         remove_dir(tmp)
     model.save_pretrained(tmp)  # transformers 5 writes safetensors only
     (tmp / "README.md").write_text(card, encoding="utf-8")
+    if tokenizer is not None:
+        from benchmarks.baseline import save_tokenizer
+
+        save_tokenizer(tokenizer, tmp)
     for file in tmp.iterdir():  # model.safetensors comes 0600 from safetensors
         if file.is_file():
             normal_file_mode(file)
@@ -381,10 +409,25 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
     set_seed(args.seed, device_specific=True)
 
     # 5. model, optimizer, schedule, data loaders
+    baseline = is_baseline(config)
+    model_class = FractalMIDIModel
+    if baseline:  # the autoregressive baseline: transformers' Llama over REMI tokens
+        from transformers import LlamaForCausalLM
+
+        from benchmarks.baseline import (
+            ARTrainWindows, ARValidationWindows, collate_tokens, default_generation_config, remi_tokenizer,
+        )
+
+        model_class = LlamaForCausalLM
+        tokenizer = remi_tokenizer()
+        if config.vocab_size != len(tokenizer):
+            fail(f"--config {args.config}: vocab_size {config.vocab_size}, but the REMI tokenizer has {len(tokenizer)} tokens")
+        if args.freeze:
+            fail("--freeze names FractalMIDI's levels; the baseline has none")
     if args.init_from:  # fine-tuning: the weights (and the config) of a saved model
-        model = FractalMIDIModel.from_pretrained(args.init_from)
+        model = model_class.from_pretrained(args.init_from)
     else:
-        model = FractalMIDIModel(config)
+        model = model_class(config)
         if args.warm_start:
             copied, fresh = warm_start(model, Path(args.warm_start))
             accelerator.print(f"warm start from {args.warm_start}: {copied} tensors copied, {fresh} start fresh")
@@ -403,21 +446,29 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
         partial(lr_factor, warmup_steps=args.warmup_steps, max_steps=args.max_steps, min_lr_ratio=args.min_lr_ratio),
     )
     train_sampler = EpochSampler(len(train_rows), args.seed)
+    if baseline:
+        collate_fn = partial(collate_tokens, pad_id=config.pad_token_id)
+        train_set = ARTrainWindows(train_rows, args.num_bars, args.max_shift, args.seed, tokenizer, args.max_tokens)
+    else:
+        collate_fn = collate_tensors
+        train_set = TrainWindows(train_rows, args.num_bars, args.max_shift, args.seed)
     train_dataloader = DataLoader(
-        TrainWindows(train_rows, args.num_bars, args.max_shift, args.seed),
+        train_set,
         batch_size=args.batch_size,
         sampler=train_sampler,
-        collate_fn=collate_tensors,
+        collate_fn=collate_fn,
         num_workers=args.num_workers,
         generator=torch.Generator().manual_seed(args.seed),  # not torch's global RNG: the masks use that
     )
     eval_dataloader = None
     if args.eval_steps > 0 and len(validation_rows) > 0:
+        eval_set = (ARValidationWindows(validation_rows, args.num_bars, args.eval_max_windows, tokenizer, args.max_tokens)
+                    if baseline else ValidationWindows(validation_rows, args.num_bars, args.eval_max_windows))
         eval_dataloader = DataLoader(
-            ValidationWindows(validation_rows, args.num_bars, args.eval_max_windows),
+            eval_set,
             batch_size=args.eval_batch_size or args.batch_size,
             shuffle=False,
-            collate_fn=collate_tensors,
+            collate_fn=collate_fn,
             num_workers=args.num_workers,
         )
     elif args.eval_steps > 0:
@@ -476,7 +527,8 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
     window_tokens, window_start = 0, time.perf_counter()
     step_start = time.perf_counter()
     model.train()
-    while state.step < args.max_steps:
+    out_of_time = False  # --max_train_seconds spent (decided on the processes' mean clock, so all stop together)
+    while state.step < args.max_steps and not out_of_time:
         train_sampler.set_epoch(epoch)
         train_dataloader.set_epoch(epoch)
         # after a resume, the batches of this epoch that were already trained on are skipped
@@ -486,7 +538,7 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
         for batch in batches:
             weight = structure_weight_at(state.step, args.structure_warmup_steps, args.structure_ramp_steps)
             with accelerator.accumulate(model):
-                out = model(**batch, structure_weight=weight)
+                out = forward(model, batch, weight)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -498,7 +550,7 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
 
             names, vec = loss_vector(out)
             micro_sum = vec if micro_sum is None else micro_sum + vec
-            micro_tokens += int(batch["step_mask"].sum())
+            micro_tokens += batch_tokens(batch)
             if not accelerator.sync_gradients:
                 continue
 
@@ -508,8 +560,12 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
             state.elapsed_seconds += now - step_start
             step_start = now
             # mean over the micro-batches and the processes (one small all-reduce per step)
-            summary = torch.cat([micro_sum / args.gradient_accumulation_steps, torch.tensor([float(micro_tokens)], device=micro_sum.device)])
+            extra = torch.tensor([float(micro_tokens), state.elapsed_seconds], device=micro_sum.device)
+            summary = torch.cat([micro_sum / args.gradient_accumulation_steps, extra])
             summary = accelerator.reduce(summary, reduction="mean")
+            out_of_time = bool(args.max_train_seconds) and summary[-1].item() >= args.max_train_seconds
+            last_step = state.step >= args.max_steps or out_of_time
+            summary = summary[:-1]
             step_tokens = round(summary[-1].item() * accelerator.num_processes)
             state.tokens += step_tokens
             window_tokens += step_tokens
@@ -519,13 +575,13 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
             micro_sum, micro_tokens = None, 0
             progress.update(1)
 
-            if state.step % args.logging_steps == 0 or state.step == args.max_steps:
+            if state.step % args.logging_steps == 0 or last_step:
                 last_train = state.take_window()
                 record = {
                     "step": state.step,
                     "epoch": epoch,
                     "lr": lr,
-                    "structure_weight": weight,
+                    **({} if baseline else {"structure_weight": weight}),
                     **last_train,
                     "tokens_per_sec": window_tokens / max(1e-9, now - window_start),
                     "elapsed_seconds": state.elapsed_seconds,
@@ -536,7 +592,7 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
                     append_jsonl(log_path, record)
                 progress.set_postfix(loss=f"{last_train['train/loss']:.4f}", lr=f"{lr:.2e}", w=f"{weight:.2f}")
 
-            if eval_dataloader is not None and (state.step % args.eval_steps == 0 or state.step == args.max_steps):
+            if eval_dataloader is not None and (state.step % args.eval_steps == 0 or last_step):
                 last_eval = evaluate(model, eval_dataloader, accelerator, args.seed)
                 record = {"step": state.step, **last_eval}
                 accelerator.log(record, step=state.step)
@@ -544,7 +600,7 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
                     append_jsonl(log_path, record)
                     progress.write(f"step {state.step}: validation loss {last_eval['eval/loss']:.4f}")
 
-            if args.checkpointing_steps and state.step % args.checkpointing_steps == 0:
+            if args.checkpointing_steps and (state.step % args.checkpointing_steps == 0 or out_of_time):
                 path = save_checkpoint(accelerator, checkpoint_dir, state.step, args.keep_checkpoints,
                                        run_identity(args, accelerator), model, optimizer, lr_scheduler, state)
                 if accelerator.is_main_process:
@@ -553,14 +609,49 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
             if args.stop_after_steps and state.step == args.stop_after_steps:
                 os._exit(STOP_EXIT_CODE)  # debugging: die here like a killed run (no cleanup)
             step_start = time.perf_counter()  # logging, evaluation and saving are not training time
-            if state.step >= args.max_steps:
+            if last_step:
                 break
         epoch += 1
     progress.close()
+    if out_of_time:
+        accelerator.print(f"--max_train_seconds {args.max_train_seconds:g}: stopped after {state.step} of "
+                          f"{args.max_steps} steps ({state.elapsed_seconds:.0f} s of training)")
 
     # 8. the final model, with its model card
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and baseline:
+        from benchmarks.baseline import ar_model_card
+
+        card = ar_model_card(
+            num_parameters=num_parameters, config=config, tokenizer=tokenizer, dataset=args.dataset,
+            train_songs=len(train_rows), validation_songs=len(validation_rows), steps=state.step,
+            seconds=state.elapsed_seconds, tokens=state.tokens, train_loss=last_train.get("train/loss"),
+            eval_loss=last_eval.get("eval/loss"),
+            hyperparameters={
+                "processes": accelerator.num_processes,
+                "batch size per process": args.batch_size,
+                "gradient accumulation steps": args.gradient_accumulation_steps,
+                "num_bars": args.num_bars,
+                "max_shift": args.max_shift,
+                "max_tokens": args.max_tokens,
+                "learning rate": args.learning_rate,
+                "min_lr_ratio": args.min_lr_ratio,
+                "warmup_steps": args.warmup_steps,
+                "max_steps (schedule)": args.max_steps,
+                "max_train_seconds": args.max_train_seconds or "none",
+                "betas": " / ".join(str(b) for b in args.betas),
+                "weight decay": args.weight_decay,
+                "max_grad_norm": args.max_grad_norm,
+                "mixed precision": str(accelerator.mixed_precision),
+                "seed": args.seed,
+            },
+            command=command_line(accelerator.num_processes),
+        )
+        final_model = accelerator.unwrap_model(model)
+        final_model.generation_config = default_generation_config(config)
+        path = save_final(final_model, card, output_dir, tokenizer=tokenizer)
+        accelerator.print(f"saved {path} ({state.step} steps, {state.elapsed_seconds:.0f} s)")
+    elif accelerator.is_main_process:
         card = model_card(
             config=config,
             num_parameters=num_parameters,
@@ -632,11 +723,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     # data
     p.add_argument("--num_bars", type=int, default=8, help="bars per training window")
     p.add_argument("--max_shift", type=int, default=5, help="largest random transposition, semitones")
+    p.add_argument("--max_tokens", type=int, default=3072,
+                   help="the autoregressive baseline only: tokens per training window (BOS and REMI), the rest cut off")
     p.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
     # optimisation
     p.add_argument("--batch_size", type=int, default=8, help="windows per batch, per process")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument("--max_steps", type=int, default=10000, help="optimizer steps of the whole run")
+    p.add_argument("--max_train_seconds", type=float, default=None,
+                   help="also stop (checkpoint, final model) once this many seconds of training are done: "
+                        "a wall-clock budget (the learning-rate schedule still runs to --max_steps)")
     p.add_argument("--learning_rate", type=float, default=1e-4, help="peak learning rate (AdamW)")
     p.add_argument("--betas", type=float, nargs=2, default=[0.9, 0.95])
     p.add_argument("--weight_decay", type=float, default=0.01, help="on weight matrices only")
@@ -660,7 +756,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stop_after_steps", type=int, default=None,
                    help=f"debugging: exit abruptly (status {STOP_EXIT_CODE}, no cleanup) after this step, as a killed run would")
     args = p.parse_args(argv)
-    for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "num_bars", "logging_steps"):
+    for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "num_bars", "logging_steps", "max_tokens"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     for name in ("warmup_steps", "structure_warmup_steps", "structure_ramp_steps", "eval_steps", "max_shift", "num_workers", "keep_checkpoints"):
@@ -668,11 +764,29 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name} must be at least 0")
     if args.checkpointing_steps is not None and args.checkpointing_steps < 1:
         p.error("--checkpointing_steps must be at least 1")
+    if args.max_train_seconds is not None and args.max_train_seconds <= 0:
+        p.error("--max_train_seconds must be more than 0")
     if not 0.0 <= args.min_lr_ratio <= 1.0:
         p.error("--min_lr_ratio must lie in 0-1")
     if args.mixed_precision is None:
         args.mixed_precision = default_mixed_precision()
     return args
+
+
+def load_config(path):
+    """The model config of a JSON file: FractalMIDI's, or a Llama config for the autoregressive
+    baseline (`"model_type": "llama"`, see hub_configs/ar_baseline.json)."""
+    try:
+        model_type = json.loads(Path(path).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        fail(f"{path}: not a model config JSON file ({e})")
+    if model_type == "llama":
+        from transformers import LlamaConfig
+
+        return LlamaConfig.from_json_file(path)
+    if model_type not in (None, "fractalmidi"):
+        fail(f"{path}: model_type {model_type!r}; this script trains fractalmidi models and the llama baseline")
+    return FractalMIDIConfig.from_json_file(path)
 
 
 def main(argv=None) -> None:
@@ -683,13 +797,13 @@ def main(argv=None) -> None:
         path = Path(args.init_from)
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             fail(f"--init_from {args.init_from}: not a saved model folder (config.json and model.safetensors)")
-        config = FractalMIDIConfig.from_pretrained(path)
+        config = load_config(path / "config.json")
         if args.warm_start:
             fail("--warm_start goes with --config (a new config); --init_from already starts from a saved model")
     elif args.config:
         if args.warm_start and not (Path(args.warm_start) / "model.safetensors").is_file():
             fail(f"--warm_start {args.warm_start}: no model.safetensors there (a saved model folder)")
-        config = FractalMIDIConfig.from_json_file(args.config)
+        config = load_config(args.config)
     else:
         fail("give --config (a model config JSON) or --init_from (a saved model folder)")
     training_function(config, args)

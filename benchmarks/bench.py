@@ -1,48 +1,56 @@
-"""`python -m benchmarks.bench` (from the repository root): FractalMIDI `generate` against an autoregressive baseline, same machine, same run.
+"""`python -m benchmarks.bench` (from the repository root): FractalMIDI `generate` against the trained autoregressive baseline, same machine, same process.
 
-    python -m benchmarks.bench [--model PATH | --config hub_configs/small.json] [--device cpu|cuda]
-                      [--lengths 256 1024 4096] [--repeats 3] [--json]
+    python -m benchmarks.bench [--model PATH | --config hub_configs/small.json] [--ar-model PATH]
+                      [--device cpu|cuda] [--lengths 256 1024 4096] [--repeats 3] [--json]
+    python -m benchmarks.bench --ar-variants [--lengths 256] [--repeats 1]
 
 What is measured (batch 1, one process):
-- FractalMIDI: `model.generate(num_bars=L / bar_steps, time_signatures=(4, 4), seed=r)` with the
+- FractalMIDI: `model.generate(num_bars=L / 16, time_signatures=(4, 4), seed=r)` with the
   model's own defaults (iterations, refinement, cfg 1 unless --cfg): L steps = L/16 bars of 4/4.
-- The baseline (`benchmarks/baseline.py`): a decoder-only causal transformer over note-event
-  tokens with a KV cache, sampling every token, sized by `ar_config_matching` to FractalMIDI's
-  parameter count, making the same number of bars. A trained baseline (`--ar-model PATH`)
-  samples until it has opened that many bars ("sampled"). An untrained one cannot be trusted to
-  emit Bar tokens, so it is made to produce exactly as many tokens as real music of that many
-  bars takes ("forced"): the mean tokens per bar of the dataset (`--data`, encoded with the
-  baseline's tokenizer) times the bars. A step costs the same whatever the weights, so the time
-  is the time of a trained model making that music.
-- Timing: one warm-up run of each model at the smallest length, then for every length
-  `--repeats` runs of each (seeds 0, 1, ...), the median reported; wall-clock time of the
-  `generate` call alone (`time.perf_counter`, after `torch.cuda.synchronize` on CUDA), under
-  `torch.inference_mode()`. Turning the result into notes is not timed.
-- Sequential passes: FractalMIDI's `num_forward_passes`; the baseline's is one per token sampled.
+  Default model: the shipped one (`fractalmidi.controls.DEFAULT_MODEL`).
+- The baseline (`benchmarks/baseline.py`): transformers' `LlamaForCausalLM` over miditok REMI
+  tokens, trained on the same data (default `checkpoints/ar-baseline-pop909`), sampling with
+  transformers' `generate` (its saved generation config: temperature, top-p) through
+  `generate_bars`: from BOS until it begins bar L/16 + 1, so it makes the same bars with as
+  many tokens as it decides (reported: tokens, tokens per bar), or until its token bound
+  ((bars + 1) x --ar-max-tokens-per-bar; runs stopped by it are noted). Its cache: transformers'
+  dynamic cache, or its static cache (--ar-cache static: preallocated for the token bound), the
+  decode step compiled by transformers' own `generate` (`compile_config`, --ar-compile: static
+  cache only). `--ar-variants` times dynamic, static and static + compile at the smallest length
+  (a compile that fails is reported as a row), to choose between them.
+- Timing: before each length's timed runs, a warm-up of each model at that length (FractalMIDI:
+  one whole run; the baseline: a run stopped by transformers' `max_time` after
+  AR_WARMUP_SECONDS, enough to build its cache and compile its decode step); then `--repeats`
+  runs of each (seeds 0, 1, ...), the median reported. Wall-clock time of the `generate` call
+  alone (`time.perf_counter`, after `torch.cuda.synchronize` on CUDA): turning tokens or states
+  into notes is not timed.
+- Sequential passes: FractalMIDI's `num_forward_passes`; the baseline's is one per generated
+  token (`ARGeneration.passes`).
 - Peak memory: on CPU, every measurement runs once more in a fresh Python subprocess
-  (`python -m benchmarks.bench --memory-worker SPEC`) that builds the model, resets its peak
+  (`python -m benchmarks.bench --memory-worker SPEC`) that loads the model, resets its peak
   RSS to its current RSS (Linux: /proc/self/clear_refs), runs `generate` once, and reports the
   peak RSS during it (VmHWM) minus the RSS before: the working memory of generation
   (activations, KV cache, outputs), not the interpreter and weights, which are reported apart
-  as the process peak. (tracemalloc does not see torch's allocations; `getrusage`'s ru_maxrss
-  cannot be reset and, after fork + exec, starts at the parent's RSS, so it is only the
-  fallback where /proc is missing, flagged as an upper bound.) On CUDA,
-  `torch.cuda.max_memory_allocated()` minus the memory allocated before, in this process.
-- Seconds of music per second of compute: the piece's duration (its tempo per bar) divided by
-  the median time. The forced baseline has no real piece: its bars are counted at the duration
-  of FractalMIDI's piece of the same length.
-- Precision (`--dtype`, `--ar-dtype`): by default FractalMIDI in bf16 on CUDA and on CPUs
-  with native bf16 matmuls (AVX-512 BF16 or AMX), else float32; the baseline as FractalMIDI
-  on CUDA and in float32 on a CPU (its one-token steps are matrix-vector products, which bf16
-  did not speed up there: measured equal); bf16 means the weights in bf16 (or autocast
-  where a generate is not dtype-clean). On CUDA, attention through sdpa, or flash_attention_2
-  where the flash_attn package is installed.
+  as the process peak. The baseline runs there with its cache but not compiled (compiling
+  would count the compiler's own memory; compiling changes the kernels, not what is stored).
+  (tracemalloc does not see torch's allocations; `getrusage`'s ru_maxrss cannot be reset and,
+  after fork + exec, starts at the parent's RSS, so it is only the fallback where /proc is
+  missing, flagged as an upper bound.) On CUDA, `torch.cuda.max_memory_allocated()` minus the
+  memory allocated before, in this process.
+- Seconds of music per second of compute: each model's piece's duration divided by its median
+  time (FractalMIDI's piece at its generated tempi; REMI has no tempo tokens here, so the
+  baseline's bars are at the 120 BPM its decoder writes).
+- Precision (`--dtype`, `--ar-dtype`): by default FractalMIDI in float32 on a CPU (bf16 was
+  slower for this model there: 1.83 s against 1.15 s at 4096 steps) and in bf16 on CUDA where
+  the GPU supports it; the baseline in float32 on a CPU, as FractalMIDI on CUDA. On CUDA,
+  attention through sdpa, or flash_attention_2 where the flash_attn package is installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -57,15 +65,26 @@ from fractalmidi.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = controls.DEFAULT_MODEL
-DEFAULT_DATA = (REPO / "data_cache" / "pop909", REPO / "tests" / "data" / "pop909")
+DEFAULT_AR_MODEL = REPO / "checkpoints" / "ar-baseline-pop909"
+TRAIN_AR = "python train_accelerate.py --config hub_configs/ar_baseline.json --dataset DATA --output_dir OUT"
+BAR_STEPS = 16  # a 4/4 bar on the grid of every FractalMIDI config and of the REMI tokenizer (4 steps a beat)
 WARMUP_SEED = 1000
+AR_WARMUP_SECONDS = 1.0  # the baseline's warm-up stops after its first decode step past this (max_time)
+# The baseline's default cache and compile: the fastest of `--ar-variants` on this 2-core CPU (a random
+# full-size baseline emitting ~90 tokens a bar, 256 steps, 1 thread, the other core busy training):
+# dynamic 17.1 s, static 46.0 s, static + compile 47.7 s for the same 1,458 tokens. The static cache is
+# as long as the token bound (17 bars x 512 tokens) and attended whole at every step; compiling the
+# decode step gained nothing (its time is in the linear layers).
+DEFAULT_AR_CACHE = "dynamic"
+DEFAULT_AR_COMPILE = False
+AR_VARIANTS = (("dynamic", "dynamic", False), ("static", "static", False), ("static+compile", "static", True))
 
 
 # ----------------------------------------------------------------------------- models
-def _shown(path: Path) -> str:
+def _shown(path) -> str:
     """A path relative to the repository when it lies inside it."""
     try:
-        return str(Path(path).relative_to(REPO))
+        return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
 
@@ -88,7 +107,7 @@ def load_fractalmidi(model_path=None, config_path=None):
         path = Path(model_path)
         if not (path / "config.json").is_file():
             raise InputError(f"{path}: no model there (expected config.json and model.safetensors)")
-        return FractalMIDIModel.from_pretrained(path).eval(), f"trained model {path}", True
+        return FractalMIDIModel.from_pretrained(path).eval(), f"trained model {_shown(path)}", True
     path = Path(config_path)
     if not path.is_file():
         raise InputError(f"{path}: no such config file")
@@ -99,89 +118,55 @@ def load_fractalmidi(model_path=None, config_path=None):
     return FractalMIDIModel(config).eval(), f"untrained model (random weights) of config {path}", False
 
 
-def load_ar(fractalmidi_model, ar_model_path=None, attention_window: int = 0):
-    """(baseline, description, trained): a trained baseline from --ar-model, else an untrained
-    one sized to the FractalMIDI model."""
-    from benchmarks.baseline import ARBaselineModel, ar_config_matching
-
-    if ar_model_path is not None:
-        path = Path(ar_model_path)
-        if not (path / "config.json").is_file():
-            raise InputError(f"{path}: no baseline model there (expected config.json and model.safetensors)")
-        return ARBaselineModel.from_pretrained(path).eval(), f"trained baseline {path}", True
-    config = ar_config_matching(fractalmidi_model, attention_window=attention_window)
-    return ARBaselineModel(config).eval(), "untrained baseline (random weights) sized by ar_config_matching", False
+def check_ar_folder(path) -> Path:
+    """The baseline's folder, or a one-line error that says how to make it."""
+    path = Path(path)
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (path / f).is_file()]
+    if missing:
+        what = "is not there" if not path.is_dir() else f"has no {', '.join(missing)}"
+        raise InputError(f"the baseline model {_shown(path)} {what}: train it with `{TRAIN_AR}` and give "
+                         "--ar-model OUT/final (or copy OUT/final there)")
+    return path
 
 
-def _load_pieces(data):
-    """Pieces of a built dataset folder, or of a folder of MIDI files (POP909 beat files used)."""
-    path = Path(data)
-    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
-        from fractalmidi.data import load_dataset_dir, row_to_piece
+def load_ar(path, device: str, dtype: str):
+    """(model, tokenizer) of a baseline folder, in `dtype` on `device`."""
+    import torch
+    from transformers.utils import logging as hf_logging
 
-        return [row_to_piece(r) for r in load_dataset_dir(path)]
-    from fractalmidi.midi_io import find_midi_files, read_midi
+    from benchmarks.baseline import load_baseline
 
-    files = find_midi_files(path)
-    if not files:
-        raise InputError(f"{path}: neither a dataset built by `fractalmidi build-dataset` nor a folder of MIDI files")
-    return [read_midi(midi, beats=beats)[0] for midi, beats in files]
-
-
-def measure_tokens_per_bar(tokenizer, data=None) -> dict:
-    """Tokens per bar of real music under the baseline's tokenizer (`baseline.tokens_per_bar`),
-    from `data` or the first of DEFAULT_DATA that exists; the source is recorded."""
-    from benchmarks.baseline import tokens_per_bar
-
-    candidates = [Path(data)] if data is not None else [p for p in DEFAULT_DATA if p.exists()]
-    if not candidates or not candidates[0].exists():
-        raise InputError(f"no data to count tokens per bar on: give --data (tried {', '.join(map(str, candidates or DEFAULT_DATA))})")
-    pieces = []
-    for piece in _load_pieces(candidates[0]):
-        try:
-            tokenizer.check(piece)
-        except ValueError:  # a bar or pitch the vocabulary cannot hold: not counted
-            continue
-        pieces.append(piece)
-    stats = tokens_per_bar(pieces, tokenizer)
-    stats["source"] = str(candidates[0])
-    return stats
+    hf_logging.disable_progress_bar()
+    return load_baseline(check_ar_folder(path), device=device, dtype=getattr(torch, dtype))
 
 
 # ----------------------------------------------------------------------------- precision
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX), i.e. gains from it."""
-    import torch
-
-    with contextlib.suppress(Exception):
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
 def resolve_dtype(dtype: str, device: str) -> str:
-    """"auto" -> "bfloat16" on CUDA and on CPUs with native bf16, else "float32"."""
+    """FractalMIDI's precision: "auto" -> float32 on a CPU (bf16 was slower for this model there:
+    1.83 s against 1.15 s at 4096 steps), bfloat16 on CUDA where the GPU supports it."""
     if dtype != "auto":
         return dtype
     if device == "cuda":
-        return "bfloat16"
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "float32"
 
 
 def resolve_ar_dtype(ar_dtype: str, dtype: str, device: str) -> str:
-    """The baseline's precision: "auto" -> FractalMIDI's on CUDA; float32 on a CPU, where bf16
-    gained its one-token steps (matrix-vector products) nothing (5.39 s against 5.42 s for 256
-    steps on this 2-core CPU: README, Speed) and float32 keeps its weights exact."""
+    """The baseline's precision: "auto" -> FractalMIDI's on CUDA, float32 on a CPU (its one-token
+    steps are matrix-vector products, which bf16 did not speed up there)."""
     if ar_dtype != "auto":
         return ar_dtype
     return dtype if device == "cuda" else "float32"
 
 
-def prepare(model, kind: str, device: str, dtype: str = "float32"):
-    """Move a model to the device and dtype; on CUDA choose the attention kernel. Returns
-    (model, context factory for generate, description)."""
+def prepare(model, device: str, dtype: str) -> str:
+    """Move a model to the device and dtype (in place); on CUDA choose the attention kernel.
+    Returns the description."""
     import torch
 
-    model = model.to(device)
+    model.to(device=device, dtype=getattr(torch, dtype))
     impl = model.config._attn_implementation or "sdpa"
     if device == "cuda":
         from transformers.utils import is_flash_attn_2_available
@@ -190,28 +175,55 @@ def prepare(model, kind: str, device: str, dtype: str = "float32"):
         with contextlib.suppress(Exception):
             model.set_attn_implementation(impl)
         impl = model.config._attn_implementation or impl
-    if dtype == "float32":
-        return model, contextlib.nullcontext, f"float32, attention {impl}"
-    import copy
-
-    bf16 = copy.deepcopy(model).to(torch.bfloat16)  # a copy: the fp32 weights stay exact for autocast
-    try:
-        _generate(bf16, kind, 1, 4, 0, contextlib.nullcontext, 1.0)
-        return bf16, contextlib.nullcontext, f"bfloat16 weights, attention {impl}"
-    except RuntimeError:  # generate is not dtype-clean in bf16: autocast instead
-        del bf16
-        return model, (lambda: torch.autocast(device, dtype=torch.bfloat16)), f"float32 weights under bf16 autocast, attention {impl}"
+    return f"{dtype}, attention {impl}"
 
 
-def _generate(model, kind: str, bars: int, tokens: int | None, seed: int, context, cfg: float):
+# ----------------------------------------------------------------------------- generation
+def ar_generation_config(model, cache: str, compile: bool, device: str):
+    """The baseline's saved generation config with its cache and compile set: "static" is
+    transformers' StaticCache (preallocated for the token bound), "dynamic" its DynamicCache;
+    compile hands the decode step to `torch.compile` through transformers' own `compile_config`
+    (which it applies with a static cache only, and on a CPU only when told to)."""
+    from transformers import CompileConfig
+
+    config = copy.deepcopy(model.generation_config)
+    config.cache_implementation = "static" if cache == "static" else None
+    if compile:
+        compile_config = CompileConfig(mode="reduce-overhead" if device == "cuda" else "default")
+        compile_config._compile_all_devices = True  # transformers compiles on CPUs only when asked
+        config.compile_config = compile_config
+    else:
+        config.disable_compile = True  # on CUDA transformers would compile a static cache's decode step itself
+    return config
+
+
+def generate_fm(model, bars: int, seed: int, cfg: float, device: str):
+    """(seconds, FractalMIDIGeneration) of one `generate`."""
     import torch
 
-    with torch.inference_mode(), context():
-        if kind == "fractalmidi":
-            return model.generate(num_bars=bars, time_signatures=(4, 4), seed=seed, guidance_scale=cfg)
-        if tokens is not None:
-            return model.generate(num_tokens=tokens, seed=seed)
-        return model.generate(num_bars=bars, max_new_tokens=model.config.max_position_embeddings - 1, seed=seed)
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        result = model.generate(num_bars=bars, time_signatures=(4, 4), seed=seed, guidance_scale=cfg)
+    _sync(device)
+    return time.perf_counter() - t0, result
+
+
+def generate_ar(model, tokenizer, bars: int, seed: int, config, max_tokens_per_bar: int, max_time=None):
+    """`generate_bars` (its `seconds`: the `generate` call alone); `max_time` stops it early (warm-up)."""
+    from benchmarks.baseline import generate_bars
+
+    if max_time is not None:
+        config = copy.deepcopy(config)
+        config.max_time = max_time
+    return generate_bars(model, tokenizer, bars, seed=seed, generation_config=config,
+                         max_tokens_per_bar=max_tokens_per_bar)
+
+
+def warm_up_ar(model, tokenizer, bars: int, config, max_tokens_per_bar: int):
+    """A run of `bars` bars stopped after AR_WARMUP_SECONDS (its first decode step at least: the
+    compile, where it is on, and the static cache of this length's size)."""
+    return generate_ar(model, tokenizer, bars, WARMUP_SEED, config, max_tokens_per_bar, max_time=AR_WARMUP_SECONDS)
 
 
 def _sync(device: str):
@@ -219,15 +231,6 @@ def _sync(device: str):
         import torch
 
         torch.cuda.synchronize()
-
-
-def timed(model, kind, bars, tokens, seed, context, cfg, device):
-    """(seconds, result) of one generate call."""
-    _sync(device)
-    t0 = time.perf_counter()
-    result = _generate(model, kind, bars, tokens, seed, context, cfg)
-    _sync(device)
-    return time.perf_counter() - t0, result
 
 
 # ----------------------------------------------------------------------------- memory
@@ -261,42 +264,34 @@ def _maxrss_bytes() -> int:
 
 
 def memory_worker(spec: dict) -> dict:
-    """Run in a fresh process: build the model of `spec`, run generate once, and report the
+    """Run in a fresh process: load the model of `spec`, run generate once, and report the
     peak resident memory during generate above the resident memory before it.
 
     On Linux the peak is reset just before generate (/proc/self/clear_refs), so the peak
     after it (VmHWM, which `getrusage` reports as ru_maxrss) is generate's own: exact. Where
     that is not possible, the peak since the process started is used: an upper bound
     (`exact` false) when imports or the model's construction peaked higher."""
+    import gc
+
     import torch
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
-    torch.set_grad_enabled(False)
     if spec["kind"] == "fractalmidi":
-        from fractalmidi import FractalMIDIConfig, FractalMIDIModel
-
-        if spec.get("model"):
-            model = FractalMIDIModel.from_pretrained(spec["model"]).eval()
-        else:
-            model = FractalMIDIModel(FractalMIDIConfig.from_json_file(spec["config"])).eval()
+        fm, _, _ = load_fractalmidi(spec.get("model"), spec.get("config"))
+        prepare(fm, "cpu", spec["dtype"])
+        run = lambda: generate_fm(fm, spec["bars"], spec["seed"], spec["cfg"], "cpu")[1].num_forward_passes
     else:
-        from benchmarks.baseline import ARBaselineConfig, ARBaselineModel
-
-        if spec.get("model"):
-            model = ARBaselineModel.from_pretrained(spec["model"]).eval()
-        else:
-            model = ARBaselineModel(ARBaselineConfig(**spec["config"])).eval()
-    model, context, _ = prepare(model, spec["kind"], "cpu", spec.get("dtype", "float32"))
-    import gc
-
+        ar, tokenizer = load_ar(spec["model"], "cpu", spec["dtype"])
+        config = ar_generation_config(ar, spec["cache"], False, "cpu")
+        run = lambda: generate_ar(ar, tokenizer, spec["bars"], spec["seed"], config, spec["max_tokens_per_bar"]).passes
     gc.collect()
     # (ru_maxrss also holds the parent's RSS at fork, which exec keeps: VmHWM is this image's own)
     startup_peak = _status_bytes("VmHWM") or 0
     reset = _reset_peak_rss()
     before = _status_bytes("VmRSS")
     peak_before = _status_bytes("VmHWM") if reset else _maxrss_bytes()
-    result = _generate(model, spec["kind"], spec["bars"], spec.get("tokens"), spec["seed"], context, spec["cfg"])
+    passes = run()
     peak = max(_status_bytes("VmHWM") or 0, _maxrss_bytes() if not reset else 0)
     base = before if before is not None else peak_before
     return {
@@ -304,8 +299,13 @@ def memory_worker(spec: dict) -> dict:
         "exact": reset or peak > peak_before,
         "process_peak_bytes": max(startup_peak, peak),
         "rss_before_bytes": base,
-        "passes": int(result.num_forward_passes),
+        "passes": int(passes),
     }
+
+
+def _absolute(path) -> str | None:
+    """A path for the worker, which runs in the repository root."""
+    return None if path is None else str(Path(path).resolve())
 
 
 def peak_memory_subprocess(spec: dict) -> dict:
@@ -317,19 +317,20 @@ def peak_memory_subprocess(spec: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def peak_memory_cuda(model, kind, bars, tokens, seed, context, cfg) -> dict:
+def peak_memory_cuda(run) -> dict:
+    """Peak CUDA memory of `run()` above the memory allocated before it."""
     import torch
 
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    _generate(model, kind, bars, tokens, seed, context, cfg)
+    run()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated()
     return {"peak_delta_bytes": peak - before, "exact": True, "process_peak_bytes": peak, "rss_before_bytes": before}
 
 
-# ----------------------------------------------------------------------------- the run
+# ----------------------------------------------------------------------------- the machine
 def machine_info(device: str) -> dict:
     import torch
 
@@ -345,6 +346,10 @@ def machine_info(device: str) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        info["transformers"] = transformers.__version__
     with contextlib.suppress(OSError, AttributeError):
         info["load_average_at_start"] = round(os.getloadavg()[0], 2)
     if device == "cuda":
@@ -415,152 +420,249 @@ def _median(xs):
     return float(statistics.median(xs))
 
 
+# ----------------------------------------------------------------------------- the run
+def check_arguments(args) -> list[int]:
+    """One-line errors for bad arguments, before any model is loaded; returns the lengths, sorted."""
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    if args.ar_max_tokens_per_bar < 1:
+        raise InputError(f"--ar-max-tokens-per-bar must be at least 1, got {args.ar_max_tokens_per_bar}")
+    if args.ar_compile and args.ar_cache != "static":
+        raise InputError("--ar-compile needs --ar-cache static (transformers compiles generate's decode step "
+                         "with a static cache only)")
+    lengths = sorted(set(args.lengths))
+    for L in lengths:
+        if L < BAR_STEPS or L % BAR_STEPS:
+            raise InputError(f"--lengths: {L} is not a whole number of 4/4 bars ({BAR_STEPS} steps each)")
+        if L > 1024 * BAR_STEPS:
+            raise InputError(f"--lengths: {L} steps is {L // BAR_STEPS} bars; at most 1024 bars ({1024 * BAR_STEPS} steps)")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: CUDA is not available here")
+    return lengths
+
+
+def _ar_info(ar, tokenizer, path, precision, args, cache=None, compile=None) -> dict:
+    from benchmarks.baseline import count_parameters
+
+    config, gen = ar.config, ar.generation_config
+    return {
+        "source": f"baseline {_shown(path)}", "parameters": count_parameters(ar), "precision": precision,
+        "num_layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size, "num_heads": config.num_attention_heads,
+        "vocab_size": len(tokenizer), "temperature": gen.temperature, "top_p": gen.top_p,
+        "cache": cache, "compile": compile, "max_tokens_per_bar": args.ar_max_tokens_per_bar,
+    }
+
+
+def _finish(info, cpu_start, wall_start, args) -> list[str]:
+    """The notes every result ends with: other work on the machine, then --note."""
+    import torch
+
+    with contextlib.suppress(OSError, AttributeError):
+        info["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    notes = []
+    other = other_work_note(info, cpu_start, time.perf_counter() - wall_start, torch.get_num_threads())
+    if other is not None:
+        notes.append(other)
+    return notes + list(args.note or [])
+
+
 def run_benchmark(args, log=None) -> dict:
     """The whole benchmark (see the module docstring); returns the JSON-able result."""
     import torch
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    lengths = check_arguments(args)
+    ar_path = check_ar_folder(args.ar_model)
     device = args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available here")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.repeats < 1:
-        raise InputError(f"--repeats must be at least 1, got {args.repeats}")
     info = machine_info(device)
     cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
 
     fm, fm_source, fm_trained = load_fractalmidi(args.model, args.config)
-    bar_steps = 4 * fm.config.steps_per_beat  # a bar of 4/4
-    lengths = sorted(set(args.lengths))
-    for L in lengths:
-        if L < bar_steps or L % bar_steps:
-            raise InputError(f"--lengths: {L} is not a whole number of 4/4 bars ({bar_steps} steps each)")
-    ar, ar_source, ar_trained = load_ar(fm, args.ar_model, args.ar_window)
-    from benchmarks.baseline import count_parameters
-
-    fm_params, ar_params = count_parameters(fm), count_parameters(ar)
-    tpb = measure_tokens_per_bar(ar.tokenizer, args.data)
-    mode = "sampled" if ar_trained else "forced"
-    log(f"FractalMIDI: {fm_source}, {fm_params:,} parameters; baseline: {ar_source}, {ar_params:,} parameters "
-        f"({ar.config.num_layers} layers x {ar.config.hidden_size}); tokens per bar {tpb['mean']:.1f} ({tpb['source']})")
-
+    if 4 * fm.config.steps_per_beat != BAR_STEPS:
+        raise InputError(f"FractalMIDI's grid has {fm.config.steps_per_beat} steps a beat; the bench times 4 (16-step bars)")
     dtype = resolve_dtype(args.dtype, device)
     ar_dtype = resolve_ar_dtype(args.ar_dtype, dtype, device)
-    fm, fm_ctx, fm_precision = prepare(fm, "fractalmidi", device, dtype)
-    ar, ar_ctx, ar_precision = prepare(ar, "ar", device, ar_dtype)
+    fm_precision = prepare(fm, device, dtype)
+    ar, tokenizer = load_ar(ar_path, device, ar_dtype)
+    ar_precision = prepare(ar, device, ar_dtype)
+    ar_config = ar_generation_config(ar, args.ar_cache, args.ar_compile, device)
+    from benchmarks.baseline import count_parameters
 
-    def tokens_for(bars):
-        return int(round(tpb["mean"] * bars)) if mode == "forced" else None
-
-    # warm-up: one run of each at the smallest length
-    b0 = lengths[0] // bar_steps
-    timed(fm, "fractalmidi", b0, None, WARMUP_SEED, fm_ctx, args.cfg, device)
-    timed(ar, "ar", b0, tokens_for(b0), WARMUP_SEED, ar_ctx, args.cfg, device)
+    fm_params = count_parameters(fm)
+    ar_info = _ar_info(ar, tokenizer, ar_path, ar_precision, args, args.ar_cache, args.ar_compile)
+    log(f"FractalMIDI: {fm_source}, {fm_params:,} parameters, {fm_precision}; baseline: {ar_info['source']}, "
+        f"{ar_info['parameters']:,} parameters, {ar_precision}, {args.ar_cache} cache"
+        + (", compiled" if args.ar_compile else ""))
 
     rows = []
     for L in lengths:
-        bars = L // bar_steps
-        tokens = tokens_for(bars)
-        fm_times, ar_times, ar_tokens, ar_stops = [], [], [], []
-        fm_result = None
+        bars = L // BAR_STEPS
+        log(f"{L} steps ({bars} bar{'s' if bars > 1 else ''}): warm-up")
+        generate_fm(fm, bars, WARMUP_SEED, args.cfg, device)
+        try:
+            warm_up_ar(ar, tokenizer, bars, ar_config, args.ar_max_tokens_per_bar)
+        except Exception as e:  # torch.compile needs a working compiler (C++ on a CPU)
+            if not args.ar_compile:
+                raise
+            raise InputError(f"compiling the baseline failed here ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}): rerun with --no-ar-compile") from None
+        fm_times, fm_result = [], None
         for r in range(args.repeats):
-            t, res = timed(fm, "fractalmidi", bars, None, r, fm_ctx, args.cfg, device)
+            t, res = generate_fm(fm, bars, r, args.cfg, device)
             fm_times.append(t)
             fm_result = fm_result or res
             log(f"  {L} steps, run {r + 1}/{args.repeats}: FractalMIDI {t:.3f} s")
+        ar_runs = []
         for r in range(args.repeats):
-            t, res = timed(ar, "ar", bars, tokens, r, ar_ctx, args.cfg, device)
-            ar_times.append(t)
-            ar_tokens.append(res.num_sampled)
-            ar_stops.append(res.stopped_by)
-            log(f"  {L} steps, run {r + 1}/{args.repeats}: AR {t:.3f} s, {res.num_sampled} tokens ({res.stopped_by})")
+            res = generate_ar(ar, tokenizer, bars, r, ar_config, args.ar_max_tokens_per_bar)
+            ar_runs.append(res)
+            log(f"  {L} steps, run {r + 1}/{args.repeats}: AR {res.seconds:.3f} s, {res.tokens[0]} tokens, "
+                f"{res.bars_made[0]} of {bars} bars begun")
         fm_piece = fm_result.to_piece()
-        music = fm_piece.duration_seconds
-        ar_music = music if mode == "forced" else res.to_piece().duration_seconds
+        ar_seconds = _median([g.seconds for g in ar_runs])
+        ar_tokens = [g.tokens[0] for g in ar_runs]
         row = {
             "steps": L,
             "bars": bars,
             "fractalmidi_seconds": _median(fm_times),
-            "ar_seconds": _median(ar_times),
-            "ar_tokens": int(_median(ar_tokens)),
+            "ar_seconds": ar_seconds,
             "fractalmidi_passes": int(fm_result.num_forward_passes),
-            "ar_passes": int(_median(ar_tokens)),
+            "ar_passes": int(_median([g.passes for g in ar_runs])),
+            "ar_tokens": int(_median(ar_tokens)),
+            "ar_tokens_per_bar": _median(ar_tokens) / bars,
+            "ar_seconds_per_token": _median([g.seconds / max(1, g.passes) for g in ar_runs]),
             "fractalmidi_runs": fm_times,
-            "ar_runs": ar_times,
+            "ar_runs": [g.seconds for g in ar_runs],
             "ar_tokens_runs": ar_tokens,
-            "ar_stopped_by": ar_stops,
-            "music_seconds": music,
-            "ar_music_seconds": ar_music,
+            "ar_passes_runs": [int(g.passes) for g in ar_runs],
+            "ar_bars_made_runs": [int(g.bars_made[0]) for g in ar_runs],
+            "music_seconds": fm_piece.duration_seconds,
+            "ar_music_seconds": ar_runs[0].pieces[0].duration_seconds,
             "fractalmidi_notes": int(len(fm_piece.notes)),
         }
         row["speedup"] = row["ar_seconds"] / row["fractalmidi_seconds"]
-        row["fractalmidi_music_per_second"] = music / row["fractalmidi_seconds"]
-        row["ar_music_per_second"] = ar_music / row["ar_seconds"]
+        row["fractalmidi_music_per_second"] = row["music_seconds"] / row["fractalmidi_seconds"]
+        row["ar_music_per_second"] = row["ar_music_seconds"] / row["ar_seconds"]
         if not args.no_memory:
-            for kind, model in (("fractalmidi", fm), ("ar", ar)):
+            for kind in ("fractalmidi", "ar"):
                 if device == "cuda":
-                    ctx = fm_ctx if kind == "fractalmidi" else ar_ctx
-                    mem = peak_memory_cuda(model, kind, bars, tokens if kind == "ar" else None, 0, ctx, args.cfg)
+                    run = (lambda: generate_fm(fm, bars, 0, args.cfg, device)) if kind == "fractalmidi" else (
+                        lambda: generate_ar(ar, tokenizer, bars, 0, ar_config, args.ar_max_tokens_per_bar))
+                    mem = peak_memory_cuda(run)
+                elif kind == "fractalmidi":
+                    mem = peak_memory_subprocess({
+                        "kind": kind, "bars": bars, "seed": 0, "cfg": args.cfg, "dtype": dtype,
+                        "threads": torch.get_num_threads(), "model": _absolute(args.model),
+                        "config": _absolute(args.config)})
                 else:
-                    spec = {"kind": kind, "bars": bars, "tokens": tokens if kind == "ar" else None, "seed": 0,
-                            "cfg": args.cfg, "threads": torch.get_num_threads(),
-                            "dtype": dtype if kind == "fractalmidi" else ar_dtype}
-                    if kind == "fractalmidi":
-                        spec.update(model=str(args.model or DEFAULT_MODEL) if fm_trained else None, config=args.config)
-                    else:
-                        spec.update(model=args.ar_model, config=None if ar_trained else ar.config.to_diff_dict())
-                    mem = peak_memory_subprocess(spec)
+                    mem = peak_memory_subprocess({
+                        "kind": kind, "bars": bars, "seed": 0, "dtype": ar_dtype, "threads": torch.get_num_threads(),
+                        "model": _absolute(ar_path), "cache": args.ar_cache, "max_tokens_per_bar": args.ar_max_tokens_per_bar})
                 row[f"{kind}_peak_mb"] = mem["peak_delta_bytes"] / 2**20
                 row[f"{kind}_process_peak_mb"] = mem["process_peak_bytes"] / 2**20
                 row[f"{kind}_peak_exact"] = bool(mem["exact"])
             log(f"  {L} steps: peak memory FractalMIDI {row['fractalmidi_peak_mb']:.1f} MiB, AR {row['ar_peak_mb']:.1f} MiB")
         rows.append(row)
 
-    with contextlib.suppress(OSError, AttributeError):
-        info["load_average_at_end"] = round(os.getloadavg()[0], 2)
     notes = []
     if not fm_trained:
         notes.append("FractalMIDI is untrained (random weights): the same speed as a trained model of this config, not its music.")
-    if mode == "forced":
-        notes.append(f"The baseline is untrained, so it was made to sample exactly round({tpb['mean']:.1f} tokens per bar x bars) "
-                     f"tokens, the tokens per bar of real music ({tpb['source']}, {tpb['bars']} bars); its music seconds "
-                     "are FractalMIDI's piece's duration for the same bars.")
-    short = [(r["steps"], stop) for r in rows for stop in r["ar_stopped_by"] if mode == "sampled" and stop != "bars"]
+    short = [(r["steps"], made) for r in rows for made in r["ar_bars_made_runs"] if made < r["bars"]]
     if short:
-        notes.append(f"The baseline stopped before making all the bars in {len(short)} run(s) ({short}): its times there "
-                     "are for less music.")
-    other = other_work_note(info, cpu_start, time.perf_counter() - wall_start, torch.get_num_threads())
-    if other is not None:
-        notes.append(other)
-    notes += list(args.note or [])
+        notes.append(f"The baseline reached its token bound ({args.ar_max_tokens_per_bar} tokens a bar) before "
+                     f"beginning all the bars in {len(short)} run(s) ((steps, bars begun): {short}): its times there "
+                     "are for fewer bars.")
+    notes += _finish(info, cpu_start, wall_start, args)
     return {
         "command": command_line(args),
         "device": device,
         "machine": info,
         "fractalmidi": {
             "source": fm_source, "trained": fm_trained, "parameters": fm_params, "precision": fm_precision,
-            "num_iterations": list(fm.generation_config.num_iterations), "refine_rounds": fm.generation_config.refine_rounds, "cfg": args.cfg,
+            "num_iterations": list(fm.generation_config.num_iterations),
+            "refine_rounds": fm.generation_config.refine_rounds, "cfg": args.cfg,
         },
-        "ar": {
-            "source": ar_source, "trained": ar_trained, "parameters": ar_params, "precision": ar_precision, "mode": mode,
-            "num_layers": ar.config.num_layers, "hidden_size": ar.config.hidden_size, "num_heads": ar.config.num_heads,
-            "attention_window": ar.config.attention_window, "vocab_size": ar.tokenizer.vocab_size,
-            "kv_cache": "per-layer key/value tensors, preallocated, one token fed per step",
-        },
-        "parameter_ratio": ar_params / fm_params,
-        "tokens_per_bar": tpb,
+        "ar": ar_info,
+        "parameter_ratio": ar_info["parameters"] / fm_params,
         "repeats": args.repeats,
-        "timing": "median of --repeats runs after one warm-up run of each model at the smallest length; generate only",
+        "timing": "median of --repeats runs after a warm-up of each model at each length; generate only",
         "memory_method": (
             "not measured (--no-memory)" if args.no_memory else
             "torch.cuda.max_memory_allocated() - memory allocated before, in this process" if device == "cuda" else
             "a fresh subprocess per measurement: peak RSS during generate (VmHWM, reset just before via "
             "/proc/self/clear_refs) - RSS before it: generate's working memory; the process peak "
-            "(interpreter, libraries, weights and generate) apart"
+            "(interpreter, libraries, weights and generate) apart; the baseline with its cache, not compiled"
         ),
         "rows": rows,
         "notes": notes,
+    }
+
+
+def run_ar_variants(args, log=None) -> dict:
+    """The baseline's cache and compile variants (AR_VARIANTS) at the smallest of --lengths:
+    a warm-up, then the median of --repeats runs of each. A variant that fails (a compile
+    without a working compiler) is a row with its error."""
+    import torch
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    L = check_arguments(args)[0]
+    ar_path = check_ar_folder(args.ar_model)
+    device = args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = machine_info(device)
+    cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
+    ar_dtype = resolve_ar_dtype(args.ar_dtype, resolve_dtype(args.dtype, device), device)
+    ar, tokenizer = load_ar(ar_path, device, ar_dtype)
+    precision = prepare(ar, device, ar_dtype)
+    bars = L // BAR_STEPS
+    variants = []
+    for name, cache, compile in AR_VARIANTS:
+        row = {"variant": name, "cache": cache, "compile": compile}
+        config = ar_generation_config(ar, cache, compile, device)
+        t0 = time.perf_counter()
+        try:
+            warm_up_ar(ar, tokenizer, bars, config, args.ar_max_tokens_per_bar)
+            row["warmup_seconds"] = time.perf_counter() - t0
+            runs = [generate_ar(ar, tokenizer, bars, r, config, args.ar_max_tokens_per_bar) for r in range(args.repeats)]
+        except Exception as e:  # noqa: BLE001 - reported, the other variants still measured
+            row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+            log(f"  {name}: failed ({row['error']})")
+            variants.append(row)
+            continue
+        row.update(
+            seconds=_median([g.seconds for g in runs]),
+            tokens=int(_median([g.tokens[0] for g in runs])),
+            passes=int(_median([g.passes for g in runs])),
+            seconds_per_token=_median([g.seconds / max(1, g.passes) for g in runs]),
+            runs=[g.seconds for g in runs],
+            bars_made_runs=[int(g.bars_made[0]) for g in runs],
+        )
+        log(f"  {name}: {row['seconds']:.3f} s, {row['tokens']} tokens (warm-up {row['warmup_seconds']:.1f} s)")
+        variants.append(row)
+    done = [v for v in variants if "error" not in v]
+    fastest = min(done, key=lambda v: v["seconds"])["variant"] if done else None
+    return {
+        "command": command_line(args),
+        "device": device,
+        "machine": info,
+        "ar": _ar_info(ar, tokenizer, ar_path, precision, args),
+        "steps": L,
+        "bars": bars,
+        "repeats": args.repeats,
+        "timing": "median of --repeats runs after a warm-up (a run stopped after its first decode step past "
+                  f"{AR_WARMUP_SECONDS:g} s: compiles where compile is on); generate only",
+        "variants": variants,
+        "fastest": fastest,
+        "notes": _finish(info, cpu_start, wall_start, args),
     }
 
 
@@ -568,87 +670,123 @@ def run_benchmark(args, log=None) -> dict:
 def command_line(args) -> str:
     """The bench command that reproduces this run (the options that were given)."""
     parts = ["python -m benchmarks.bench"]
-    for flag, value in (("--model", args.model), ("--config", args.config), ("--ar-model", args.ar_model),
-                        ("--data", args.data), ("--threads", args.threads)):
+    for flag, value in (("--model", args.model), ("--config", args.config), ("--threads", args.threads)):
         if value is not None:
             parts.append(f"{flag} {value}")
-    parts.append(f"--device {args.device} --dtype {args.dtype} --ar-dtype {args.ar_dtype} --lengths {' '.join(map(str, args.lengths))} --repeats {args.repeats}")
+    parts.append(f"--ar-model {_shown(args.ar_model)}")
+    if args.ar_variants:
+        parts.append("--ar-variants")
+    else:
+        parts.append(f"--ar-cache {args.ar_cache} --{'' if args.ar_compile else 'no-'}ar-compile")
+    parts.append(f"--ar-max-tokens-per-bar {args.ar_max_tokens_per_bar} --device {args.device} --dtype {args.dtype} "
+                 f"--ar-dtype {args.ar_dtype} --lengths {' '.join(map(str, args.lengths))} --repeats {args.repeats}")
     if args.cfg != 1.0:
         parts.append(f"--cfg {args.cfg}")
-    if args.ar_window:
-        parts.append(f"--ar-window {args.ar_window}")
     if args.no_memory:
         parts.append("--no-memory")
     threads = os.environ.get("OMP_NUM_THREADS")
     return (f"OMP_NUM_THREADS={threads} " if threads else "") + " ".join(parts)
 
 
-def format_table(result: dict) -> str:
-    fm, ar = result["fractalmidi"], result["ar"]
-    m = result["machine"]
-    lines = [
+def _columns(head: list[str], body: list[list[str]]) -> list[str]:
+    """Right-aligned columns under a ruled header."""
+    table = [head] + body
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
+    return lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:]
+
+
+def _header(result: dict) -> list[str]:
+    m, ar = result["machine"], result["ar"]
+    how = (f"; {ar['cache']} cache" + (", compiled" if ar["compile"] else "")) if ar.get("cache") else ""
+    return [
         f"machine: {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']} with {m['torch_threads']} thread(s)"
         + (f", GPU {m['gpu']}" if "gpu" in m else "") + f"; device {result['device']}",
-        f"FractalMIDI: {fm['source']}; {fm['parameters']:,} parameters; {fm['precision']}; iterations "
-        f"{fm['num_iterations']}, refine rounds {fm['refine_rounds']}, cfg {fm['cfg']}",
-        f"AR baseline: {ar['source']}; {ar['parameters']:,} parameters ({result['parameter_ratio']:.3f}x); "
-        f"{ar['num_layers']} layers x {ar['hidden_size']} wide, {ar['num_heads']} heads, vocabulary {ar['vocab_size']}, "
-        f"{'full causal attention' if not ar['attention_window'] else 'window of %d tokens' % ar['attention_window']}, "
-        f"KV cache; tokens {ar['mode']}",
-        f"tokens per bar of real music: {result['tokens_per_bar']['mean']:.1f} (mean over {result['tokens_per_bar']['bars']} "
-        f"bars of {result['tokens_per_bar']['source']})",
-        f"timing: {result['timing']}; {result['repeats']} repeat(s)",
-        f"memory: {result['memory_method']}",
-        "",
+        f"AR baseline: {ar['source']}; LlamaForCausalLM, {ar['parameters']:,} parameters, {ar['num_layers']} layers x "
+        f"{ar['hidden_size']} wide, {ar['num_heads']} heads, REMI vocabulary {ar['vocab_size']}; {ar['precision']}"
+        f"{how}; temperature {ar['temperature']}, top-p {ar['top_p']}, at most {ar['max_tokens_per_bar']} tokens a bar",
     ]
-    head = ["steps", "bars", "FM s", "AR s", "AR tokens", "speed-up", "FM passes", "AR passes",
-            "FM peak MiB", "AR peak MiB", "FM music s/s", "AR music s/s"]
-    table = [head]
+
+
+def format_table(result: dict) -> str:
+    fm = result["fractalmidi"]
+    lines = _header(result)
+    lines[1:1] = [f"FractalMIDI: {fm['source']}; {fm['parameters']:,} parameters; {fm['precision']}; iterations "
+                  f"{fm['num_iterations']}, refine rounds {fm['refine_rounds']}, cfg {fm['cfg']}"]
+    lines[2] += f" ({result['parameter_ratio']:.3f}x FractalMIDI's parameters)"
+    lines += [f"timing: {result['timing']}; {result['repeats']} repeat(s)", f"memory: {result['memory_method']}", ""]
+    head = ["steps", "bars", "FM s", "AR s", "speed-up", "FM passes", "AR passes", "AR tokens", "AR tokens/bar",
+            "AR ms/token", "FM peak MiB", "AR peak MiB", "FM music s/s", "AR music s/s"]
+    body = []
     for r in result["rows"]:
         mem = lambda k: ("%.1f" % r[k] + ("" if r.get(k.replace("_mb", "_exact"), True) else "*")) if k in r else "-"
-        table.append([
+        body.append([
             str(r["steps"]), str(r["bars"]), f"{r['fractalmidi_seconds']:.3f}", f"{r['ar_seconds']:.2f}",
-            str(r["ar_tokens"]), f"{r['speedup']:.1f}x", str(r["fractalmidi_passes"]), str(r["ar_passes"]),
+            f"{r['speedup']:.1f}x", str(r["fractalmidi_passes"]), str(r["ar_passes"]), str(r["ar_tokens"]),
+            f"{r['ar_tokens_per_bar']:.1f}", f"{1000 * r['ar_seconds_per_token']:.2f}",
             mem("fractalmidi_peak_mb"), mem("ar_peak_mb"),
             f"{r['fractalmidi_music_per_second']:.0f}", f"{r['ar_music_per_second']:.1f}",
         ])
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    for i, row in enumerate(table):
-        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines += _columns(head, body)
     if any("fractalmidi_process_peak_mb" in r for r in result["rows"]):
         lines.append("process peak RSS MiB (interpreter, weights and generate): " + ", ".join(
             f"{r['steps']}: FM {r['fractalmidi_process_peak_mb']:.0f} / AR {r['ar_process_peak_mb']:.0f}" for r in result["rows"]))
     if any(not r.get(k, True) for r in result["rows"] for k in ("fractalmidi_peak_exact", "ar_peak_exact")):
         lines.append("* the process peak did not rise during generate: an upper bound")
-    for note in result["notes"]:
-        lines.append("note: " + note)
+    lines += ["note: " + note for note in result["notes"]]
+    return "\n".join(lines)
+
+
+def format_variants(result: dict) -> str:
+    lines = _header(result) + [f"{result['steps']} steps ({result['bars']} bars); timing: {result['timing']}; "
+                               f"{result['repeats']} repeat(s)", ""]
+    body = []
+    for v in result["variants"]:
+        if "error" in v:
+            body.append([v["variant"], "failed", "-", "-", "-", "-"])
+        else:
+            body.append([v["variant"], f"{v['seconds']:.2f}", str(v["tokens"]), str(v["passes"]),
+                         f"{1000 * v['seconds_per_token']:.2f}", f"{v['warmup_seconds']:.1f}"])
+    lines += _columns(["variant", "AR s", "tokens", "passes", "ms/token", "warm-up s"], body)
+    lines += [f"{v['variant']} failed: {v['error']}" for v in result["variants"] if "error" in v]
+    lines.append(f"fastest: {result['fastest']}" if result["fastest"] else "no variant ran")
+    lines += ["note: " + note for note in result["notes"]]
     return "\n".join(lines)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from benchmarks.baseline import MAX_TOKENS_PER_BAR
+
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", metavar="PATH",
-                       help=f"FractalMIDI model folder (default: {_shown(DEFAULT_MODEL)} when present)")
+                       help=f"FractalMIDI model folder (default: the shipped {_shown(DEFAULT_MODEL)})")
     which.add_argument("--config", metavar="JSON",
                        help="time an untrained FractalMIDI model of this config (e.g. hub_configs/small.json): same speed, random music")
+    p.add_argument("--ar-model", metavar="PATH", default=str(DEFAULT_AR_MODEL),
+                   help=f"the trained baseline's folder (config.json, model.safetensors, generation_config.json, "
+                        f"tokenizer.json; default {_shown(DEFAULT_AR_MODEL)})")
+    p.add_argument("--ar-cache", choices=("dynamic", "static"), default=DEFAULT_AR_CACHE,
+                   help=f"the baseline's KV cache: transformers' dynamic cache, or its static one, preallocated for "
+                        f"the token bound (default {DEFAULT_AR_CACHE}: the faster here, see --ar-variants)")
+    p.add_argument("--ar-compile", action=argparse.BooleanOptionalAction, default=DEFAULT_AR_COMPILE,
+                   help="compile the baseline's decode step (torch.compile through transformers' compile_config; "
+                        f"needs --ar-cache static; default {'on' if DEFAULT_AR_COMPILE else 'off'})")
+    p.add_argument("--ar-variants", action="store_true",
+                   help="instead: time the baseline's variants (dynamic cache, static cache, static cache + compile) "
+                        "at the smallest of --lengths, to choose the default")
+    p.add_argument("--ar-max-tokens-per-bar", type=int, default=MAX_TOKENS_PER_BAR, metavar="N",
+                   help=f"the baseline's token bound, N x (bars + 1) (default {MAX_TOKENS_PER_BAR}); also the size "
+                        "of its static cache")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="FractalMIDI's weights (default auto: bfloat16 on CUDA and on CPUs with native bf16 "
-                        "(AVX-512 BF16 / AMX), else float32)")
+                   help="FractalMIDI's weights (default auto: float32 on a CPU, where bf16 was slower; bfloat16 on "
+                        "CUDA where the GPU supports it)")
     p.add_argument("--ar-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="the baseline's weights (default auto: --dtype's on CUDA, float32 on a CPU, where bf16 "
-                        "did not speed up its one-token steps)")
+                   help="the baseline's weights (default auto: float32 on a CPU, --dtype's on CUDA)")
     p.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096], metavar="STEPS",
-                   help="lengths in grid steps, whole 4/4 bars (default 256 1024 4096)")
+                   help="lengths in grid steps, whole 4/4 bars of 16 steps (default 256 1024 4096)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each model per length; the median is reported (default 3)")
     p.add_argument("--cfg", type=float, default=1.0, help="FractalMIDI's guidance scale (default 1: its default, no guidance)")
-    p.add_argument("--ar-model", metavar="PATH", help="a trained baseline (ARBaselineModel.save_pretrained folder): samples until the bars are made")
-    p.add_argument("--ar-window", type=int, default=0, metavar="N",
-                   help="untrained baseline only: sliding attention window in tokens (default 0: full causal attention)")
-    p.add_argument("--data", metavar="PATH",
-                   help="dataset folder or MIDI folder to count tokens per bar on (default data_cache/pop909, else tests/data/pop909)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, which follows OMP_NUM_THREADS)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--note", action="append", metavar="TEXT", help="a note to print with the results (repeatable)")
@@ -656,8 +794,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args) -> int:
-    result = run_benchmark(args)
-    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    if args.ar_variants:
+        result = run_ar_variants(args)
+        print(json.dumps(result, indent=1) if args.json else format_variants(result))
+    else:
+        result = run_benchmark(args)
+        print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
 
 
@@ -665,9 +807,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench",
         description="Batch 1, after a warm-up, the median of --repeats runs: FractalMIDI generate of L steps (L/16 "
-                    "bars of 4/4) against a causal transformer over note-event tokens (KV cache, sampling every token, "
-                    "as many parameters) making the same bars: seconds, ratio, sequential passes, peak memory, "
-                    "seconds of music per second.")
+                    "bars of 4/4) against the trained autoregressive baseline (transformers' LlamaForCausalLM over "
+                    "REMI tokens, sampled by transformers' generate) making the same bars: seconds, ratio, sequential "
+                    "passes, the baseline's tokens, peak memory, seconds of music per second.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

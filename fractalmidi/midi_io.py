@@ -309,10 +309,33 @@ def read_midi_tracks(
     return _read(path, beats, steps_per_beat, pitch_range, tracks, max_bars, max_bytes, True)
 
 
+def read_score(
+    score: Score,
+    steps_per_beat: int = 4,
+    pitch_range: tuple[int, int] = PIANO_RANGE,
+    tracks=None,
+    max_bars: int = MAX_BARS,
+    name: str = "score",
+) -> tuple[Piece, ReadReport]:
+    """As `read_midi(path, beats=None)` for a symusic `Score` already in memory (one that a
+    tokenizer decoded, say): all chosen tracks merged onto the grid of the score's own ticks.
+    `name` stands for the file in error messages and the report."""
+    if not isinstance(score, Score):
+        raise InputError(f"{name}: not a symusic Score ({type(score).__name__})")
+    _check_division(score.tpq, name)
+    pieces, report = _read_score(score, name, None, steps_per_beat, pitch_range, tracks, max_bars, False)
+    return pieces[0][1], report
+
+
 def _read(path, beats, steps_per_beat, pitch_range, tracks, max_bars, max_bytes, per_track):
     path = Path(path)
     score = _load_score(path, max_bytes)
     beats = resolve_beats(path, beats)
+    return _read_score(score, path, beats, steps_per_beat, pitch_range, tracks, max_bars, per_track)
+
+
+def _read_score(score, path, beats, steps_per_beat, pitch_range, tracks, max_bars, per_track):
+    """The grid of `score` (read from `path`, or named so): see `read_midi` and `read_score`."""
     _check_tempi(score, path)
     chosen = _select_tracks(score, tracks, path)
     names = [t.name or f"track {i}" for i, t in enumerate(chosen)]

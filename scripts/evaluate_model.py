@@ -31,6 +31,13 @@ Prints:
    song) are compared with the chords given (`metrics.chord_adherence`); beside it the real
    windows' own rate against their annotation (and against the chords as given, split), and
    over the whole validation songs.
+5. With `--compare AR_MODEL` (a trained autoregressive baseline folder, `benchmarks/baseline.py`):
+   the music table of both models side by side. `--num-samples` pieces of `--bars` bars from
+   the baseline (its default sampling, `generate_bars`, `--compare-batch` sequences at a time,
+   seeds 0, 1, ...) beside the FractalMIDI pieces of 1. and the validation windows, every
+   measure on the whole song with the melody measures on its top voice for all three (the
+   baseline has no melody track), each model's per-bar feature Frechet distance to the
+   validation windows, its generation time per piece, and which model is closer per measure.
 """
 
 from __future__ import annotations
@@ -171,6 +178,53 @@ def fmt(mean: float, std: float | None = None) -> str:
 
 # ---------------------------------------------------------------------------- main
 @torch.no_grad()  # not set_grad_enabled(False): a caller (a test) keeps its own grad mode
+def compare_with_baseline(args, baseline, windows, fm_pieces, fm_seconds) -> dict:
+    """Section 5: the music of FractalMIDI (`fm_pieces`, made at `fm_seconds` a piece) and of
+    the autoregressive baseline side by side against the validation windows."""
+    from benchmarks.baseline import generate_bars
+
+    ar_model, tokenizer = baseline
+    ar_pieces, ar_tokens, ar_bars, ar_time = [], [], [], 0.0
+    for start in range(0, args.num_samples, args.compare_batch):
+        n = min(args.compare_batch, args.num_samples - start)
+        g = generate_bars(ar_model, tokenizer, args.bars, batch_size=n, seed=start)
+        ar_pieces += g.pieces
+        ar_tokens += g.tokens
+        ar_bars += g.bars_made
+        ar_time += g.seconds
+    real = summarize([evaluate_piece(w.piece) for w in windows])
+    fm = summarize([evaluate_piece(p) for p in fm_pieces])
+    ar = summarize([evaluate_piece(p) for p in ar_pieces])
+    reference = [w.piece for w in windows]
+    out = dict(metrics={}, ar_model=args.compare, pieces=args.num_samples, bars=args.bars,
+               ar_batch=args.compare_batch, ar_tokens_per_bar=float(np.sum(ar_tokens) / max(1, np.sum(ar_bars))),
+               ar_short_pieces=int(sum(b < args.bars for b in ar_bars)))
+    print(f"\nFractalMIDI against the autoregressive baseline ({args.compare}): {args.num_samples} pieces of "
+          f"{args.bars} bars each, their defaults, vs {len(windows)} validation windows; every measure on the whole "
+          f"song, the melody measures on its top voice for all three")
+    print("| measure | validation | FractalMIDI | AR baseline | closer |")
+    print("|---|---|---|---|---|")
+    for k in METRIC_KEYS:
+        if k.startswith("n_"):
+            continue
+        (rm, rs, _), (fmm, fms, _), (am, as_, _) = real[k], fm[k], ar[k]
+        d_fm, d_ar = abs(fmm - rm), abs(am - rm)
+        closer = "FractalMIDI" if d_fm < d_ar else "AR" if d_ar < d_fm else "equal"
+        out["metrics"][k] = dict(validation=[rm, rs], fractalmidi=[fmm, fms], ar=[am, as_], closer=closer)
+        print(f"| {k} | {fmt(rm, rs)} | {fmt(fmm, fms)} | {fmt(am, as_)} | {closer} |")
+    fd_fm = feature_frechet_distance(fm_pieces, reference)
+    fd_ar = feature_frechet_distance(ar_pieces, reference)
+    out["frechet"] = dict(fractalmidi=fd_fm, ar=fd_ar)
+    out["seconds_per_piece"] = dict(fractalmidi=fm_seconds, ar=ar_time / max(1, args.num_samples))
+    print(f"| per-bar feature Frechet distance (lower is closer) | - | {fd_fm:.3f} | {fd_ar:.3f} | "
+          f"{'FractalMIDI' if fd_fm < fd_ar else 'AR'} |")
+    print(f"| generation seconds per piece | - | {fm_seconds:.2f} (batch 1) | {ar_time / max(1, args.num_samples):.2f} "
+          f"(batch {args.compare_batch}) | - |")
+    print(f"The baseline made {out['ar_tokens_per_bar']:.1f} tokens per bar; {out['ar_short_pieces']} of its pieces "
+          f"did not reach {args.bars} bars within their token bound (filled with empty bars).")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -192,10 +246,22 @@ def main(argv=None):
                     help="also generate on each validation window's annotated chords (a model with a chord level)")
     ap.add_argument("--frechet-terms", type=int, default=0, metavar="N",
                     help="also print the N features whose own Frechet distance is largest (0-33)")
+    ap.add_argument("--compare", metavar="AR_MODEL", default=None,
+                    help="also generate --num-samples pieces with this trained autoregressive baseline and print both "
+                         "models' music side by side")
+    ap.add_argument("--compare-batch", type=int, default=16,
+                    help="the baseline's sequences sampled together (1 for one at a time, as FractalMIDI's)")
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if not 0 <= args.frechet_terms <= 33:
         ap.error(f"--frechet-terms must be 0-33 (the per-bar features), got {args.frechet_terms}")
+    if not 1 <= args.compare_batch <= 64:
+        ap.error(f"--compare-batch must be 1-64, got {args.compare_batch}")
+    baseline = None
+    if args.compare:  # loaded first: a wrong folder fails before an hour of generation
+        from benchmarks.baseline import load_baseline
+
+        baseline = load_baseline(args.compare)
     model = FractalMIDIModel.from_pretrained(args.model).eval()
     if args.temperature is None:
         args.temperature = model.generation_config.temperature
@@ -218,10 +284,12 @@ def main(argv=None):
     real_melodies = [window_melody(w) if has_melody else None for w in windows]
     real = [evaluate_piece(w.piece, melody=m) for w, m in zip(windows, real_melodies)]
     gen, gen_pieces = [], []
+    t_gen = time.perf_counter()
     for seed in range(args.num_samples):
         piece, melody = generated_song(model.generate(num_bars=args.bars, seed=seed, **decoding))
         gen.append(evaluate_piece(piece, melody=melody))
         gen_pieces.append(piece)
+    gen_seconds = (time.perf_counter() - t_gen) / max(1, args.num_samples)  # with the measuring, a little
     real_s, gen_s = summarize(real), summarize(gen)
     melody_source = (f"melody measures on the melody level's line vs the annotated melody "
                      f"({sum(m is not None for m in real_melodies)} of {len(windows)} windows, the top voice for the rest)"
@@ -283,6 +351,8 @@ def main(argv=None):
         print(f"| {scale:g} | {mean_r:.3f} | {pooled:.3f} | {np.mean(maes):.3f} | {np.mean(tempo_err):.2e} | "
               f"{time.perf_counter() - t1:.0f} |")
     results = dict(metrics=rows, bar_feature_frechet=frechet, adherence=adherence)
+    if baseline is not None:
+        results["compare"] = compare_with_baseline(args, baseline, windows, gen_pieces, gen_seconds)
     if terms is not None:
         results["frechet_terms"] = terms
 

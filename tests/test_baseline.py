@@ -1,186 +1,212 @@
-"""The autoregressive baseline: tokenizer round trip on real songs, KV cache, sampling, sizing."""
+"""The autoregressive baseline's glue (benchmarks/baseline.py): REMI round trip on real songs,
+sizing against FractalMIDI, training windows, generation stopped by bars, saving and loading."""
 
-import math
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from fractalmidi import read_midi
 from benchmarks.baseline import (
-    BAR,
-    BOS,
-    EOS,
-    ARBaselineConfig,
-    ARBaselineModel,
-    ARTokenWindows,
-    KVCache,
-    NoteEventTokenizer,
+    ARTrainWindows,
+    ARValidationWindows,
+    BarsMade,
     ar_config_matching,
-    ar_num_parameters,
     collate_tokens,
     count_parameters,
-    train_ar,
+    default_generation_config,
+    generate_bars,
+    ids_to_piece,
+    load_baseline,
+    piece_to_ids,
+    remi_tokenizer,
+    save_tokenizer,
+    special_ids,
+    tokens_per_bar,
 )
+from fractalmidi import read_midi
 from fractalmidi.configuration_fractalmidi import FractalMIDIConfig
 from fractalmidi.data import piece_to_row
+from fractalmidi.errors import InputError
+from fractalmidi.piece import Piece
 
-HUB = Path(__file__).resolve().parent.parent / "hub_configs"
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "checkpoints" / "fractalmidi-pop909-songs"
 
 
-def tiny_ar(**kw) -> ARBaselineModel:
-    torch.manual_seed(0)
-    config = ARBaselineConfig(hidden_size=32, num_layers=2, num_heads=2, **kw)
-    return ARBaselineModel(config).eval()
+@pytest.fixture(scope="module")
+def tokenizer():
+    return remi_tokenizer()
 
 
 def read_song(song):
     return read_midi(song / f"{song.name}.mid", beats=song / "beat_midi.txt")[0]
 
 
-# ----------------------------------------------------------------------------- tokenizer
-def test_round_trip_on_real_songs(pop909_song):
-    tok = NoteEventTokenizer(ARBaselineConfig())
-    piece = read_song(pop909_song)
-    ids = tok.encode(piece)
-    assert ids[0] == BOS and ids[-1] == EOS and ids.count(BAR) == piece.num_bars
-    assert tok.count_tokens(piece) == len(ids) - 2
-    back = tok.decode(ids)
-    # bars, time signatures, pitches and onsets exactly
-    np.testing.assert_array_equal(back.bar_starts, piece.bar_starts)
-    np.testing.assert_array_equal(back.time_signatures, piece.time_signatures)
-    a, b = piece.notes, back.notes
-    assert len(a) == len(b)
-    np.testing.assert_array_equal(b[:, :2], a[:, :2])
-    # durations up to the cap, velocities and tempi to their class
-    np.testing.assert_array_equal(b[:, 2] - b[:, 1], np.minimum(a[:, 2] - a[:, 1], tok.max_duration))
-    assert np.abs(b[:, 3] - a[:, 3]).max() <= math.ceil(127 / tok.config.velocity_bins)
-    half_class = (math.log(240.0) - math.log(30.0)) / (tok.config.tempo_bins - 1) / 2
-    within = np.abs(np.log(back.bar_tempo()) - np.log(np.clip(piece.bar_tempo(), 30.0, 240.0)))
-    assert within.max() <= half_class + 1e-6
-    assert tok.encode(back) == ids  # a decoded piece encodes to the same tokens
-
-
-def test_token_names_and_refusals():
-    tok = NoteEventTokenizer(ARBaselineConfig())
-    assert tok.token_name(BAR) == "Bar"
-    assert tok.token_name(tok.offset["Pitch"]) == "Pitch_21"
-    assert tok.token_name(tok.offset["Duration"]) == "Duration_1"
-    assert "TimeSig_4/4" in {tok.token_name(tok.offset["TimeSig"] + i) for i in range(tok.sizes["TimeSig"])}
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        tok.kind_of(tok.vocab_size)
-    from fractalmidi import Piece
-
-    with pytest.raises(ValueError, match="time signature 13/4"):
-        tok.encode(Piece.from_bars([(13, 4)]))
-
-
-def test_decode_tolerates_any_sequence():
-    tok = NoteEventTokenizer(ARBaselineConfig())
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        piece = tok.decode(rng.integers(0, tok.vocab_size, size=300))
-        assert piece.num_bars >= 1
-    assert tok.decode([]).num_bars == 1
-    # a pitch before any Bar opens an implicit 4/4 bar at position 0 with defaults
-    p = tok.decode([BOS, tok.offset["Pitch"] + 39, EOS, BAR, BAR])
-    assert p.num_bars == 1 and p.notes.tolist() == [[60, 0, 1, 64]]
-
-
-# ----------------------------------------------------------------------------- the network
-@pytest.mark.parametrize("impl", ["sdpa", "eager"])
-@pytest.mark.parametrize("window", [0, 8])
-def test_kv_cache_equals_full_recompute(impl, window):
-    model = tiny_ar(attention_window=window)
-    model.config._attn_implementation = impl
-    ids = torch.randint(4, model.tokenizer.vocab_size, (2, 30), generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        full = model(ids).logits  # (2, 30, V)
-        cache = KVCache(model.config, 2, 4, torch.float32, "cpu")  # small: it must grow
-        prefill = model(ids[:, :10], cache=cache).logits
-        steps = [model(ids[:, i : i + 1], cache=cache).logits for i in range(10, 30)]
-    cached = torch.cat([prefill] + steps, dim=1)
-    assert cache.length == 30 and cache.capacity >= 30
-    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
-
-
-def test_padding_does_not_change_real_positions():
-    model = tiny_ar()
-    ids = torch.randint(4, model.tokenizer.vocab_size, (1, 12), generator=torch.Generator().manual_seed(2))
-    batch = collate_tokens([ids[0].tolist(), ids[0, :7].tolist()])
-    assert batch["labels"][1, 7:].eq(-100).all()
-    with torch.inference_mode():
-        out = model(batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        alone = model(ids[:, :7]).logits
-    torch.testing.assert_close(out[1, :7], alone[0], atol=1e-5, rtol=1e-5)
-
-
-def _bar_friendly(model):
-    """Logits that make Bar likely and EOS impossible (a hook on the head), so an untrained model
-    opens bars quickly."""
-    bias = torch.zeros(model.tokenizer.vocab_size)
-    bias[BAR], bias[EOS] = 3.0, -math.inf
-    model.lm_head.register_forward_hook(lambda module, args, out: out + bias)
+def tiny_llama(tokenizer, seed: int = 0) -> LlamaForCausalLM:
+    ids = special_ids(tokenizer)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+                         pad_token_id=ids["PAD"], bos_token_id=ids["BOS"], eos_token_id=ids["EOS"],
+                         tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config = default_generation_config(config)
     return model
 
 
-def test_generate_stops_at_the_bar_count_and_is_seeded():
-    model = _bar_friendly(tiny_ar())
-    a = model.generate(num_bars=3, seed=7, max_new_tokens=2000)
-    b = model.generate(num_bars=3, seed=7, max_new_tokens=2000)
-    c = model.generate(num_bars=3, seed=8, max_new_tokens=2000)
-    assert a.stopped_by == "bars" and int(a.num_bars[0]) == 3
-    assert torch.equal(a.sequences, b.sequences) and not torch.equal(a.sequences, c.sequences)
-    assert a.to_piece().num_bars == 3
-    # one network pass per sampled token; the Bar that would open bar 4 is sampled, not kept
-    assert a.num_forward_passes == a.num_sampled == int(a.num_generated[0]) + 1
-    assert a.sequences.shape[1] == 1 + int(a.num_generated[0])
+# ----------------------------------------------------------------------------- tokenizer
+def test_round_trip_on_real_songs(pop909_song, tokenizer):
+    """REMI as set up here keeps every note (pitch, onset, end, velocity), bar and time
+    signature of a real song on our grid."""
+    piece = read_song(pop909_song)
+    ids = piece_to_ids(tokenizer, piece)
+    last_bar = int(piece.bar_of_step(piece.notes[:, 1].max()))
+    assert ids.count(special_ids(tokenizer)["Bar"]) >= last_bar + 1  # REMI leaves out empty bars at the end
+    back = ids_to_piece(tokenizer, ids, piece.num_bars)
+    np.testing.assert_array_equal(back.notes, piece.notes)
+    np.testing.assert_array_equal(back.bar_starts, piece.bar_starts)
+    np.testing.assert_array_equal(back.time_signatures, piece.time_signatures)
+    assert 40 < len(ids) / piece.num_bars < 120  # dense pop piano: tens of tokens per bar
 
 
-def test_generate_exact_token_count_and_batch():
-    model = tiny_ar()
-    out = model.generate(num_tokens=50, seed=0, num_samples=2, temperature=0.7)
-    assert out.sequences.shape == (2, 51) and out.num_forward_passes == 50 and out.stopped_by == "num_tokens"
-    with pytest.raises(ValueError, match="temperature"):
-        model.generate(num_tokens=5, temperature=0)
-    with pytest.raises(ValueError, match="exactly one"):
-        model.generate(num_bars=2, num_tokens=5)
+def test_other_metres_and_empty_bars_round_trip(tokenizer):
+    notes = np.array([[60, 0, 4, 90], [64, 13, 30, 1], [67, 40, 41, 127]])  # the last bars stay empty
+    piece = Piece.from_bars([(3, 4), (3, 4), (6, 8), (4, 4), (4, 4)], notes=notes)
+    back = ids_to_piece(tokenizer, piece_to_ids(tokenizer, piece), piece.num_bars)
+    np.testing.assert_array_equal(back.notes, piece.notes)
+    np.testing.assert_array_equal(back.time_signatures, piece.time_signatures)
+    empty = Piece.from_bars([(4, 4)] * 3)
+    assert ids_to_piece(tokenizer, piece_to_ids(tokenizer, empty), 3).num_bars == 3
 
 
-def test_save_and_load(tmp_path):
-    model = tiny_ar(attention_window=16)
-    model.save_pretrained(tmp_path)
-    again = ARBaselineModel.from_pretrained(tmp_path).eval()
-    assert again.config.attention_window == 16
-    ids = torch.tensor([[BOS, BAR, 50, 120]])
-    with torch.inference_mode():
-        torch.testing.assert_close(again(ids).logits, model(ids).logits)
+def test_decoding_any_sequence_gives_the_bars_asked(tokenizer):
+    """A sampled sequence may be nonsense (a Pitch without Position, no Bar at all): decoding
+    never fails, and with num_bars the piece has exactly that many bars."""
+    rng = np.random.default_rng(0)
+    for n in range(20):
+        ids = rng.integers(0, len(tokenizer), int(rng.integers(0, 200))).tolist()
+        piece = ids_to_piece(tokenizer, ids, 4)
+        assert piece.num_bars == 4 and (piece.notes[:, 2] <= piece.num_steps).all()
+    long = Piece.from_bars([(4, 4)] * 6, notes=np.array([[60, s * 16, s * 16 + 4, 80] for s in range(6)]))
+    cut = ids_to_piece(tokenizer, piece_to_ids(tokenizer, long), 2)
+    assert cut.num_bars == 2 and len(cut.notes) == 2
 
 
-# ----------------------------------------------------------------------------- sizing and training
-@pytest.mark.parametrize("name", ["tiny", "small"])
-def test_param_matching_within_ten_percent(name):
-    config = FractalMIDIConfig.from_json_file(str(HUB / f"{name}.json"))
-    ar = ar_config_matching(config)
-    target, ours = count_parameters(config), ar_num_parameters(ar)
-    assert abs(ours - target) / target <= 0.10
-    assert ar.velocity_bins == config.velocity_bins and ar.max_bar_len == config.max_bar_len
-    with torch.device("meta"):
-        assert count_parameters(ARBaselineModel(ar)) == ours  # the formula is the model's count
-
-
-def test_training_windows_and_loss(pop909_dir):
+def test_tokens_per_bar(tokenizer, pop909_dir):
     songs = sorted(d for d in pop909_dir.iterdir() if (d / "beat_midi.txt").is_file())[:2]
-    rows = [piece_to_row(read_song(s), s.name, f"{s.name}/{s.name}.mid") for s in songs]
-    model = tiny_ar()
-    windows = ARTokenWindows(rows, model.tokenizer, num_bars=2, max_shift=3, seed=0, max_length=256)
-    assert windows[(0, 0)] == windows[(0, 0)] and windows[(0, 0)] != windows[(1, 0)]
-    first = windows[(0, 1)]
-    assert first[0] == BOS and first.count(BAR) <= 2
-    batch = collate_tokens([windows[(0, i)] for i in range(len(windows))])
+    pieces = [read_song(s) for s in songs]
+    stats = tokens_per_bar(tokenizer, pieces)
+    assert stats["bars"] == sum(p.num_bars for p in pieces)
+    assert stats["mean"] == pytest.approx(sum(len(piece_to_ids(tokenizer, p)) for p in pieces) / stats["bars"])
+
+
+# ----------------------------------------------------------------------------- sizing
+def test_the_shipped_config_matches_fractalmidis_size(tokenizer):
+    """hub_configs/ar_baseline.json is `ar_config_matching` of the shipped FractalMIDI model:
+    the same parameter count within 5%, the REMI vocabulary, untied embeddings."""
+    from fractalmidi.modeling_fractalmidi import FractalMIDIModel
+
+    with torch.device("meta"):
+        ours = sum(p.numel() for p in FractalMIDIModel(FractalMIDIConfig.from_pretrained(SHIPPED)).parameters())
+    config = ar_config_matching(ours, tokenizer)
+    shipped = LlamaConfig.from_json_file(ROOT / "hub_configs" / "ar_baseline.json")
+    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "max_position_embeddings", "tie_word_embeddings", "pad_token_id", "bos_token_id", "eos_token_id"):
+        assert getattr(shipped, key) == getattr(config, key), key
+    assert abs(count_parameters(shipped) / ours - 1) <= 0.05
+    assert count_parameters(shipped) == count_parameters(LlamaForCausalLM(shipped))
+    with pytest.raises(ValueError, match="within 5%"):
+        ar_config_matching(10_000, tokenizer)  # too small for 10 layers of 256
+
+
+# ----------------------------------------------------------------------------- data
+@pytest.fixture(scope="module")
+def rows():
+    from conftest import POP909_DIR
+
+    songs = sorted(d for d in POP909_DIR.iterdir() if (d / "beat_midi.txt").is_file())[:2]
+    import datasets
+
+    return datasets.Dataset.from_list([piece_to_row(read_song(s), s.name, f"{s.name}/{s.name}.mid") for s in songs])
+
+
+def test_training_windows_are_drawn_from_seed_epoch_and_song(rows, tokenizer):
+    windows = ARTrainWindows(rows, num_bars=4, max_shift=3, seed=0, tokenizer=tokenizer, max_tokens=200)
+    ids = special_ids(tokenizer)
+    a = windows[(0, 1)]
+    assert a == windows[(0, 1)] and a != windows[(1, 1)] and a != windows[(0, 0)]
+    assert a != ARTrainWindows(rows, 4, 3, 1, tokenizer, 200)[(0, 1)]  # another seed
+    assert a[0] == ids["BOS"] and len(a) <= 200 and a.count(ids["Bar"]) <= 4
+    val = ARValidationWindows(rows, num_bars=4, max_windows=5, tokenizer=tokenizer, max_tokens=10_000)
+    assert len(val) == 5 and val[0] == val[0] and val[0].count(ids["Bar"]) == 4
+
+
+def test_padding_changes_no_loss(tokenizer):
+    """`collate_tokens` pads on the right with no attention mask: each example's loss is the
+    same alone as in a padded batch (causal attention never shows a pad to a real token)."""
+    model = tiny_llama(tokenizer)
+    rng = np.random.default_rng(1)
+    examples = [rng.integers(3, len(tokenizer), n).tolist() for n in (30, 9, 17)]
+    batch = collate_tokens(examples, pad_id=special_ids(tokenizer)["PAD"])
+    assert batch["input_ids"].shape == (3, 30) and set(batch) == {"input_ids", "labels"}
+    assert (batch["labels"][1, 9:] == -100).all() and (batch["labels"][1, :9] == batch["input_ids"][1, :9]).all()
     with torch.no_grad():
-        loss = model(**batch).loss
-    assert abs(float(loss) - math.log(model.tokenizer.vocab_size)) < 1.0  # about uniform at the start
-    losses = train_ar(model, rows, steps=30, batch_size=2, num_bars=2, lr=3e-3, warmup_steps=5, log=None)
-    assert np.mean(losses[-5:]) < losses[0] - 0.5
+        logits = model(input_ids=batch["input_ids"]).logits
+        for k, e in enumerate(examples):
+            alone = model(input_ids=torch.tensor([e])).logits[0]
+            torch.testing.assert_close(logits[k, : len(e)], alone, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- generation
+def test_bars_made_stops_each_sequence_at_its_bar():
+    stop = BarsMade(bar_id=3, num_bars=2, prompt_length=1, max_tokens=6)
+    ids = torch.tensor([[1, 3, 5, 3, 5], [1, 3, 5, 5, 5], [1, 3, 3, 3, 5], [1, 5, 5, 5, 5]])
+    assert stop(ids, None).tolist() == [False, False, True, False]
+    assert stop(torch.cat([ids, ids[:, :2]], 1), None).tolist() == [True, True, True, True]  # the token bound
+
+
+def test_generate_bars_stops_at_the_bars_asked_and_is_seeded(tokenizer):
+    """An untrained model made to like Bar tokens: every sequence ends when it starts the
+    bar after the last one asked; its pieces have exactly those bars; a seed repeats it."""
+    model = tiny_llama(tokenizer)
+    bar = special_ids(tokenizer)["Bar"]
+    config = default_generation_config(model.config)
+    config.sequence_bias = {(bar,): 4.0}
+    a = generate_bars(model, tokenizer, num_bars=3, batch_size=2, seed=5, generation_config=config)
+    b = generate_bars(model, tokenizer, num_bars=3, batch_size=2, seed=5, generation_config=config)
+    assert [p.num_bars for p in a.pieces] == [3, 3] and a.bars_made == [3, 3]
+    assert a.tokens == b.tokens and all(np.array_equal(x.notes, y.notes) for x, y in zip(a.pieces, b.pieces))
+    assert a.passes == max(a.tokens) and a.seconds > 0
+    c = generate_bars(model, tokenizer, num_bars=3, batch_size=1, seed=6, generation_config=config)
+    assert c.tokens != a.tokens[:1] or not np.array_equal(c.pieces[0].notes, a.pieces[0].notes)
+
+
+def test_generate_bars_has_a_token_bound(tokenizer):
+    """A model that never opens a bar stops at its bound, (bars + 1) x max_tokens_per_bar."""
+    model = tiny_llama(tokenizer)
+    config = default_generation_config(model.config)
+    config.suppress_tokens = [*config.suppress_tokens, special_ids(tokenizer)["Bar"]]
+    g = generate_bars(model, tokenizer, num_bars=2, seed=0, generation_config=config, max_tokens_per_bar=20)
+    assert g.tokens == [60] and g.bars_made == [0] and g.pieces[0].num_bars == 2
+    with pytest.raises(InputError, match="num_bars"):
+        generate_bars(model, tokenizer, num_bars=0)
+
+
+def test_save_and_load(tmp_path, tokenizer):
+    model = tiny_llama(tokenizer)
+    model.save_pretrained(tmp_path)
+    save_tokenizer(tokenizer, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "llama"
+    loaded, tok = load_baseline(tmp_path)
+    assert len(tok) == len(tokenizer) and tok.vocab == tokenizer.vocab
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    assert loaded.generation_config.top_p == 0.95 and loaded.generation_config.temperature == 0.8
+    with pytest.raises(InputError, match="not a baseline model folder"):
+        load_baseline(tmp_path / "nothing")
+    (tmp_path / "tokenizer.json").unlink()
+    with pytest.raises(InputError, match="tokenizer.json"):
+        load_baseline(tmp_path)

@@ -6,83 +6,200 @@ import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
+import torch
 
 from benchmarks import bench
+from benchmarks.baseline import default_generation_config, remi_tokenizer, save_tokenizer, special_ids
 from benchmarks.bench import main
 
 ROW_FIELDS = (
-    "steps", "bars", "fractalmidi_seconds", "ar_seconds", "ar_tokens", "speedup", "fractalmidi_passes",
-    "ar_passes", "fractalmidi_peak_mb", "ar_peak_mb", "fractalmidi_process_peak_mb", "ar_process_peak_mb",
-    "music_seconds", "fractalmidi_music_per_second", "ar_music_per_second",
+    # the issue's names
+    "steps", "fractalmidi_seconds", "ar_seconds", "speedup", "fractalmidi_passes", "ar_passes", "ar_tokens",
+    # and the rest of the table
+    "bars", "ar_tokens_per_bar", "ar_seconds_per_token", "fractalmidi_peak_mb", "ar_peak_mb",
+    "fractalmidi_process_peak_mb", "ar_process_peak_mb", "music_seconds", "ar_music_seconds",
+    "fractalmidi_music_per_second", "ar_music_per_second",
 )
+TOKENS_PER_BAR = 6  # the tiny baseline's token bound per bar: its runs stay a few dozen tokens long
 
 
-@pytest.fixture(scope="module")
-def result():
-    """One run of the command of the brief (memory subprocesses included), as JSON."""
-    argv = ["--config", "hub_configs/tiny.json", "--lengths", "64", "128", "--repeats", "1", "--json"]
+def run_bench(argv) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         code = main(argv)
-    assert code == 0, err.getvalue()
-    return json.loads(out.getvalue())
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ar_folder(tmp_path_factory):
+    """A tiny random LlamaForCausalLM baseline over the REMI vocabulary, saved as a trained one is."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = remi_tokenizer()
+    ids = special_ids(tokenizer)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=False, pad_token_id=ids["PAD"], bos_token_id=ids["BOS"],
+                         eos_token_id=ids["EOS"])
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config = default_generation_config(config)
+    folder = tmp_path_factory.mktemp("ar-baseline")
+    model.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
+    return folder
+
+
+def tiny_argv(ar_folder, *more):
+    return ["--config", "hub_configs/tiny.json", "--ar-model", str(ar_folder),
+            "--ar-max-tokens-per-bar", str(TOKENS_PER_BAR), "--repeats", "1", *more]
+
+
+@pytest.fixture(scope="module")
+def result(ar_folder):
+    """One run at 1 and 2 bars (memory subprocesses included), as JSON."""
+    code, out, err = run_bench(tiny_argv(ar_folder, "--lengths", "16", "32", "--json"))
+    assert code == 0, err
+    return json.loads(out)
 
 
 def test_json_has_every_field(result):
-    assert [r["steps"] for r in result["rows"]] == [64, 128]
-    assert [r["bars"] for r in result["rows"]] == [4, 8]
+    assert [r["steps"] for r in result["rows"]] == [16, 32]
+    assert [r["bars"] for r in result["rows"]] == [1, 2]
     for row in result["rows"]:
         for field in ROW_FIELDS:
             assert field in row, field
         assert row["fractalmidi_seconds"] > 0 and row["ar_seconds"] > 0
         assert row["speedup"] == pytest.approx(row["ar_seconds"] / row["fractalmidi_seconds"])
+        assert row["ar_tokens_per_bar"] == pytest.approx(row["ar_tokens"] / row["bars"])
         assert row["fractalmidi_peak_mb"] > 0 and row["ar_peak_mb"] > 0
         if sys.platform.startswith("linux"):
             assert row["fractalmidi_peak_exact"] and row["ar_peak_exact"]
-    for key in ("machine", "fractalmidi", "ar", "tokens_per_bar", "memory_method", "command", "notes"):
+    for key in ("machine", "fractalmidi", "ar", "memory_method", "command", "notes", "parameter_ratio"):
         assert key in result
-    assert not result["fractalmidi"]["trained"] and result["ar"]["mode"] == "forced"
-    assert 0.9 <= result["parameter_ratio"] <= 1.1
+    assert not result["fractalmidi"]["trained"]
+    ar = result["ar"]
+    assert (ar["num_layers"], ar["hidden_size"], ar["vocab_size"]) == (2, 32, len(remi_tokenizer()))
+    assert (ar["cache"], ar["compile"]) == (bench.DEFAULT_AR_CACHE, bench.DEFAULT_AR_COMPILE)
+    assert (ar["temperature"], ar["top_p"]) == (0.8, 0.95)  # its saved generation config
 
 
-def test_precision_follows_the_hardware(result):
-    """--dtype auto: FractalMIDI in bf16 where this CPU has native bf16, else float32; the
-    baseline in float32 on a CPU (its best there); the command line says so."""
-    fm_bf16 = bench.cpu_has_native_bf16()
-    assert result["fractalmidi"]["precision"].startswith("bfloat16" if fm_bf16 else "float32")
-    assert result["ar"]["precision"].startswith("float32")
-    assert "--dtype auto --ar-dtype auto" in result["command"]
-    assert bench.resolve_dtype("auto", "cuda") == "bfloat16" and bench.resolve_dtype("float32", "cuda") == "float32"
-    assert bench.resolve_ar_dtype("auto", "bfloat16", "cuda") == "bfloat16"
-    assert bench.resolve_ar_dtype("auto", "bfloat16", "cpu") == "float32"
-
-
-def test_fractalmidi_passes_do_not_grow_and_ar_passes_are_tokens(result):
+def test_fractalmidi_passes_do_not_grow_and_ar_passes_are_its_tokens(result):
     rows = result["rows"]
     assert len({r["fractalmidi_passes"] for r in rows}) == 1
-    tpb = result["tokens_per_bar"]["mean"]
     for r in rows:
-        assert r["ar_passes"] == r["ar_tokens"] == round(tpb * r["bars"])
+        assert r["ar_passes_runs"] == r["ar_tokens_runs"]  # batch 1: one pass per generated token
+        assert r["ar_passes"] == r["ar_tokens"]
+        # an untrained model may never write a Bar token: then it stops at its bound
+        assert 1 <= r["ar_tokens"] <= (r["bars"] + 1) * TOKENS_PER_BAR
+        if r["ar_bars_made_runs"][0] < r["bars"]:
+            assert r["ar_tokens"] == (r["bars"] + 1) * TOKENS_PER_BAR
+            assert any("token bound" in n for n in result["notes"])
 
 
 def test_table_names_the_columns(result):
     table = bench.format_table(result)
-    for word in ("steps", "speed-up", "FM passes", "AR tokens", "peak MiB", "music s/s", "untrained"):
+    for word in ("steps", "speed-up", "FM passes", "AR passes", "AR tokens", "AR tokens/bar", "peak MiB",
+                 "music s/s", "LlamaForCausalLM", "untrained", f"{bench.DEFAULT_AR_CACHE} cache"):
         assert word in table
 
 
-def test_bad_arguments(capsys):
-    assert main(["--config", "hub_configs/tiny.json", "--lengths", "100", "--no-memory"]) == 2
-    assert "not a whole number of 4/4 bars" in capsys.readouterr().err
-    assert main(["--config", "no/such.json"]) == 2
-    assert "no such config" in capsys.readouterr().err
+def test_precision_follows_the_device(result):
+    """--dtype auto: FractalMIDI in float32 on a CPU (bf16 was slower there), bf16 on CUDA where
+    the GPU has it; the baseline in float32 on a CPU, as FractalMIDI on CUDA."""
+    assert result["fractalmidi"]["precision"].startswith("float32")
+    assert result["ar"]["precision"].startswith("float32")
+    assert "--dtype auto --ar-dtype auto" in result["command"]
+    assert bench.resolve_dtype("auto", "cpu") == "float32"
+    assert bench.resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    assert bench.resolve_dtype("float32", "cuda") == "float32"
+    assert bench.resolve_ar_dtype("auto", "bfloat16", "cuda") == "bfloat16"
+    assert bench.resolve_ar_dtype("auto", "bfloat16", "cpu") == "float32"
+    assert bench.resolve_ar_dtype("bfloat16", "float32", "cpu") == "bfloat16"
+
+
+def test_bf16_on_cuda_where_supported(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert bench.resolve_dtype("auto", "cuda") == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert bench.resolve_dtype("auto", "cuda") == "float32"
+
+
+def test_static_cache_and_compile_are_set_on_the_generation_config(ar_folder):
+    from benchmarks.baseline import load_baseline
+
+    model, _ = load_baseline(ar_folder)
+    dynamic = bench.ar_generation_config(model, "dynamic", False, "cpu")
+    assert dynamic.cache_implementation is None and dynamic.disable_compile
+    static = bench.ar_generation_config(model, "static", True, "cpu")
+    assert static.cache_implementation == "static" and not static.disable_compile
+    assert static.compile_config is not None and static.compile_config._compile_all_devices
+    assert model.generation_config.cache_implementation is None  # the model's own config is untouched
+
+
+def test_variants_report_a_failed_compile_as_a_row(ar_folder, monkeypatch):
+    """--ar-variants: dynamic, static and static + compile; a compile that fails (here made to)
+    is a row with its error, the others are measured."""
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    code, out, err = run_bench(tiny_argv(ar_folder, "--ar-variants", "--lengths", "32", "16", "--json"))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["steps"] == 16  # the smallest length
+    rows = {v["variant"]: v for v in result["variants"]}
+    assert list(rows) == ["dynamic", "static", "static+compile"]
+    assert "no C++ compiler here" in rows["static+compile"]["error"]
+    for name in ("dynamic", "static"):
+        assert rows[name]["seconds"] > 0 and rows[name]["passes"] == rows[name]["tokens"]
+    # the same seeds: the static cache samples the same tokens as the dynamic one
+    assert rows["dynamic"]["tokens"] == rows["static"]["tokens"]
+    assert result["fastest"] in ("dynamic", "static")
+    table = bench.format_variants(result)
+    for word in ("variant", "ms/token", "static+compile failed: RuntimeError: no C++ compiler here", "fastest:"):
+        assert word in table
+
+
+def test_bad_arguments(ar_folder, capsys):
+    def error(argv):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bench: error: ") and err.count("\n") == 1, err  # one line
+        return err
+
+    assert "not a whole number of 4/4 bars" in error(tiny_argv(ar_folder, "--lengths", "100", "--no-memory"))
+    assert "not a whole number of 4/4 bars" in error(tiny_argv(ar_folder, "--lengths", "0", "--no-memory"))
+    assert "at most 1024 bars" in error(tiny_argv(ar_folder, "--lengths", str(16 * 1025), "--no-memory"))
+    assert "--repeats must be at least 1, got 0" in error(tiny_argv(ar_folder, "--lengths", "16") + ["--repeats", "0"])
+    assert "--ar-max-tokens-per-bar must be at least 1" in error(
+        tiny_argv(ar_folder, "--lengths", "16") + ["--ar-max-tokens-per-bar", "0"])
+    assert "--ar-compile needs --ar-cache static" in error(tiny_argv(ar_folder, "--ar-compile", "--lengths", "16"))
+    assert "no such config" in error(["--config", "no/such.json", "--ar-model", str(ar_folder), "--lengths", "16"])
     with pytest.raises(SystemExit):
         main(["--config", "hub_configs/tiny.json", "--model", "x"])
 
 
-def test_default_model_or_a_clear_error(capsys, monkeypatch, tmp_path):
+def test_missing_baseline_says_how_to_make_it(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "ar-baseline-pop909"
+    assert main(["--config", "hub_configs/tiny.json", "--ar-model", str(missing), "--lengths", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err and "is not there" in err
+    assert "python train_accelerate.py --config hub_configs/ar_baseline.json" in err
+    # the default is the shipped baseline's folder
+    monkeypatch.setattr(bench, "DEFAULT_AR_MODEL", missing)
+    assert main(["--config", "hub_configs/tiny.json", "--lengths", "16"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    # a folder without the weights or the tokenizer
+    missing.mkdir()
+    (missing / "config.json").write_text("{}")
+    assert main(["--config", "hub_configs/tiny.json", "--ar-model", str(missing), "--lengths", "16"]) == 2
+    assert "has no model.safetensors, tokenizer.json" in capsys.readouterr().err
+
+
+def test_default_model_or_a_clear_error(ar_folder, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "DEFAULT_MODEL", tmp_path / "missing")
-    assert main(["--lengths", "64", "--no-memory"]) == 2
+    assert main(["--ar-model", str(ar_folder), "--lengths", "16", "--no-memory"]) == 2
     err = capsys.readouterr().err
     assert "--config hub_configs/small.json" in err and "--model" in err
 

@@ -704,3 +704,22 @@ def test_plot_is_written_with_the_mode_of_a_new_file(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["song.png"]
+
+
+def test_read_score_reads_a_score_in_memory_as_read_midi_reads_its_file(pop909_song, tmp_path):
+    """`read_score` (what a tokenizer's decoded Score goes through) gives the piece that
+    `read_midi(path, beats=None)` gives for the same score written to a file."""
+    from fractalmidi.midi_io import read_score
+
+    path = pop909_song / f"{pop909_song.name}.mid"
+    score = Score(str(path))
+    from_file, _ = midi_io.read_midi(path, beats=None)
+    in_memory, report = read_score(score, name="decoded")
+    np.testing.assert_array_equal(in_memory.notes, from_file.notes)
+    np.testing.assert_array_equal(in_memory.bar_starts, from_file.bar_starts)
+    np.testing.assert_array_equal(in_memory.tempo_bpm, from_file.tempo_bpm)
+    assert report.path == "decoded" and report.grid.startswith("ticks")
+    with pytest.raises(InputError, match="decoded: not a symusic Score"):
+        read_score("x.mid", name="decoded")
+    with pytest.raises(InputError, match="empty: no notes"):
+        read_score(Score(480), name="empty")

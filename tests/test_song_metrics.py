@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from fractalmidi.errors import InputError
 from fractalmidi.metrics import chord_adherence, form_adherence, recognise_chords, reduce_quality
 from fractalmidi.piece import Piece
 from fractalmidi.structure import BarLabels
@@ -218,3 +220,39 @@ def test_evaluate_model_prints_the_frechet_terms(songs_model_dir, song_dataset, 
     assert len(res["frechet_terms"]) == 33 and res["frechet_terms"][0]["feature"] in text
     with pytest.raises(SystemExit):
         ev.main(["--model", str(songs_model_dir), "--dataset", str(song_dataset), "--frechet-terms", "40"])
+
+
+def test_evaluate_model_compares_with_the_autoregressive_baseline(songs_model_dir, song_dataset, tmp_path, capsys):
+    """--compare: the baseline's pieces beside FractalMIDI's and the validation windows, every
+    measure, both Frechet distances and times, which model is closer; a wrong folder fails
+    before any generation."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from benchmarks.baseline import default_generation_config, remi_tokenizer, save_tokenizer, special_ids
+
+    tokenizer = remi_tokenizer()
+    ids = special_ids(tokenizer)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+                         pad_token_id=ids["PAD"], bos_token_id=ids["BOS"], eos_token_id=ids["EOS"])
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = default_generation_config(config)
+    model.generation_config.sequence_bias = [[[ids["Bar"]], 3.0]]  # untrained: open bars often, stay quick
+    folder = tmp_path / "ar"
+    model.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
+    ev = import_script()
+    res = ev.main(["--model", str(songs_model_dir), "--dataset", str(song_dataset), "--num-samples", "3", "--bars", "2",
+                   "--cfg", "1.0", "--compare", str(folder), "--compare-batch", "2"])
+    text = capsys.readouterr().out
+    assert "| measure | validation | FractalMIDI | AR baseline | closer |" in text
+    cmp = res["compare"]
+    assert set(cmp["metrics"]) == {k for k in ev.METRIC_KEYS if not k.startswith("n_")}
+    for k, row in cmp["metrics"].items():
+        v, f, a = row["validation"][0], row["fractalmidi"][0], row["ar"][0]
+        if not any(math.isnan(x) for x in (v, f, a)) and abs(f - v) != abs(a - v):
+            assert row["closer"] == ("FractalMIDI" if abs(f - v) < abs(a - v) else "AR"), k
+    assert isinstance(cmp["frechet"]["ar"], float) and cmp["seconds_per_piece"]["ar"] > 0 and cmp["ar_tokens_per_bar"] > 0
+    with pytest.raises(InputError, match="not a baseline model folder"):
+        ev.main(["--model", str(songs_model_dir), "--dataset", str(song_dataset), "--compare", str(tmp_path / "none")])

@@ -482,3 +482,72 @@ def test_frozen_levels_keep_their_weights(straight_run, dataset_dir, tmp_path):
            "--dataset", str(dataset_dir), "--output_dir", str(tmp_path / "x")]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "every level is frozen" in proc.stderr, proc.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- the AR baseline
+def _tiny_baseline_config(path: Path) -> Path:
+    """A small Llama config over the REMI vocabulary (hub_configs/ar_baseline.json in miniature)."""
+    from benchmarks.baseline import remi_tokenizer
+
+    config = json.loads((ROOT / "hub_configs" / "ar_baseline.json").read_text())
+    config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=2, head_dim=16, max_position_embeddings=1024)
+    assert config["vocab_size"] == len(remi_tokenizer())
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _train_baseline(out: Path, dataset: Path, config: Path, *extra: str, expect: int = 0) -> str:
+    args = ["--config", str(config), "--num_bars", "2", "--max_tokens", "128", "--batch_size", "2",
+            "--max_steps", "6", "--logging_steps", "1", "--eval_steps", "3", "--checkpointing_steps", "2",
+            "--warmup_steps", "2", "--learning_rate", "1e-3", "--log_with", "none", "--seed", "3"]
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args, "--dataset", str(dataset), "--output_dir", str(out),
+                           *extra], cwd=ROOT, env=_env(out.parent), capture_output=True, text=True, timeout=900)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == expect, output[-4000:]
+    return output
+
+
+def test_the_baseline_trains_resumes_and_loads_with_the_same_loop(dataset_dir, tmp_path):
+    """A Llama config (`model_type` llama) trains the autoregressive baseline on REMI windows
+    of the same dataset with the same loop: checkpoints of safetensors and JSON, an exact
+    resume, a final folder with the tokenizer and a model card that `load_baseline` reads and
+    `generate_bars` samples from."""
+    from benchmarks.baseline import generate_bars, load_baseline
+
+    config = _tiny_baseline_config(tmp_path / "llama.json")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _train_baseline(straight, dataset_dir, config)
+    _train_baseline(killed, dataset_dir, config, "--stop_after_steps", "3", expect=3)
+    assert "resuming from" in _train_baseline(killed, dataset_dir, config, "--resume", "auto")
+    ra, rb = _train_records(straight), _train_records(killed)
+    assert [r["step"] for r in ra] == [r["step"] for r in rb] == list(range(1, 7))
+    for x, y in zip(ra, rb):
+        assert y["train/loss"] == pytest.approx(x["train/loss"], rel=1e-6) and "structure_weight" not in x
+    assert ra[-1]["train/loss"] < ra[0]["train/loss"]
+    assert [r["step"] for r in _eval_records(straight)] == [3, 6]
+    wa, wb = load_file(straight / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-6, atol=1e-7)
+    final = straight / "final"
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md"} <= {
+        p.name for p in final.iterdir()}
+    card = (final / "README.md").read_text()
+    assert "LlamaForCausalLM" in card and "6 optimizer steps" in card and "--max_steps 6" in card
+    model, tokenizer = load_baseline(final)
+    g = generate_bars(model, tokenizer, num_bars=1, seed=0, max_tokens_per_bar=16)
+    assert g.pieces[0].num_bars == 1 and 1 <= g.tokens[0] <= 32
+
+
+def test_the_baseline_stops_at_its_time_budget_and_refuses_a_wrong_vocabulary(dataset_dir, tmp_path):
+    config = _tiny_baseline_config(tmp_path / "llama.json")
+    out = tmp_path / "budget"
+    output = _train_baseline(out, dataset_dir, config, "--max_train_seconds", "0.001")
+    assert "--max_train_seconds 0.001: stopped after 1 of 6 steps" in output
+    assert [r["step"] for r in _train_records(out)] == [1] and [r["step"] for r in _eval_records(out)] == [1]
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [1] and (out / "final" / "tokenizer.json").is_file()
+    bad = json.loads(config.read_text())
+    bad["vocab_size"] = 100
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    output = _train_baseline(tmp_path / "bad", dataset_dir, tmp_path / "bad.json", expect=2)
+    assert "vocab_size 100, but the REMI tokenizer has 595 tokens" in output
