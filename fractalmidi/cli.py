@@ -432,7 +432,7 @@ def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
             structure[what] = curve
     kw = dict(temperature=args.temperature, top_p=args.top_p, guidance_scale=args.cfg, structure=structure or None,
               refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds, variation=args.variation,
-              chord_gain=args.chord_gain, melody_gain=args.melody_gain)
+              chord_gain=args.chord_gain, melody_gain=args.melody_gain, sustain=args.sustain)
     if getattr(args, "chords", None) is not None:
         chords = controls.chords(args.chords, max_bars)
         if len(chords) != num_bars:
@@ -918,6 +918,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--melody-gain", type=_arg(controls.melody_gain), default=None,
                        help="how strongly the accompaniment stays under the melody: an onset logit offset 0-8 against "
                             "notes above it (default: the model's, 2 for the shipped one; 0 = through the conditioning alone)")
+        p.add_argument("--sustain", type=_arg(controls.sustain), default=None,
+                       help="how long notes last: a logit offset -4-4 of going on where a note may end "
+                            "(default: the model's; > 0 longer, < 0 shorter)")
         p.add_argument("--density", metavar="CURVE",
                        help="per-bar density in onsets per step, 0 to the model's density_max (4.0 for the shipped "
                             "one): a comma list (empty = free) or a .json list")

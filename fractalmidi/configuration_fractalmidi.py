@@ -26,9 +26,9 @@ import math
 
 from transformers import PreTrainedConfig
 
-LEVELS = ("structure", "chords", "harmony", "melody", "notes")  # their order, top down
+LEVELS = ("structure", "chords", "harmony", "melody", "rhythm", "notes")  # their order, top down
 # decoding iterations of each level when `num_iterations` is not given
-DEFAULT_ITERATIONS = {"structure": 8, "chords": 8, "harmony": 8, "melody": 8, "notes": 3}
+DEFAULT_ITERATIONS = {"structure": 8, "chords": 8, "harmony": 8, "melody": 8, "rhythm": 4, "notes": 3}
 NUM_CHORD_QUALITIES = 14  # len(fractalmidi.structure.QUALITIES)
 MASK_SCHEDULES = ("cosine", "linear", "square", "cubic")
 REMASK_MODES = ("confidence", "random")
@@ -96,6 +96,19 @@ class FractalMIDIConfig(PreTrainedConfig):
             Attention heads of the melody level.
         melody_window (`int`, *optional*, defaults to 64):
             Steps per attention window of the melody level (64 = 4 bars of 4/4); 0 = full attention.
+        rhythm_hidden_size (`int`, *optional*, defaults to 96):
+            Width of the rhythm level (only used when "rhythm" is in `levels`): one token per
+            step, how many notes start there (0 .. `rhythm_max_count`, the last "that many or
+            more"), melody included. It does not condition the note level; the note level starts
+            exactly that many notes at each step, choosing their pitches itself.
+        rhythm_num_layers (`int`, *optional*, defaults to 3):
+            Transformer blocks of the rhythm level.
+        rhythm_num_heads (`int`, *optional*, defaults to 4):
+            Attention heads of the rhythm level.
+        rhythm_window (`int`, *optional*, defaults to 64):
+            Steps per attention window of the rhythm level (64 = 4 bars of 4/4); 0 = full attention.
+        rhythm_max_count (`int`, *optional*, defaults to 7):
+            The largest onset count of a rhythm token (1-88).
         melody_pitch_low (`int`, *optional*, defaults to 48):
             Lowest melody pitch (MIDI) with its own onset token; lower melody notes are moved
             up by octaves into the range.
@@ -204,6 +217,11 @@ class FractalMIDIConfig(PreTrainedConfig):
     melody_window: int = 64
     melody_pitch_low: int = 48
     melody_pitch_high: int = 96
+    rhythm_hidden_size: int = 96
+    rhythm_num_layers: int = 3
+    rhythm_num_heads: int = 4
+    rhythm_window: int = 64
+    rhythm_max_count: int = 7
     note_hidden_size: int = 128
     note_num_layers: int = 4
     note_num_heads: int = 4
@@ -297,8 +315,8 @@ class FractalMIDIConfig(PreTrainedConfig):
             and all(lv in LEVELS for lv in self.levels) and len(set(self.levels)) == len(self.levels)
             and [LEVELS.index(lv) for lv in self.levels] == sorted(LEVELS.index(lv) for lv in self.levels),
             f"levels = {self.levels}: must be ['structure', 'notes'] or ['structure', 'harmony', 'notes'] "
-            "(optionally 'chords' right after 'structure' and 'melody' just before 'notes'; "
-            "order: structure, chords, harmony, melody, notes)",
+            "(optionally 'chords' right after 'structure', 'melody' and 'rhythm' just before 'notes'; "
+            "order: structure, chords, harmony, melody, rhythm, notes)",
         )
         need(
             len(self.num_iterations) == len(self.levels) and all(n >= 1 for n in self.num_iterations),
@@ -311,7 +329,7 @@ class FractalMIDIConfig(PreTrainedConfig):
         integer("density_bins", 2)
         number("density_max", 1e-3, 1e3)
         integer("velocity_bins", 1, 127)
-        for level in ("structure", "chord", "harmony", "melody", "note"):
+        for level in ("structure", "chord", "harmony", "melody", "rhythm", "note"):
             integer(f"{level}_hidden_size", 8)
             integer(f"{level}_num_layers", 1)
             integer(f"{level}_num_heads", 1)
@@ -327,6 +345,10 @@ class FractalMIDIConfig(PreTrainedConfig):
             need(self.chord_window % 2 == 0, f"chord_window = {self.chord_window} must be even")
         if self.melody_window:
             need(self.melody_window % 2 == 0, f"melody_window = {self.melody_window} must be even")
+        integer("rhythm_window", 0)
+        if self.rhythm_window:
+            need(self.rhythm_window % 2 == 0, f"rhythm_window = {self.rhythm_window} must be even")
+        integer("rhythm_max_count", 1, 88)
         integer("melody_pitch_low", 0, 127)
         integer("melody_pitch_high", self.melody_pitch_low + 11, 127)  # an octave at least: notes fold into it
         if self.note_window:

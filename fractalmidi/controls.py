@@ -140,6 +140,10 @@ def melody_gain(value) -> float:
     return number("melody gain", value, limits.MELODY_GAIN)
 
 
+def sustain(value) -> float:
+    return number("sustain", value, limits.SUSTAIN)
+
+
 def refine_rounds(value) -> int:
     return number("refine rounds", value, limits.REFINE_ROUNDS, integer=True)
 

@@ -32,7 +32,8 @@ from .sampling import choose_tokens_to_keep_masked, masked_counts_batched, refin
 HELD = 2
 # the decoding fields of the generation config (all of them may be given to `generate`)
 GENERATION_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
-                     "follow_structure", "follow_form", "variation", "temperature_scale", "chord_gain", "melody_gain")
+                     "follow_structure", "follow_form", "variation", "temperature_scale", "chord_gain", "melody_gain",
+                     "sustain")
 MELODY_VELOCITY = 96  # the velocity of the melody's notes in the note level's roll
 
 
@@ -60,7 +61,7 @@ def default_generation_config(config, **saved) -> GenerationConfig:
     defaults = dict(do_sample=True, temperature=config.default_temperature, top_p=config.default_top_p,
                     guidance_scale=1.0, num_iterations=list(config.num_iterations), refine_ratio=config.refine_ratio,
                     refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True, variation=0.25,
-                    temperature_scale=None, chord_gain=2.5, melody_gain=0.0)
+                    temperature_scale=None, chord_gain=2.5, melody_gain=0.0, sustain=0.0)
     return GenerationConfig(**{**defaults, **saved})
 
 
@@ -78,7 +79,8 @@ class FractalMIDIGeneration(ModelOutput):
     rest, 1 hold, 2 + k the onset of pitch `melody_pitch_low + k` (-1 where not generated: a
     prompt's bars), else None; chords (N, beats) with a chord level: per beat 0 no chord,
     1 + 14 * root + quality (`structure.QUALITIES`), -1 where not generated, else None
-    (`chord_spans` names them).
+    (`chord_spans` names them); rhythm (N, T) with a rhythm level: the notes asked to start at
+    each step (0 .. `rhythm_max_count`), else None.
     """
 
     states: torch.Tensor | None = None
@@ -99,6 +101,7 @@ class FractalMIDIGeneration(ModelOutput):
     melody: torch.Tensor | None = None  # (N, T) melody tokens, with a melody level
     melody_pitch_low: int | None = None
     chords: torch.Tensor | None = None  # (N, beats) chord tokens, with a chord level
+    rhythm: torch.Tensor | None = None  # (N, T) onsets asked per step, with a rhythm level
     form: str | None = None  # the form followed ("i4A8B8o4"), given or drawn from the model's forms
     key: str | None = None  # the key ("G:maj"), given or drawn; None when none was used
     given_melody: object = None  # (K, 4) the melody notes the caller gave, kept exactly
@@ -374,8 +377,10 @@ class GenerationRun:
         self.variation = check_number("variation", getattr(gen, "variation", 0.25), limits.VARIATION)
         self.chord_gain = check_number("chord_gain", getattr(gen, "chord_gain", 2.5), limits.CHORD_GAIN)
         self.melody_gain = check_number("melody_gain", getattr(gen, "melody_gain", 0.0), limits.MELODY_GAIN)
+        self.sustain = check_number("sustain", getattr(gen, "sustain", 0.0), limits.SUSTAIN, low_open=False)
         self.melody_top = None  # (N, T) the laid melody's roll pitch at each step, -1 where none
         self.chord_tones = None  # the given chords' pitch classes per beat and which beats are given
+        self.step_counts = None  # (N, T) the rhythm level's onsets per step, which the note level starts
         self.bar_chords = None  # the given chord tokens of each bar's beats, one tuple per bar
         scales = getattr(gen, "temperature_scale", None)
         scales = [1.0] * len(cfg.levels) if scales is None else list(scales)
@@ -938,7 +943,10 @@ class FractalMIDIGenerationMixin:
                 classes, so the given chords are heard; 0: through the conditioning alone),
                 melody_gain (0-8, default 0; the songs model's generation config sets 2: where a
                 melody is laid into the roll, by the melody level or the caller, accompaniment
-                onsets above its pitch get -melody_gain, so the melody stays the top voice).
+                onsets above its pitch get -melody_gain, so the melody stays the top voice),
+                sustain (-4-4, default 0; the songs model's generation config sets it: a logit
+                offset of the "held" state where the note level decides whether a sounding note
+                goes on, so notes last longer (> 0) or shorter (< 0); the onsets are unchanged).
         Returns:
             a `FractalMIDIGeneration` (`.to_piece()`, `.to_midi(path)`, `.num_forward_passes`).
         """
@@ -956,7 +964,7 @@ class FractalMIDIGenerationMixin:
         above = []  # (level, state) of the levels decoded so far: the condition of the next
         for level in self.levels:
             tokens, inputs = decode_level(level, run, above)
-            if level is not self.levels[-1]:
+            if level is not self.levels[-1] and level.feeds_below:
                 above.append((level, run.condition_below(level, tokens, inputs)))
         return run.result()
 

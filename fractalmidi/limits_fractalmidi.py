@@ -23,6 +23,7 @@ REFINE_ROUNDS = (0, 8)  # refinement rounds per content level
 TEMPERATURE_SCALE = (0.25, 4.0)  # a level's factor on the temperature (its product stays in TEMPERATURE)
 CHORD_GAIN = (0.0, 8.0)  # onset logit offset towards given chords' tones
 MELODY_GAIN = (0.0, 8.0)  # onset logit offset against accompaniment above the melody
+SUSTAIN = (-4.0, 4.0)  # logit offset of the held state where notes go on or end
 VARIATION = (0.0, 1.0)  # share of a repeat's tokens re-sampled on their own per refinement round
 NUM_SAMPLES = (1, 64)  # pieces per call
 SEED = (0, 2**63 - 1)  # what torch.Generator.manual_seed takes as a non-negative integer

@@ -292,6 +292,80 @@ def fit_class_count(
     return (lo + hi) / 2
 
 
+def top_p_within(logits: torch.Tensor, first: int, top_p: float) -> torch.Tensor:
+    """Nucleus filtering of the classes `first`.. only, which keep their total probability: the
+    classes before `first` and the group as a whole are as likely as before, and inside the
+    group the tail beyond `top_p` is cut and its mass goes to the classes kept. For the melody
+    level, whose vocabulary is rest, hold and one onset per pitch: a note's start is spread over
+    many pitches, and a nucleus over the whole vocabulary cut it in favour of holds. (..., V)
+    logits (after the temperature) -> (..., V)."""
+    group = logits[..., first:]
+    kept = top_p_filter(group, top_p)
+    kept = kept + (torch.logsumexp(group, -1, keepdim=True) - torch.logsumexp(kept, -1, keepdim=True))
+    return torch.cat([logits[..., :first], kept], -1)
+
+
+def fit_count_tilt(
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    group: torch.Tensor,
+    target: torch.Tensor,
+    active: torch.Tensor,
+    iterations: int = 20,
+    bound: float = 10.0,
+) -> torch.Tensor:
+    """The tilt to add, times each class's value, to the logits of every position of a group,
+    so that the expected sum of the sampled values over the group's active positions equals
+    the group's target: `fit_class_count` for a vocabulary of counts. The rhythm level's
+    tokens are onset counts per step, and one tilt per bar makes their expected sum the bar's
+    onsets as its density asks (exponential tilting: the model's preferences between counts
+    of one step keep their order). Found by bisection within [-bound, bound].
+
+    Args:
+        logits: (N, L, V) logits (already divided by the temperature); -inf never sampled.
+        values: (V,) the value of each class (e.g. 0, 1, 2, ... onsets).
+        group: (L,) int64 group of each position, 0 .. G-1.
+        target: (N, G) the expected sum wanted per group (clamped at 0).
+        active: (N, L) bool: the positions being sampled; the others do not count.
+    Returns:
+        (N, G) tilts.
+    """
+    N, L, V = logits.shape
+    G = target.shape[1]
+    lo = torch.full((N, G), -bound, device=logits.device)
+    hi = torch.full((N, G), bound, device=logits.device)
+    target = target.clamp(min=0).to(lo.dtype)
+    values = values.to(logits.device, lo.dtype)
+    rows = active.any(dim=0).nonzero(as_tuple=True)[0]  # positions active in some sample
+    x, act, group = logits[:, rows].float(), active[:, rows].to(lo.dtype), group[rows]
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        p = torch.softmax(x + mid[:, group, None] * values, dim=-1)  # (N, L', V)
+        expected = torch.zeros(N, G, device=logits.device).index_add_(1, group, (p * values).sum(-1) * act)
+        low = expected < target
+        lo = torch.where(low, mid, lo)
+        hi = torch.where(low, hi, mid)
+    return (lo + hi) / 2
+
+
+def choose_exactly(scores: torch.Tensor, count: torch.Tensor, active: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """(..., K) bool: for each row of K candidates, exactly `count` (...) of the active ones
+    (all of them where fewer are active), drawn without replacement with chances in
+    proportion to exp(scores): the Gumbel-top-k trick (the k largest of scores + Gumbel noise
+    are a sample of k without replacement). How the note level starts exactly the number of
+    notes at a step that the rhythm level asked for, choosing their pitches by its own logits."""
+    noisy = scores.float() + gumbel_noise(scores.shape, generator, scores.device)
+    noisy = noisy.masked_fill(~active, float("-inf"))
+    k = int(count.max()) if count.numel() else 0
+    chosen = torch.zeros_like(active)
+    if k <= 0:
+        return chosen
+    top = noisy.topk(min(k, noisy.shape[-1]), dim=-1).indices  # (..., k) best first
+    take = torch.arange(top.shape[-1], device=top.device) < count.unsqueeze(-1)  # (..., k)
+    return chosen.scatter(-1, top, take) & active
+
+
 def sample_note_states(
     probs: torch.Tensor,
     active: torch.Tensor,

@@ -40,15 +40,17 @@ def chord_loss(model, batch, seed=0):
 
 def test_config_order_sizes_and_default_iterations():
     c = FractalMIDIConfig.from_json_file(SONGS_TINY)
-    assert c.levels == ["structure", "chords", "harmony", "melody", "notes"] and c.use_chords
-    assert c.num_iterations == [2, 2, 2, 2, 2] and c.chord_vocab_size == 1 + 12 * NQ
+    assert c.levels == ["structure", "chords", "harmony", "melody", "rhythm", "notes"] and c.use_chords
+    assert c.num_iterations == [2, 2, 2, 2, 2, 2] and c.chord_vocab_size == 1 + 12 * NQ
     d = FractalMIDIConfig()
     assert d.levels == ["structure", "harmony", "notes"] and d.num_iterations == [8, 8, 3] and not d.use_chords
     assert FractalMIDIConfig(levels=["structure", "chords", "notes"]).num_iterations == [8, 8, 3]
     assert FractalMIDIConfig(levels=["structure", "chords", "harmony", "melody", "notes"]).num_iterations == [8, 8, 8, 8, 3]
+    assert FractalMIDIConfig(levels=["structure", "chords", "melody", "rhythm", "notes"]).num_iterations == [8, 8, 8, 4, 3]
     FractalMIDIConfig(levels=["structure", "chords", "melody", "notes"])  # harmony optional
     for bad in (["structure", "harmony", "chords", "notes"], ["chords", "structure", "notes"],
-                ["structure", "melody", "chords", "notes"], ["structure", "chords"]):
+                ["structure", "melody", "chords", "notes"], ["structure", "chords"],
+                ["structure", "rhythm", "melody", "notes"], ["structure", "melody", "notes", "rhythm"]):
         with pytest.raises(ValueError, match="levels ="):
             FractalMIDIConfig(levels=bad)
     with pytest.raises(ValueError, match="num_iterations"):
@@ -160,7 +162,7 @@ def test_lower_levels_condition_sees_the_chords(rows):
                 inputs = level.inputs(grid, above)
                 if level.name in ("harmony", "melody", "notes"):
                     conds[level.name] = level.cond_proj(inputs["parent"])
-                if level.name != "notes":
+                if level.name != "notes" and level.feeds_below:
                     above.append((level, level.state(level.targets(truth, grid), inputs)))
         return conds
 

@@ -345,3 +345,19 @@ def test_continue_and_inpaint_read_the_songs_melody_and_chords_as_context(capsys
     after = read_song_midi(out_mid).track("Melody").notes
     outside = ~bars_of(melody, grid, 2, 4)
     np.testing.assert_array_equal(after[~bars_of(after, grid, 2, 4)], melody[outside])
+
+
+def test_sustain_lengthens_the_notes_from_the_command_line(capsys, tmp_path, songs_model_dir):
+    lengths = {}
+    for value in ("-3", "3"):
+        out_mid = tmp_path / f"s{value}.mid"
+        code, out, err = run(capsys, "generate", "--model", songs_model_dir, "--bars", 4, "--seed", 2,
+                             "--sustain", value, "--merge", "--out", out_mid, "--quiet")
+        assert code == 0, err
+        piece, _ = read_midi(out_mid, beats=None)
+        lengths[value] = float(np.mean(piece.notes[:, 2] - piece.notes[:, 1]))
+    assert lengths["-3"] < lengths["3"]
+    with pytest.raises(SystemExit) as stop:
+        run(capsys, "generate", "--model", songs_model_dir, "--bars", 4, "--sustain", "7", "--out", tmp_path / "x.mid")
+    assert stop.value.code == 2
+    assert "argument --sustain: sustain 7.0 is outside the allowed range -4.0-4.0" in capsys.readouterr().err

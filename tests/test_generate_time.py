@@ -10,7 +10,7 @@ def test_generate_time_prints_runs_median_passes_and_every_level(songs_model_dir
     out = capsys.readouterr().out
     head, rule, row = out.strip().splitlines()[-3:]
     assert "32 steps" in out and "passes" in out
-    assert head.split("|")[3:-1] == [" structure ", " chords ", " harmony ", " melody ", " notes "]
+    assert head.split("|")[3:-1] == [" structure ", " chords ", " harmony ", " melody ", " rhythm ", " notes "]
     cells = row.split("|")[1:-1]
     assert len(cells[0].split(" / ")) == 2 and all(float(c) >= 0 for c in cells[1:])
 

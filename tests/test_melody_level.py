@@ -30,7 +30,7 @@ def melody_loss(model, batch, seed=0):
 
 def test_config_levels_and_order():
     c = FractalMIDIConfig.from_json_file(SONGS_TINY)
-    assert c.levels == ["structure", "chords", "harmony", "melody", "notes"] and c.use_melody
+    assert c.levels == ["structure", "chords", "harmony", "melody", "rhythm", "notes"] and c.use_melody
     assert c.melody_vocab_size == 2 + 96 - 48 + 1
     assert FractalMIDIConfig().levels == ["structure", "harmony", "notes"] and not FractalMIDIConfig().use_melody
     FractalMIDIConfig(levels=["structure", "melody", "notes"], num_iterations=[2, 2, 2])  # harmony stays optional
@@ -118,8 +118,9 @@ def test_note_level_condition_sees_the_melody(structure_rows):
         above = []
         with torch.no_grad():
             for level in model.levels[:-1]:
-                tokens, inputs = level.targets(truth, grid), level.inputs(grid, above)
-                above.append((level, level.state(tokens, inputs)))
+                if level.feeds_below:  # the rhythm level's state conditions no level below
+                    tokens, inputs = level.targets(truth, grid), level.inputs(grid, above)
+                    above.append((level, level.state(tokens, inputs)))
             parent = model.notes.inputs(grid, above)["parent"]
             return parent, model.notes.cond_proj(parent)
 

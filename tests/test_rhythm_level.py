@@ -1,0 +1,168 @@
+"""The rhythm level: onsets per step as one token, and the note level starting exactly those."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fractalmidi.configuration_fractalmidi import FractalMIDIConfig
+from fractalmidi.generation_fractalmidi import Grid
+from fractalmidi.modeling_fractalmidi import FractalMIDIModel, RhythmLevel, bar_lengths
+from fractalmidi.sampling import choose_exactly, fit_count_tilt
+from fractalmidi.training import batch_to_tensors
+from song_levels import SONGS_TINY, build_song_dataset, make_batch, tiny_model
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_fit_count_tilt_gives_each_group_its_expected_sum():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 12, 5)
+    group = torch.tensor([0] * 6 + [1] * 6)
+    active = torch.ones(2, 12, dtype=torch.bool)
+    active[1, :3] = False
+    values = torch.arange(5.0)
+    target = torch.tensor([[3.0, 20.0], [1.0, 9.0]])
+    tilt = fit_count_tilt(logits, values, group, target, active)
+    expected = (torch.softmax(logits + tilt[:, group, None] * values, -1) * values).sum(-1) * active
+    sums = torch.zeros(2, 2).index_add_(1, group, expected)
+    torch.testing.assert_close(sums, target, atol=1e-3, rtol=1e-3)
+    # a class the caller forbade (-inf) stays impossible whatever the tilt
+    logits[..., 4] = float("-inf")
+    tilt = fit_count_tilt(logits, values, group, torch.full((2, 2), 30.0), active)
+    assert torch.softmax(logits + tilt[:, group, None] * values, -1)[..., 4].max() == 0
+
+
+def test_choose_exactly_picks_that_many_of_the_active_by_their_scores():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.tensor([[5.0, 0.0, 0.0, -5.0, 9.0]]).expand(4000, -1)
+    active = torch.tensor([True, True, True, True, False]).expand(4000, -1)
+    count = torch.full((4000,), 2)
+    chosen = choose_exactly(scores, count, active, g)
+    assert (chosen.sum(-1) == 2).all() and not chosen[:, 4].any()  # never an inactive one
+    share = chosen.float().mean(0)
+    assert share[0] > 0.95 and abs(share[1] - share[2]) < 0.05 and share[3] < 0.05  # by the scores
+    few = choose_exactly(scores[:1], torch.tensor([7]), active[:1], g)
+    assert few.tolist() == [[True, True, True, True, False]]  # asked for more than are active: all
+    again = choose_exactly(scores[:8], count[:8], active[:8], torch.Generator().manual_seed(3))
+    assert torch.equal(again, choose_exactly(scores[:8], count[:8], active[:8], torch.Generator().manual_seed(3)))
+
+
+# ----------------------------------------------------------------------------- the level
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    return build_song_dataset(tmp_path_factory.mktemp("rhythm"))
+
+
+def test_targets_are_onsets_per_step_capped():
+    c = FractalMIDIConfig.from_json_file(SONGS_TINY)
+    level = RhythmLevel(c)
+    states = torch.zeros(1, 6, c.num_pitches, dtype=torch.long)
+    states[0, 0, :3] = 1
+    states[0, 1, :3] = 2  # held: no onset
+    states[0, 2, :20] = 1
+    states[0, 4, 5] = 1
+    grid = Grid(torch.tensor([[4, 4]]), torch.ones(1, 2, dtype=torch.bool), torch.tensor([[0, 0, 0, 0, 1, 1]]),
+                torch.tensor([[0, 1, 2, 3, 0, 1]]), torch.tensor([[True] * 5 + [False]]))
+    assert level.targets({"states": states}, grid).tolist() == [[3, 0, c.rhythm_max_count, 0, 1, -1]]
+    assert level.vocab_size == c.rhythm_max_count + 1 and not level.feeds_below
+
+
+def test_the_note_level_starts_exactly_the_notes_the_rhythm_level_asks(songs_model):
+    """Every generated step starts as many notes as its rhythm token says (the melody's
+    included), and the rhythm level's state conditions no level: the note level's condition
+    has the width it had without it, so a model trained without the level keeps its weights."""
+    out = songs_model.generate(4, seed=3, refine_rounds=1)
+    onsets = (out.states == 1).sum(-1)
+    assert out.rhythm.shape == onsets.shape
+    assert torch.equal(onsets, out.rhythm)
+    c = songs_model.config
+    width = sum(getattr(c, f) for f in ("structure_hidden_size", "chord_hidden_size", "harmony_hidden_size",
+                                         "melody_hidden_size"))
+    assert songs_model.notes.cond_proj.in_features == width
+    without = FractalMIDIConfig(**{**c.to_dict(), "levels": [lv for lv in c.levels if lv != "rhythm"],
+                                   "num_iterations": [2] * (len(c.levels) - 1)})
+    assert FractalMIDIModel(without).notes.cond_proj.in_features == width
+    # passes: the rhythm level's iterations and refinement, no pass to condition the note level
+    both = songs_model.generate(4, seed=3, refine_rounds=0, num_iterations=[1] * len(c.levels))
+    assert both.num_forward_passes == 1 + (len(c.levels) - 1) * 2 - 1
+
+
+def test_inpainting_keeps_the_prompts_rhythm_and_follows_the_density(songs_model):
+    first = songs_model.generate(4, seed=1)
+    piece = first.to_piece()
+    out = songs_model.generate(prompt=piece, inpaint_bars=[(2, 3)], seed=2)
+    steps = out.region
+    onsets = (out.states == 1).sum(-1)[0]
+    kept = (torch.from_numpy(np.bincount(piece.notes[:, 1], minlength=piece.num_steps))
+            .clamp(max=songs_model.config.rhythm_max_count))
+    assert torch.equal(out.rhythm[0, ~steps], kept[~steps])
+    assert torch.equal(onsets[steps], out.rhythm[0, steps])
+
+
+def test_frozen_levels_give_no_loss_and_the_total_is_what_trains(rows):
+    model = tiny_model().train()
+    batch = batch_to_tensors(make_batch(rows, list(range(2))))
+    torch.manual_seed(0)
+    full = model(**batch)
+    assert {"structure", "chords", "harmony", "melody", "rhythm", "notes", "velocity"} <= set(full.losses)
+    parts = ("chords", "harmony", "melody", "rhythm", "notes", "velocity")
+    torch.testing.assert_close(full.loss, full.losses["structure"] * model.config.structure_weight
+                               + sum(full.losses[k] for k in parts))
+    for name in ("structure", "chords", "harmony", "melody", "notes"):
+        getattr(model, name).requires_grad_(False)
+    out = model(**batch)
+    assert set(out.losses) == {"rhythm"} and torch.equal(out.loss, out.losses["rhythm"])
+    out.loss.backward()
+    assert all(p.grad is None for p in model.melody.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.rhythm.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert "notes" in model(**batch).losses  # evaluation measures every level
+
+
+def test_sustain_lengthens_the_notes_and_keeps_the_onsets(songs_model):
+    """`sustain` shifts only where sounding notes end: the same seed gives the same rhythm and
+    the same onsets per step, with longer notes for a positive sustain, shorter for a negative."""
+    def lengths(sustain):
+        out = songs_model.generate(4, seed=5, sustain=sustain)
+        piece = out.to_piece()
+        return out, float(np.mean(piece.notes[:, 2] - piece.notes[:, 1]))
+
+    (a, la), (b, lb), (c, lc) = lengths(0.0), lengths(3.0), lengths(-3.0)
+    assert torch.equal(a.rhythm, b.rhythm) and torch.equal(a.rhythm, c.rhythm)
+    for out in (a, b, c):
+        assert torch.equal((out.states == 1).sum(-1), out.rhythm)
+    assert lc < la < lb
+    with pytest.raises(ValueError, match="sustain 5.0 is outside the allowed range -4.0-4.0"):
+        songs_model.generate(2, sustain=5)
+
+
+def test_top_p_within_cuts_the_pitch_tail_but_not_the_chance_of_a_note():
+    """The melody's nucleus: rest 0.3, hold 0.3 and a note start 0.4 spread over 40 pitches.
+    Over the whole vocabulary top-p 0.9 cuts the start to a third; within the pitches it keeps
+    its 0.4, on the likeliest pitches."""
+    from fractalmidi.sampling import top_p_filter, top_p_within
+
+    pitch = torch.full((40,), 0.3 / 39)
+    pitch[7] = 0.1
+    probs = torch.cat([torch.tensor([0.3, 0.3]), pitch])
+    logits = probs.log()
+    flat = torch.softmax(top_p_filter(logits, 0.9), -1)
+    assert flat[2:].sum() < 0.35
+    within = torch.softmax(top_p_within(logits, 2, 0.9), -1)
+    torch.testing.assert_close(within[:2], probs[:2])
+    assert abs(float(within[2:].sum()) - 0.4) < 1e-5
+    assert within[2 + 7] > probs[2 + 7] and (within[2:] == 0).sum() > 0  # the tail is cut, its mass moved
+    torch.testing.assert_close(torch.softmax(top_p_within(logits, 2, 1.0), -1), probs)
+
+
+def test_given_chords_add_voices_only_on_the_beats_the_rhythm_plays(songs_model):
+    """With chords given, their tones may start on top of the rhythm, on beats where it has
+    notes; everywhere else the onsets are exactly the rhythm's."""
+    out = songs_model.generate(4, seed=1, chords=[[(0, "maj", 0)], [(9, "min", 9)], [(5, "maj", 5)], [(7, "7", 7)]])
+    onsets = (out.states == 1).sum(-1)[0]
+    rhythm = out.rhythm[0]
+    beat = torch.arange(onsets.shape[0]) % songs_model.config.steps_per_beat == 0
+    assert torch.equal(onsets[~beat], rhythm[~beat])
+    assert (onsets[beat] >= rhythm[beat]).all() and (onsets[beat & (rhythm == 0)] == 0).all()
