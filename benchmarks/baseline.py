@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fractalmidi.data import augment_transpose, crop, random_crop, row_to_piece, window_starts
+from fractalmidi.data import augment_transpose, crop, random_crop, row_to_piece
 from fractalmidi.errors import InputError
 from fractalmidi.midi_io import piece_to_score, read_score
 from fractalmidi.piece import PIANO_RANGE, Piece
+from fractalmidi.training import validation_window_list
 
 TOKENIZER_FILE = "tokenizer.json"
 MAX_TOKENS_PER_BAR = 512  # a bound on what one generated bar may take before generation stops
@@ -237,12 +238,7 @@ class ARValidationWindows(torch.utils.data.Dataset):
         self.tokenizer = tokenizer or remi_tokenizer()
         self.max_tokens = max_tokens
         self.bos = special_ids(self.tokenizer)["BOS"]
-        bars = rows["bar_starts"]
-        windows = [(i, s) for i in range(len(rows)) for s in window_starts({"bar_starts": bars[i]}, num_bars)]
-        if max_windows is not None and len(windows) > max_windows:
-            keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
-            windows = [windows[k] for k in keep]
-        self.windows = windows
+        self.windows = validation_window_list(rows, num_bars, max_windows)
 
     def __len__(self) -> int:
         return len(self.windows)

@@ -119,6 +119,18 @@ class TrainWindows(torch.utils.data.Dataset):
         return {k: v[0] for k, v in out.items()}
 
 
+def validation_window_list(rows, num_bars: int, max_windows: int | None = None) -> list[tuple[int, int]]:
+    """(song index, first bar) of the non-overlapping windows of `num_bars` bars of every song
+    (`window_starts`); at most `max_windows`, taken evenly spaced over that list when there are
+    more. The validation windows of FractalMIDI and of the autoregressive baseline."""
+    bars = rows["bar_starts"]
+    windows = [(i, s) for i in range(len(rows)) for s in window_starts({"bar_starts": bars[i]}, num_bars)]
+    if max_windows is not None and len(windows) > max_windows:
+        keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
+        windows = [windows[k] for k in keep]
+    return windows
+
+
 class ValidationWindows(torch.utils.data.Dataset):
     """Validation examples, the same at every evaluation: the non-overlapping windows of
     `num_bars` bars of every song (`window_starts`), untransposed; at most `max_windows`, taken
@@ -129,12 +141,7 @@ class ValidationWindows(torch.utils.data.Dataset):
     def __init__(self, rows, num_bars: int, max_windows: int | None = None):
         self.rows = rows
         self.num_bars = num_bars
-        bars = rows["bar_starts"]
-        windows = [(i, s) for i in range(len(rows)) for s in window_starts({"bar_starts": bars[i]}, num_bars)]
-        if max_windows is not None and len(windows) > max_windows:
-            keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
-            windows = [windows[k] for k in keep]
-        self.windows = windows
+        self.windows = validation_window_list(rows, num_bars, max_windows)
 
     def __len__(self) -> int:
         return len(self.windows)
