@@ -305,6 +305,17 @@ def top_p_within(logits: torch.Tensor, first: int, top_p: float) -> torch.Tensor
     return torch.cat([logits[..., :first], kept], -1)
 
 
+def temper_within(logits: torch.Tensor, first: int, temperature: float, top_p: float) -> torch.Tensor:
+    """Logits whose classes before `first`, and the group `first`.. as a whole, keep the
+    model's own odds (no temperature), while inside the group the temperature and the nucleus
+    (`top_p_within`) apply: two decisions in one draw. The melody level's event (rest, hold, a
+    note start) at the model's odds, the pitch of a start at its temperature. (..., V) -> (..., V)."""
+    logits = logits.float()
+    total = torch.logsumexp(logits[..., first:], -1, keepdim=True)
+    inside = torch.log_softmax(apply_temperature(logits[..., first:], temperature), -1)
+    return top_p_within(torch.cat([logits[..., :first], total + inside], -1), first, top_p)
+
+
 def fit_count_tilt(
     logits: torch.Tensor,
     values: torch.Tensor,

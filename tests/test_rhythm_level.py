@@ -166,3 +166,22 @@ def test_given_chords_add_voices_only_on_the_beats_the_rhythm_plays(songs_model)
     beat = torch.arange(onsets.shape[0]) % songs_model.config.steps_per_beat == 0
     assert torch.equal(onsets[~beat], rhythm[~beat])
     assert (onsets[beat] >= rhythm[beat]).all() and (onsets[beat & (rhythm == 0)] == 0).all()
+
+
+def test_temper_within_keeps_the_events_odds_and_tempers_the_pitch():
+    """The melody's sampling: rest, hold and a note start keep the model's odds whatever the
+    temperature; the pitch of a start is tempered (sharper below 1) and its tail cut by top_p."""
+    from fractalmidi.sampling import temper_within
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 10) * 2
+    probs = torch.softmax(logits, -1)
+    for temperature, top_p in ((0.5, 1.0), (0.5, 0.8), (2.0, 1.0)):
+        out = torch.softmax(temper_within(logits, 2, temperature, top_p), -1)
+        torch.testing.assert_close(out[:, :2], probs[:, :2])
+        torch.testing.assert_close(out[:, 2:].sum(-1), probs[:, 2:].sum(-1))
+        if top_p == 1.0:
+            torch.testing.assert_close(out[:, 2:] / out[:, 2:].sum(-1, keepdim=True),
+                                       torch.softmax(logits[:, 2:] / temperature, -1))
+    sharp = torch.softmax(temper_within(logits, 2, 0.5, 1.0), -1)[:, 2:]
+    assert (sharp.max(-1).values > (probs[:, 2:].max(-1).values)).all()
