@@ -270,23 +270,31 @@ def fit_class_count(
     Returns:
         (N, G) offsets.
     """
-    N, L, K, V = logits.shape
-    G = target.shape[1]
+    V = logits.shape[-1]
     planes = class_planes(logits)  # (V, N, L, K)
     others = torch.stack([planes[v] for v in range(V) if v != class_index])
     margin = planes[class_index] - torch.logsumexp(others, dim=0)  # (N, L, K): p = sigmoid(margin + offset)
-    lo = torch.full((N, G), -bound, device=logits.device)
-    hi = torch.full((N, G), bound, device=logits.device)
-    target = target.clamp(min=0).to(lo.dtype)
     # only positions with an active label take part: gather them once (iterative decoding
     # samples fewer positions at each iteration), then every bisection step is dense
     rows = active.any(dim=2).any(dim=0).nonzero(as_tuple=True)[0]  # (L',) positions active in some sample
     margin, act, group = margin[:, rows], active[:, rows].to(margin.dtype), group[rows]  # (N, L', K)
-    for _ in range(iterations):  # the bracket halves each time: 2 * bound / 2**iterations at the end
+    expected = lambda mid: (torch.sigmoid(margin + mid[:, group, None]) * act).sum(-1)  # (N, L') per position
+    return _bisect_group_offsets(expected, group, target, bound, iterations)
+
+
+def _bisect_group_offsets(expected, group: torch.Tensor, target: torch.Tensor, bound: float,
+                          iterations: int) -> torch.Tensor:
+    """(N, G) offsets within [-bound, bound] at which the sum over each group of
+    `expected(offsets)` ((N, L') per position, growing with the offset) meets `target` (N, G,
+    clamped at 0), by bisection: the bracket halves each time, 2 * bound / 2**iterations at the end."""
+    N, G = target.shape
+    lo = torch.full((N, G), -bound, device=target.device)
+    hi = torch.full((N, G), bound, device=target.device)
+    target = target.clamp(min=0).to(lo.dtype)
+    for _ in range(iterations):
         mid = (lo + hi) / 2  # (N, G)
-        p = (torch.sigmoid(margin + mid[:, group, None]) * act).sum(-1)  # (N, L') expected per position
-        expected = torch.zeros(N, G, device=logits.device).index_add_(1, group, p)  # (N, G)
-        low = expected < target
+        total = torch.zeros(N, G, device=target.device).index_add_(1, group, expected(mid))  # (N, G)
+        low = total < target
         lo = torch.where(low, mid, lo)
         hi = torch.where(low, hi, mid)
     return (lo + hi) / 2
@@ -341,22 +349,11 @@ def fit_count_tilt(
     Returns:
         (N, G) tilts.
     """
-    N, L, V = logits.shape
-    G = target.shape[1]
-    lo = torch.full((N, G), -bound, device=logits.device)
-    hi = torch.full((N, G), bound, device=logits.device)
-    target = target.clamp(min=0).to(lo.dtype)
-    values = values.to(logits.device, lo.dtype)
+    values = values.to(logits.device, torch.float32)
     rows = active.any(dim=0).nonzero(as_tuple=True)[0]  # positions active in some sample
-    x, act, group = logits[:, rows].float(), active[:, rows].to(lo.dtype), group[rows]
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        p = torch.softmax(x + mid[:, group, None] * values, dim=-1)  # (N, L', V)
-        expected = torch.zeros(N, G, device=logits.device).index_add_(1, group, (p * values).sum(-1) * act)
-        low = expected < target
-        lo = torch.where(low, mid, lo)
-        hi = torch.where(low, hi, mid)
-    return (lo + hi) / 2
+    x, act, group = logits[:, rows].float(), active[:, rows].float(), group[rows]
+    expected = lambda mid: (torch.softmax(x + mid[:, group, None] * values, dim=-1) * values).sum(-1) * act
+    return _bisect_group_offsets(expected, group, target, bound, iterations)
 
 
 def choose_exactly(scores: torch.Tensor, count: torch.Tensor, active: torch.Tensor,
