@@ -432,7 +432,8 @@ def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
             structure[what] = curve
     kw = dict(temperature=args.temperature, top_p=args.top_p, guidance_scale=args.cfg, structure=structure or None,
               refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds, variation=args.variation,
-              chord_gain=args.chord_gain, melody_gain=args.melody_gain, sustain=args.sustain)
+              chord_gain=args.chord_gain, melody_gain=args.melody_gain, sustain=args.sustain,
+              rhythm_repeat=args.rhythm_repeat)
     if getattr(args, "chords", None) is not None:
         chords = controls.chords(args.chords, max_bars)
         if len(chords) != num_bars:
@@ -921,6 +922,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sustain", type=_arg(controls.sustain), default=None,
                        help="how long notes last: a logit offset -4-4 of going on where a note may end "
                             "(default: the model's; > 0 longer, < 0 shorter)")
+        p.add_argument("--rhythm-repeat", type=_arg(controls.rhythm_repeat), default=None,
+                       help="the chance, 0-1, that a bar's rhythm repeats the bar before it in its phrase "
+                            "(default: the model's, 0.5 for the shipped one; a model with a rhythm level)")
         p.add_argument("--density", metavar="CURVE",
                        help="per-bar density in onsets per step, 0 to the model's density_max (4.0 for the shipped "
                             "one): a comma list (empty = free) or a .json list")

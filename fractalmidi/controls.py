@@ -144,6 +144,10 @@ def sustain(value) -> float:
     return number("sustain", value, limits.SUSTAIN)
 
 
+def rhythm_repeat(value) -> float:
+    return number("rhythm repeat", value, limits.RHYTHM_REPEAT)
+
+
 def refine_rounds(value) -> int:
     return number("refine rounds", value, limits.REFINE_ROUNDS, integer=True)
 

@@ -33,7 +33,7 @@ HELD = 2
 # the decoding fields of the generation config (all of them may be given to `generate`)
 GENERATION_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
                      "follow_structure", "follow_form", "variation", "temperature_scale", "chord_gain", "melody_gain",
-                     "sustain")
+                     "sustain", "rhythm_repeat")
 MELODY_VELOCITY = 96  # the velocity of the melody's notes in the note level's roll
 
 
@@ -61,7 +61,7 @@ def default_generation_config(config, **saved) -> GenerationConfig:
     defaults = dict(do_sample=True, temperature=config.default_temperature, top_p=config.default_top_p,
                     guidance_scale=1.0, num_iterations=list(config.num_iterations), refine_ratio=config.refine_ratio,
                     refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True, variation=0.25,
-                    temperature_scale=None, chord_gain=2.5, melody_gain=0.0, sustain=0.0)
+                    temperature_scale=None, chord_gain=2.5, melody_gain=0.0, sustain=0.0, rhythm_repeat=0.0)
     return GenerationConfig(**{**defaults, **saved})
 
 
@@ -378,6 +378,7 @@ class GenerationRun:
         self.chord_gain = check_number("chord_gain", getattr(gen, "chord_gain", 2.5), limits.CHORD_GAIN)
         self.melody_gain = check_number("melody_gain", getattr(gen, "melody_gain", 0.0), limits.MELODY_GAIN)
         self.sustain = check_number("sustain", getattr(gen, "sustain", 0.0), limits.SUSTAIN, low_open=False)
+        self.rhythm_repeat = check_number("rhythm_repeat", getattr(gen, "rhythm_repeat", 0.0), limits.RHYTHM_REPEAT)
         self.melody_top = None  # (N, T) the laid melody's roll pitch at each step, -1 where none
         self.chord_tones = None  # the given chords' pitch classes per beat and which beats are given
         self.step_counts = None  # (N, T) the rhythm level's onsets per step, which the note level starts
@@ -393,6 +394,7 @@ class GenerationRun:
         self.form_prior = list(getattr(model.generation_config, "form_prior", None) or [])
         self.minor_share = getattr(model.generation_config, "minor_share", None)
         self.form_name, self.key_name, self.bar_source = None, None, None
+        self.phrase_start = None  # (B,) bool: the bars that begin a phrase of the form, where there is one
         self.num_samples = check_number("num_samples", num_samples, limits.NUM_SAMPLES, integer=True)
         self.mask_schedule, self.remask_mode, self.return_influence = cfg.mask_schedule, cfg.remask_mode, return_influence
         self.generator = torch.Generator(device="cpu")
@@ -537,6 +539,7 @@ class GenerationRun:
             phrases = None
         if phrases is not None:
             labels = bar_labels(phrases)
+            self.phrase_start = torch.as_tensor(labels.position == 0)
             self.form_name = form_string(phrases)
             feats = form_features(labels.letter, labels.phrase, labels.position, labels.length)
             self.grid.form = torch.as_tensor(feats, device=device).expand(N, B, 4)
@@ -575,14 +578,27 @@ class GenerationRun:
         density class (or neither is given); else the bar follows what was given for it (what
         the caller gives wins over the form: a repeat copies its source's notes, and with them
         the source's chords and density)."""
+        B = self.num_bars
+        chords = self.bar_chords or [None] * B
+        classes = self._given_density_classes()
+        out = src.clone()
+        for b, s in enumerate(src.tolist()):
+            if s != b and (chords[b] != chords[s] or classes[b] != classes[s] or classes[b] == "bad"):
+                out[b] = b
+        return out
+
+    def _given_density_classes(self) -> list:
+        """Per bar, the density class of the caller's density curve there: None where free,
+        "bad" for a value the structure level will refuse (it ties nothing)."""
         from .limits_fractalmidi import check_curve_value
         from .tokens_fractalmidi import density_to_class
 
         B = self.num_bars
-        chords = self.bar_chords or [None] * B
         density = list(self.structure.get("density") or [])
+        if len(density) != B:
+            return [None] * B
 
-        def density_class(bar, v):  # None: free; a bad value ties nothing (the structure level refuses it)
+        def density_class(bar, v):
             if v is None:
                 return None
             try:
@@ -591,12 +607,7 @@ class GenerationRun:
                 return "bad"
             return int(density_to_class(torch.tensor(v), self.config))
 
-        classes = [density_class(b, v) for b, v in enumerate(density)] if len(density) == B else [None] * B
-        out = src.clone()
-        for b, s in enumerate(src.tolist()):
-            if s != b and (chords[b] != chords[s] or classes[b] != classes[s] or classes[b] == "bad"):
-                out[b] = b
-        return out
+        return [density_class(b, v) for b, v in enumerate(density)]
 
     def _given_pitch_classes(self):
         """(12,) how long each pitch class lasts in what the caller gave: the given chords'
@@ -697,25 +708,59 @@ class GenerationRun:
 
     def ties(self, level, editable):
         """(N, L) the token each of the level's tokens copies (itself where none, and wherever
-        either end is not generated), from the bars' repeat sources; None without repeats."""
-        if self.bar_source is None:
+        either end is not generated), from the bars' repeat sources, and for a level that
+        repeats bars (`Level.repeats_bars`: the rhythm) with `rhythm_repeat`, from the bar
+        before in the phrase (`bar_repeats`); None without either."""
+        B = self.num_bars
+        own_bars = torch.arange(B, device=self.device)
+        src_bar = own_bars if self.bar_source is None else self.bar_source.to(self.device)
+        src_bar = src_bar.expand(editable.shape[0], B)  # (N, B)
+        repeats = getattr(level, "repeats_bars", False) and self.rhythm_repeat > 0
+        if not repeats and self.bar_source is None:
             return None
-        src_bar = self.bar_source.to(self.device)
+        if repeats:  # a bar takes the root of its repeats in the phrase, then that bar's form source, ...
+            form, within = src_bar, self.bar_repeats()  # both (N, B), pointing to the bar itself or an earlier one
+            src_bar = own_bars.expand_as(form)
+            while True:  # at most B rounds
+                nxt = form.gather(1, within.gather(1, src_bar))
+                if torch.equal(nxt, src_bar):
+                    break
+                src_bar = nxt
         N, L = editable.shape
         if level.name == "structure":  # tempo classes, then density classes, one per bar
-            B = self.num_bars
-            index = torch.cat([src_bar, src_bar + B])
+            index = torch.cat([src_bar, src_bar + B], dim=1)
         else:
             stride = level.stride
             starts = self.bar_starts.to(self.device)
             bar_index, position = self.grid.bar_index[0], self.grid.bar_position[0]
-            src_step = starts[src_bar[bar_index]] + position  # (T,)
-            first = torch.arange(0, len(src_step), stride, device=self.device)[:L]
-            s = src_step[first]
+            src_step = starts[src_bar[:, bar_index]] + position  # (N, T)
+            first = torch.arange(0, src_step.shape[1], stride, device=self.device)[:L]
+            s = src_step[:, first]
             index = torch.where(s % stride == 0, s // stride, torch.arange(L, device=self.device))
-        index = index.expand(N, L)
         own = torch.arange(L, device=self.device).expand(N, L)
         return torch.where(editable & editable.gather(1, index), index, own)
+
+    def bar_repeats(self):
+        """(N, B) per piece, the bar whose rhythm each bar repeats (itself where none): a bar
+        repeats the bar before it with probability `rhythm_repeat` when both lie in one phrase
+        of the form (without a form, in one group of four bars from the first) and have the
+        same length, and neither has a density given by the caller or both have the same
+        density class (what the caller gives wins, as over the form's repeats); it then takes
+        that bar's own source, so a run of repeats holds one figure. Pop accompaniment keeps its figure from bar to bar (groove consistency 0.86 in
+        the POP909 songs); the rhythm level, sampling a phrase's bars in parallel, varies it
+        more (0.80): see README, "The songs model"."""
+        B, N = self.num_bars, self.num_samples
+        starts = self.bar_starts
+        lengths = (starts[1:] - starts[:-1]).tolist()
+        first = (self.phrase_start.tolist() if self.phrase_start is not None
+                 else [b % 4 == 0 for b in range(B)])
+        given = self._given_density_classes()  # what the caller gives wins: its densities must agree
+        draw = torch.rand((N, B), generator=self.generator)
+        src = torch.arange(B).repeat(N, 1)
+        for b in range(1, B):
+            if not first[b] and lengths[b] == lengths[b - 1] and given[b] == given[b - 1] != "bad":
+                src[:, b] = torch.where(draw[:, b] < self.rhythm_repeat, src[:, b - 1], src[:, b])
+        return src.to(self.device)
 
     def _bars(self, num_bars, time_signatures, prompt, inpaint_bars):
         """Time signature and length of every bar, bar starts, and which bars to generate.
@@ -946,7 +991,10 @@ class FractalMIDIGenerationMixin:
                 onsets above its pitch get -melody_gain, so the melody stays the top voice),
                 sustain (-4-4, default 0; the songs model's generation config sets it: a logit
                 offset of the "held" state where the note level decides whether a sounding note
-                goes on, so notes last longer (> 0) or shorter (< 0); the onsets are unchanged).
+                goes on, so notes last longer (> 0) or shorter (< 0); the onsets are unchanged),
+                rhythm_repeat (0-1, default 0; the songs model's generation config sets it: the
+                chance that a bar's rhythm, its onsets per step, repeats the bar before it in
+                its phrase; `GenerationRun.bar_repeats`).
         Returns:
             a `FractalMIDIGeneration` (`.to_piece()`, `.to_midi(path)`, `.num_forward_passes`).
         """

@@ -216,6 +216,7 @@ class Level(nn.Module):
     name: str
     guided = True  # conditioned on the levels above: classifier-free guidance applies
     feeds_below = True  # its state conditions the levels below (the rhythm level's does not)
+    repeats_bars = False  # may repeat a bar's tokens in the next bar of its phrase (`rhythm_repeat`)
     refines = True  # refinement rounds follow its iterations
     stride = 1  # steps per token (content levels)
 
@@ -699,6 +700,7 @@ class RhythmLevel(TokenLevel):
 
     name, width_field, prefix = "rhythm", "rhythm_hidden_size", "rhythm"
     feeds_below = False
+    repeats_bars = True  # with `rhythm_repeat`, a bar may repeat the rhythm of the bar before (`GenerationRun.bar_repeats`)
     # no refinement round: it bought nothing measurable (24 pieces: per-bar feature distance
     # 0.56 with, 0.58 without) and costs a pass over every step; so a repeat of the form keeps
     # its first phrase's rhythm exactly (its notes still vary)
@@ -741,6 +743,10 @@ class RhythmLevel(TokenLevel):
         # no nucleus: as for the note states, counts are not a vocabulary, and top-p cuts the
         # onsets of the steps that have one less often (the offbeat sixteenths) first
         return sample_categorical(logits, 1.0, run.generator)
+
+    def commit(self, inputs, tokens, sample, where):
+        # a bar repeating another's rhythm (`rhythm_repeat`) keeps at least its own fixed onsets
+        return super().commit(inputs, tokens, torch.maximum(sample, inputs["least"]), where)
 
     def finish(self, run, inputs, tokens):
         run.outputs["rhythm"] = tokens

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from fractalmidi import FractalMIDIModel
+from fractalmidi.generation_fractalmidi import GENERATION_FIELDS
 from fractalmidi.data import chord_beats, load_dataset_dir, row_to_piece
 from fractalmidi.metrics import (METRIC_KEYS, chord_adherence, density_adherence, evaluate_piece,
                                  feature_frechet_distance, form_adherence, frechet_terms, pooled_bar_features, summarize,
@@ -225,6 +226,22 @@ def compare_with_baseline(args, baseline, windows, fm_pieces, fm_seconds) -> dic
     return out
 
 
+def parse_settings(ap, items: list[str]) -> dict:
+    """`--set FIELD=VALUE` items -> {field: value}: a known decoding field, its value JSON (a bare
+    word is a string); the ranges are checked by `generate` itself before any work."""
+    settings = {}
+    for item in items:
+        field, sep, text = item.partition("=")
+        field = field.strip()
+        if not sep or field not in GENERATION_FIELDS:
+            ap.error(f"--set {item!r}: give FIELD=VALUE with FIELD one of {', '.join(GENERATION_FIELDS)}")
+        try:
+            settings[field] = json.loads(text)
+        except json.JSONDecodeError:
+            ap.error(f"--set {item!r}: the value {text!r} is not a number, list or true/false (JSON)")
+    return settings
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -251,12 +268,16 @@ def main(argv=None):
                          "models' music side by side")
     ap.add_argument("--compare-batch", type=int, default=16,
                     help="the baseline's sequences sampled together (1 for one at a time, as FractalMIDI's)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a decoding field of the generation config for every generation here, e.g. sustain=1.0 "
+                         "or temperature_scale=[1,1,1,0.6,1,1] (a JSON value); may be given again")
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if not 0 <= args.frechet_terms <= 33:
         ap.error(f"--frechet-terms must be 0-33 (the per-bar features), got {args.frechet_terms}")
     if not 1 <= args.compare_batch <= 64:
         ap.error(f"--compare-batch must be 1-64, got {args.compare_batch}")
+    settings = parse_settings(ap, args.set)
     baseline = None
     if args.compare:  # loaded first: a wrong folder fails before an hour of generation
         from benchmarks.baseline import load_baseline
@@ -273,6 +294,8 @@ def main(argv=None):
         model.generation_config.refine_rounds = args.refine_rounds
     if args.remask_mode:
         model.config.remask_mode = args.remask_mode
+    for field, value in settings.items():
+        setattr(model.generation_config, field, value)
     free_cfg = args.free_cfg if args.free_cfg is not None else args.cfg[0]
     decoding = dict(temperature=args.temperature, guidance_scale=free_cfg, top_p=args.top_p,
                     follow_structure=not args.no_follow)
@@ -296,7 +319,8 @@ def main(argv=None):
                      if has_melody else "melody measures on the top voice")
     print(f"Musical metrics: {args.num_samples} generated pieces of {args.bars} bars (cfg {free_cfg}, "
           f"temperature {args.temperature}, top_p {args.top_p}, re-masking {model.config.remask_mode}, "
-          f"iterations {model.generation_config.num_iterations}, refinement rounds {model.generation_config.refine_rounds}) "
+          f"iterations {model.generation_config.num_iterations}, refinement rounds {model.generation_config.refine_rounds}"
+          f"{''.join(f', {k} {v}' for k, v in settings.items())}) "
           f"vs {len(windows)} validation windows of {args.bars} bars (4/4); {melody_source}")
     print("| metric | generated | validation | within 1 std |")
     print("|---|---|---|---|")

@@ -8,7 +8,10 @@ Prints, as a Markdown table, mean ± std over the songs of every metric in `METR
 train and the validation songs (`data.split_of`, the split the model trains on) and all songs;
 the melody metrics twice, on the MELODY track and on the top voice of all tracks merged. Then the
 per-bar feature Frechet distance between real sets (the floor a model can hope for): train vs
-validation, and odd vs even song numbers (two halves).
+validation, and odd vs even song numbers (two halves). With `--subsets K`: also the distance of
+K train songs drawn at random (20 draws) to the validation songs, mean ± std: what a model that
+writes exactly like the training songs would score with K pieces (the distance grows as the
+sets shrink, so compare a model's K pieces with this, not with train vs validation).
 """
 
 from __future__ import annotations
@@ -30,12 +33,26 @@ from fractalmidi.metrics import (  # noqa: E402
 from fractalmidi.midi_io import find_midi_files, read_midi, read_midi_tracks  # noqa: E402
 
 
+def subset_distances(train: list, validation: np.ndarray, k: int, draws: int = 20, seed: int = 0) -> np.ndarray:
+    """Frechet distances to `validation` (pooled per-bar features) of `draws` sets of `k` songs
+    drawn without replacement from `train` (one per-bar feature array per song), seeded."""
+    if not 2 <= k <= len(train):
+        raise ValueError(f"--subsets {k}: give 2 to {len(train)} (the train songs)")
+    rng = np.random.default_rng(seed)
+    return np.array([frechet_distance(np.concatenate([train[i] for i in rng.choice(len(train), k, replace=False)]),
+                                      validation) for _ in range(draws)])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--bars", type=int, default=32, help="first N consecutive 4/4 bars of each song; 0: whole songs")
+    ap.add_argument("--subsets", type=int, default=0, metavar="K",
+                    help="also the distance of K random train songs to the validation songs (20 draws)")
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args()
+    if args.subsets and args.subsets < 2:
+        ap.error(f"--subsets must be 2 or more, got {args.subsets}")
     folder = Path(args.folder)
     songs, skipped = [], []
     for f, beats in find_midi_files(folder):
@@ -83,6 +100,12 @@ def main():
     print(f"per-bar feature Frechet distance, real vs real: validation vs train {floors['train_vs_validation']:.4f} "
           f"({len(pooled(groups['validation']))} vs {len(pooled(groups['train']))} bars); "
           f"odd vs even song numbers {floors['odd_vs_even']:.4f} ({len(odd)} vs {len(even)} songs)")
+    if args.subsets:
+        d = subset_distances([s["features"] for s in groups["train"]], pooled(groups["validation"]), args.subsets)
+        floors[f"train_{args.subsets}_songs_vs_validation"] = dict(mean=float(d.mean()), std=float(d.std()),
+                                                                   min=float(d.min()), max=float(d.max()))
+        print(f"{args.subsets} train songs drawn at random vs validation (20 draws): {d.mean():.3f} ± {d.std():.3f} "
+              f"(min {d.min():.3f}, max {d.max():.3f})")
     for s in skipped:
         print(f"left out: {s}", file=sys.stderr)
     if args.json:

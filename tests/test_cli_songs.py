@@ -361,3 +361,20 @@ def test_sustain_lengthens_the_notes_from_the_command_line(capsys, tmp_path, son
         run(capsys, "generate", "--model", songs_model_dir, "--bars", 4, "--sustain", "7", "--out", tmp_path / "x.mid")
     assert stop.value.code == 2
     assert "argument --sustain: sustain 7.0 is outside the allowed range -4.0-4.0" in capsys.readouterr().err
+
+
+def test_rhythm_repeat_from_the_command_line(capsys, tmp_path, songs_model_dir):
+    """--rhythm-repeat 1 with a one-phrase form: every bar plays at least where the first bar
+    does (its rhythm, plus the bar's own melody onsets); out of range, a one-line error."""
+    out_mid = tmp_path / "r.mid"
+    code, out, err = run(capsys, "generate", "--model", songs_model_dir, "--form", "A4", "--seed", 2,
+                         "--rhythm-repeat", "1", "--merge", "--out", out_mid, "--quiet")
+    assert code == 0, err
+    piece, _ = read_midi(out_mid, beats=None)
+    steps = [set(piece.notes[(piece.notes[:, 1] >= 16 * b) & (piece.notes[:, 1] < 16 * b + 16), 1] % 16)
+             for b in range(4)]
+    assert steps[0] and all(steps[0] <= s for s in steps[1:])
+    with pytest.raises(SystemExit) as stop:
+        run(capsys, "generate", "--model", songs_model_dir, "--bars", 4, "--rhythm-repeat", "2", "--out", tmp_path / "x.mid")
+    assert stop.value.code == 2
+    assert "argument --rhythm-repeat: rhythm repeat 2.0 is outside the allowed range 0.0-1.0" in capsys.readouterr().err

@@ -185,3 +185,54 @@ def test_temper_within_keeps_the_events_odds_and_tempers_the_pitch():
                                        torch.softmax(logits[:, 2:] / temperature, -1))
     sharp = torch.softmax(temper_within(logits, 2, 0.5, 1.0), -1)[:, 2:]
     assert (sharp.max(-1).values > (probs[:, 2:].max(-1).values)).all()
+
+
+def melody_onsets(out, index=0):
+    """(T,) the melody's note starts per step (the rhythm level's fixed onsets)."""
+    counts = np.zeros(out.rhythm.shape[1], np.int64)
+    melody = out.melody_notes(index)
+    if melody is not None and len(melody):
+        np.add.at(counts, melody[:, 1], 1)
+    return torch.as_tensor(counts)
+
+
+def test_rhythm_repeat_one_repeats_the_first_bar_through_each_phrase(songs_model):
+    """With rhythm_repeat 1 every bar of a phrase takes the rhythm of the phrase's first bar
+    (at least the bar's own melody onsets), the notes start exactly that many per step, and a
+    phrase's first bar is its own."""
+    out = songs_model.generate(form="A4B4", seed=3, rhythm_repeat=1.0, num_samples=2)
+    for i in range(2):
+        rhythm, least = out.rhythm[i].cpu(), melody_onsets(out, i)
+        bars = rhythm.view(8, 16)
+        for first in (0, 4):
+            for b in range(first + 1, first + 4):
+                expected = torch.maximum(bars[first], least.view(8, 16)[b])
+                assert torch.equal(bars[b], expected), (i, b)
+        assert torch.equal((out.states[i] == 1).sum(-1).cpu(), rhythm)
+
+
+def test_rhythm_repeat_keeps_a_given_density_and_checks_its_range(songs_model):
+    """Bars whose given densities differ in class never share a rhythm: a bar asked for 2
+    onsets per step does not take the rhythm of the bar before it, asked for 0.25, however
+    high rhythm_repeat, and gets more onsets (the untrained model's melody starts a note on
+    every step, so even the sparse bars have one per step); bars asked the same do share it.
+    Out of range: a clear error before any work."""
+    density = [0.25, 0.25, 2.0, 2.0]
+    out = songs_model.generate(4, seed=1, rhythm_repeat=1.0, structure={"density": density})
+    bars = out.rhythm[0].cpu().view(4, 16)
+    least = melody_onsets(out).view(4, 16)
+    assert torch.equal(bars[1], torch.maximum(bars[0], least[1]))
+    assert torch.equal(bars[3], torch.maximum(bars[2], least[3]))
+    assert not torch.equal(bars[2], torch.maximum(bars[1], least[2]))
+    assert bars[2].sum() > bars[1].sum()
+    with pytest.raises(ValueError, match="rhythm_repeat 1.5 is outside the allowed range 0.0-1.0"):
+        songs_model.generate(2, rhythm_repeat=1.5)
+
+
+def test_rhythm_repeat_zero_draws_nothing(songs_model):
+    """rhythm_repeat 0 (the default of a model whose generation config does not set it)
+    decodes exactly as before the field existed: the same seed, the same piece."""
+    a = songs_model.generate(8, seed=4, rhythm_repeat=0.0)
+    b = songs_model.generate(8, seed=4)
+    assert songs_model.generation_config.to_dict().get("rhythm_repeat", 0.0) == 0.0
+    assert torch.equal(a.rhythm, b.rhythm) and torch.equal(a.states, b.states)

@@ -191,6 +191,23 @@ def test_evaluate_model_reports_song_metrics(songs_model_dir, song_dataset, tmp_
     assert chords["validation_songs_vs_annotation"]["n_windows"] == 4
 
 
+def test_evaluate_model_sets_decoding_fields(songs_model_dir, song_dataset, tmp_path, capsys):
+    """--set FIELD=VALUE reaches every generation of the run (here a sustain that `generate`
+    refuses, so the run fails naming it), is printed with the settings, and a field that is
+    not a decoding one, or a value that is not JSON, stops the script before any work."""
+    ev = import_script()
+    common = ["--model", str(songs_model_dir), "--dataset", str(song_dataset), "--num-samples", "1", "--bars", "2",
+              "--cfg", "1.0"]
+    ev.main(common + ["--set", "sustain=2.5", "--set", "rhythm_repeat=1"])
+    assert "sustain 2.5, rhythm_repeat 1)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="sustain 9.0 is outside the allowed range"):
+        ev.main(common + ["--set", "sustain=9"])
+    for bad, says in (("loudness=3", "FIELD one of"), ("sustain", "FIELD one of"), ("sustain=big", "is not a number")):
+        with pytest.raises(SystemExit):
+            ev.main(common + ["--set", bad])
+        assert says in capsys.readouterr().err
+
+
 def test_frechet_terms_name_the_features_that_differ():
     """Each feature's own Frechet distance, largest first: for one column it is exactly
     `frechet_distance` of that column, and a shifted feature comes first."""
@@ -256,3 +273,23 @@ def test_evaluate_model_compares_with_the_autoregressive_baseline(songs_model_di
     assert isinstance(cmp["frechet"]["ar"], float) and cmp["seconds_per_piece"]["ar"] > 0 and cmp["ar_tokens_per_bar"] > 0
     with pytest.raises(InputError, match="not a baseline model folder"):
         ev.main(["--model", str(songs_model_dir), "--dataset", str(song_dataset), "--compare", str(tmp_path / "none")])
+
+
+def test_reference_subsets_score_what_sets_of_that_size_score():
+    """reference_metrics.subset_distances: sets drawn from the validation distribution itself
+    score near 0 when large and more when small (the distance grows as sets shrink); a shifted
+    train distribution scores its shift; a size it cannot draw is refused."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import reference_metrics
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    rng = np.random.default_rng(1)
+    validation = rng.normal(size=(4000, 3))
+    same = [rng.normal(size=(30, 3)) for _ in range(100)]
+    small, large = (reference_metrics.subset_distances(same, validation, k, draws=10) for k in (2, 80))
+    assert large.mean() < small.mean() and large.mean() < 0.1
+    shifted = [s + np.array([1.0, 0.0, 0.0]) for s in same]
+    assert reference_metrics.subset_distances(shifted, validation, 80, draws=5).mean() == pytest.approx(1.0, abs=0.2)
+    with pytest.raises(ValueError, match="give 2 to 100"):
+        reference_metrics.subset_distances(same, validation, 101)
