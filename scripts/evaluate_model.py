@@ -45,11 +45,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks` (the --compare baseline) lives there
 
 from fractalmidi import FractalMIDIModel
 from fractalmidi.generation_fractalmidi import GENERATION_FIELDS

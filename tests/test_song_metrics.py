@@ -293,3 +293,35 @@ def test_reference_subsets_score_what_sets_of_that_size_score():
     assert reference_metrics.subset_distances(shifted, validation, 80, draws=5).mean() == pytest.approx(1.0, abs=0.2)
     with pytest.raises(ValueError, match="give 2 to 100"):
         reference_metrics.subset_distances(same, validation, 101)
+
+
+def test_evaluate_model_compares_with_a_baseline_run_as_a_script(songs_model_dir, song_dataset, tmp_path):
+    """`python scripts/evaluate_model.py ... --compare AR_DIR` as README gives it (a subprocess
+    from the repository root, so the script itself must find `benchmarks`): both models' music
+    side by side, which is closer per measure, the baseline's tokens per bar and seconds."""
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from test_baseline import tiny_llama
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    from benchmarks.baseline import remi_tokenizer, save_tokenizer
+
+    tokenizer = remi_tokenizer()
+    ar_dir = tmp_path / "ar"
+    tiny_llama(tokenizer).save_pretrained(ar_dir)
+    save_tokenizer(tokenizer, ar_dir)
+    out = tmp_path / "eval.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate_model.py"), "--model", str(songs_model_dir), "--dataset",
+         str(song_dataset), "--num-samples", "2", "--bars", "2", "--cfg", "1.0", "--compare", str(ar_dir),
+         "--compare-batch", "2", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| measure | validation | FractalMIDI | AR baseline | closer |" in done.stdout
+    compare = json.loads(out.read_text())["compare"]
+    assert compare["pieces"] == 2 and compare["ar_tokens_per_bar"] > 0
+    assert set(compare["frechet"]) == {"fractalmidi", "ar"}
+    assert all(m["closer"] in ("FractalMIDI", "AR", "equal") for m in compare["metrics"].values())
+    assert compare["seconds_per_piece"]["ar"] > 0
