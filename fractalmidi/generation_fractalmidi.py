@@ -381,6 +381,7 @@ class GenerationRun:
         self.rhythm_repeat = check_number("rhythm_repeat", getattr(gen, "rhythm_repeat", 0.0), limits.RHYTHM_REPEAT)
         self.melody_top = None  # (N, T) the laid melody's roll pitch at each step, -1 where none
         self.chord_tones = None  # the given chords' pitch classes per beat and which beats are given
+        self.chord_bass = None  # (beats,) the bass pitch class of the given slash chords (F/A: 9), -1 elsewhere
         self.step_counts = None  # (N, T) the rhythm level's onsets per step, which the note level starts
         self.bar_chords = None  # the given chord tokens of each bar's beats, one tuple per bar
         scales = getattr(gen, "temperature_scale", None)
@@ -447,7 +448,9 @@ class GenerationRun:
         """The user's chords: one entry per bar, None (generated) or a list of 1+ (root, quality,
         bass) (as `controls.chords` gives; quality a name in `structure.QUALITIES` or "N")
         splitting the bar's beats evenly, earlier chords taking the remainder -> per-beat chord
-        tokens in `known["chords"]` (-1 where free), kept by the chord level."""
+        tokens in `known["chords"]` (-1 where free), kept by the chord level. The chord level's
+        tokens have no bass; a slash chord's bass (F/A) goes to the note level (`chord_bass`),
+        which puts that pitch class under the others in the bass register."""
         if chords is None:  # nothing imported: this file also runs as Hub remote code, without the package
             return
         from fractalmidi.structure import QUALITIES, QUALITY_ID
@@ -463,6 +466,7 @@ class GenerationRun:
         L = -(-starts[-1] // spb)
         bar_beats = [(-(-a // spb), -(-b // spb)) for a, b in zip(starts[:-1], starts[1:])]  # the beats starting in each bar
         tokens = torch.full((L,), -1, dtype=torch.long)
+        bass = torch.full((L,), -1, dtype=torch.long)  # a slash chord's bass pitch class per beat (-1: none)
         for b, bar in enumerate(chords):
             if bar is None:
                 continue
@@ -473,24 +477,30 @@ class GenerationRun:
                 raise ValueError(f"chords, bar {b + 1}: no chord (give None to leave the bar free)")
             if len(bar) > beats:
                 raise ValueError(f"chords, bar {b + 1}: {len(bar)} chords for a bar of {beats} beats")
-            ids = []
+            ids, basses = [], []
             for chord in bar:
                 try:
                     root, quality = int(chord[0]), chord[1]
+                    low = int(chord[2]) if len(chord) > 2 and chord[2] is not None else root
                 except (TypeError, IndexError, ValueError):
                     raise ValueError(f"chords, bar {b + 1}: {chord!r} is not a (root, quality, bass) chord") from None
                 if quality == "N":
                     ids.append(0)
+                    basses.append(-1)
                     continue
                 if quality not in QUALITY_ID or not 0 <= root < 12:
                     raise ValueError(f"chords, bar {b + 1}: {chord!r}: root must be 0-11 and quality one of "
                                      f"{QUALITIES} or 'N'")
+                if not 0 <= low < 12:
+                    raise ValueError(f"chords, bar {b + 1}: {chord!r}: the bass must be a pitch class 0-11")
                 ids.append(1 + len(QUALITIES) * root + QUALITY_ID[quality])
+                basses.append(low if low != root else -1)  # only a slash chord asks for its bass
             base, extra = divmod(beats, len(ids))
             at = first
-            for i, tok in enumerate(ids):
+            for i, (tok, low) in enumerate(zip(ids, basses)):
                 n = base + (1 if i < extra else 0)
                 tokens[at: at + n] = tok
+                bass[at: at + n] = low
                 at += n
         self.known["chords"] = tokens.to(self.device).expand(self.num_samples, L).clone()
         from fractalmidi.structure import chord_pitch_classes
@@ -501,6 +511,7 @@ class GenerationRun:
                 root, quality = divmod(tok - 1, len(QUALITIES))
                 pcs[beat, sorted(chord_pitch_classes(root, int(quality)))] = 1.0
         self.chord_tones = pcs.to(self.device), tokens.to(self.device) >= 0  # (beats, 12), (beats,) given
+        self.chord_bass = bass.to(self.device) if bool((bass >= 0).any()) else None  # (beats,) slash basses
         self.bar_chords = [tuple(tokens[first:stop].tolist()) for first, stop in bar_beats]
 
     def given_form(self, form, key):

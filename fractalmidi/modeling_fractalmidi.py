@@ -881,7 +881,14 @@ class NoteLevel(ContentLevel):
             beat = (torch.arange(run.grid.step_mask.shape[1], device=pcs.device) // self.config.steps_per_beat)
             per_step = (2 * pcs[beat] - 1) * given[beat, None]  # (T, 12): +1 chord tone, -1 other, 0 free beat
             pitch_pc = torch.arange(self.config.pitch_low, self.config.pitch_high + 1, device=pcs.device) % 12
-            inputs["chord_plan"] = run.chord_gain * per_step[:, pitch_pc]  # (T, P) onset logit offsets
+            plan = per_step[:, pitch_pc]  # (T, P)
+            if run.chord_bass is not None:  # a slash chord (F/A): in the bass register only its bass
+                low = run.chord_bass[beat]  # (T,) the bass pitch class, -1 where none asked
+                pitch = torch.arange(self.config.pitch_low, self.config.pitch_high + 1, device=pcs.device)
+                register = (low[:, None] >= 0) & (pitch[None, :] < BASS_REGISTER_TOP)  # (T, P)
+                plan = torch.where(register, 3.0 * (pitch_pc[None, :] == low[:, None]).float() - 1.0, plan)
+                inputs["bass_ban"] = register & (pitch_pc[None, :] != low[:, None])  # (T, P) no other onset there
+            inputs["chord_plan"] = run.chord_gain * plan  # (T, P) onset logit offsets
         top = run.melody_top
         if top is not None and run.melody_gain:  # the melody stays on top: onsets above it lean away
             pitch = torch.arange(tokens[0].shape[-1], device=top.device)
@@ -932,6 +939,9 @@ class NoteLevel(ContentLevel):
             s_logits[..., 1] += offset[:, bar_index, None]
         if "chord_plan" in inputs:  # after the count: the given chords' tones get onsets on top of it
             s_logits[..., 1] += inputs["chord_plan"]
+        ban = inputs.get("bass_ban")  # a slash chord's bass register holds its bass alone
+        if ban is not None:
+            s_logits[..., 1] = torch.where(ban, -PLAN_LOGIT, s_logits[..., 1])
         if "step_plan" in inputs:  # exactly the rhythm level's onsets at each step, on the likeliest pitches
             start = torch.zeros_like(active)
             n_idx, t_idx = active.any(-1).nonzero(as_tuple=True)  # (K,) the steps sampled now
@@ -943,6 +953,8 @@ class NoteLevel(ContentLevel):
                 odds = rows[..., 1] - torch.logaddexp(rows[..., 0], rows[..., 2])  # log-odds of an onset
                 # first the notes the chains must start again (a kept hold after them), then the likeliest
                 odds = torch.where(restarted_notes(states, active)[n_idx, t_idx], odds + 1e4, odds)
+                if ban is not None:  # not even a note started again (it stays silent)
+                    odds = torch.where(ban[t_idx], odds - 2e4, odds)
                 start[n_idx, t_idx] = choose_exactly(odds, need, act, run.generator)
             forced = torch.where(start, PLAN_LOGIT, -PLAN_LOGIT)
             if "chord_plan" in inputs:  # given chords: more of their tones may start on a beat the rhythm plays
@@ -985,6 +997,9 @@ PLAN_LOGIT = 30.0  # an onset logit that decides: the cells the step plan chose 
 # less this: chords were recognised on 0.74 of beats with the rhythm's counts alone, 0.84 with
 # these extra voices (0.86 at no cost, but with 64% more notes than the density asks)
 EXTRA_VOICE_COST = 1.0
+# a slash chord's bass (F/A) is the only pitch class of the chord's onsets below this MIDI pitch
+# (G3): the songs' lowest note of a bar averages MIDI 43 (3.62 octaves), its range 2.7 octaves
+BASS_REGISTER_TOP = 55
 
 
 def restarted_notes(states: torch.Tensor, active: torch.Tensor) -> torch.Tensor:

@@ -157,6 +157,34 @@ def test_given_chords_are_heard_through_the_chord_plan(songs_model):
         songs_model.generate(4, chords=chords, chord_gain=9.0)
 
 
+def test_a_slash_chords_bass_is_the_only_pitch_class_of_its_bass_register(songs_model):
+    """F/A, C/E, G/B: in the bars of a slash chord, the accompaniment starts no note below G3
+    (MIDI 55, `BASS_REGISTER_TOP`) other than the bass asked, and plays that bass there more
+    often than the same chords without it; a bass outside 0-11 is refused."""
+    import numpy as np
+
+    from fractalmidi.modeling_fractalmidi import BASS_REGISTER_TOP
+
+    def low_notes(text):
+        chords = controls.chords(text)
+        wrong = bass = 0
+        for seed in range(3):
+            piano, _ = songs_model.generate(3, seed=seed, chords=chords, chord_gain=4.0).to_song()
+            for p, start, _, _ in piano.notes.tolist():
+                asked = chords[start // 16][0][2]
+                if p < BASS_REGISTER_TOP:
+                    wrong += p % 12 != asked
+                    bass += p % 12 == asked
+        return wrong, bass
+
+    slash_wrong, slash_bass = low_notes("F/A C/E G/B")
+    plain_wrong, plain_bass = low_notes("F C G")  # the bass here is the root: nothing is banned
+    assert slash_wrong == 0 and plain_wrong > 0
+    assert slash_bass > 0
+    with pytest.raises(ValueError, match="the bass must be a pitch class 0-11"):
+        songs_model.generate(1, chords=[[(5, "maj", 12)]])
+
+
 def test_melody_gain_keeps_the_accompaniment_under_the_melody(songs_model):
     """melody_gain leans accompaniment onsets away from pitches above the laid melody (the
     caller's here; the melody level's line goes through the same `lay_melody`): on an untrained
@@ -181,3 +209,20 @@ def test_melody_gain_keeps_the_accompaniment_under_the_melody(songs_model):
     assert off > 0.3 and on < off / 3, (off, on)
     with pytest.raises(ValueError, match="melody_gain"):
         songs_model.generate(4, melody=melody, melody_gain=9.0)
+
+
+def test_slash_bass_script_counts_bars(songs_model_dir, capsys):
+    """scripts/slash_bass.py (README's figure) runs on any song model and counts every bar that
+    has a note; a seed count out of range stops it."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import slash_bass
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    hits, bars = slash_bass.main(["--model", str(songs_model_dir), "--seeds", "1"])
+    assert 0 <= hits <= bars <= 12 and bars > 0
+    assert "| F/A |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        slash_bass.main(["--model", str(songs_model_dir), "--seeds", "0"])
