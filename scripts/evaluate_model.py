@@ -34,7 +34,7 @@ Prints:
 5. With `--compare AR_MODEL` (a trained autoregressive baseline folder, `benchmarks/baseline.py`):
    the music table of both models side by side. `--num-samples` pieces of `--bars` bars from
    the baseline (its default sampling, `generate_bars`, `--compare-batch` sequences at a time,
-   seeds 0, 1, ...) beside the FractalMIDI pieces of 1. and the validation windows, every
+   seeds 0, 1, ..., at most `--compare-max-tokens-per-bar` x (bars + 1) tokens a piece) beside the FractalMIDI pieces of 1. and the validation windows, every
    measure on the whole song with the melody measures on its top voice for all three (the
    baseline has no melody track), each model's per-bar feature Frechet distance to the
    validation windows, its generation time per piece, and which model is closer per measure.
@@ -192,7 +192,8 @@ def compare_with_baseline(args, baseline, windows, fm_pieces, fm_seconds) -> dic
     ar_pieces, ar_tokens, ar_bars, ar_time = [], [], [], 0.0
     for start in range(0, args.num_samples, args.compare_batch):
         n = min(args.compare_batch, args.num_samples - start)
-        g = generate_bars(ar_model, tokenizer, args.bars, batch_size=n, seed=start)
+        g = generate_bars(ar_model, tokenizer, args.bars, batch_size=n, seed=start,
+                          max_tokens_per_bar=args.compare_max_tokens_per_bar)
         ar_pieces += g.pieces
         ar_tokens += g.tokens
         ar_bars += g.bars_made
@@ -202,6 +203,7 @@ def compare_with_baseline(args, baseline, windows, fm_pieces, fm_seconds) -> dic
     ar = summarize([evaluate_piece(p) for p in ar_pieces])
     reference = [w.piece for w in windows]
     out = dict(metrics={}, ar_model=args.compare, pieces=args.num_samples, bars=args.bars,
+               ar_max_tokens_per_bar=args.compare_max_tokens_per_bar,
                ar_batch=args.compare_batch, ar_tokens_per_bar=float(np.sum(ar_tokens) / max(1, np.sum(ar_bars))),
                ar_short_pieces=int(sum(b < args.bars for b in ar_bars)))
     print(f"\nFractalMIDI against the autoregressive baseline ({args.compare}): {args.num_samples} pieces of "
@@ -226,7 +228,8 @@ def compare_with_baseline(args, baseline, windows, fm_pieces, fm_seconds) -> dic
     print(f"| generation seconds per piece | - | {fm_seconds:.2f} (batch 1) | {ar_time / max(1, args.num_samples):.2f} "
           f"(batch {args.compare_batch}) | - |")
     print(f"The baseline made {out['ar_tokens_per_bar']:.1f} tokens per bar; {out['ar_short_pieces']} of its pieces "
-          f"did not reach {args.bars} bars within their token bound (filled with empty bars).")
+          f"did not reach {args.bars} bars within their token bound ({args.compare_max_tokens_per_bar} x "
+          f"{args.bars + 1}; their missing bars left empty).")
     return out
 
 
@@ -272,6 +275,10 @@ def main(argv=None):
                          "models' music side by side")
     ap.add_argument("--compare-batch", type=int, default=16,
                     help="the baseline's sequences sampled together (1 for one at a time, as FractalMIDI's)")
+    ap.add_argument("--compare-max-tokens-per-bar", type=int, default=256, metavar="N",
+                    help="the baseline's token bound, N x (bars + 1) a piece (default 256: twice the most any "
+                         "32-bar window of the training songs takes, 120 a bar; a piece that rambles past it is "
+                         "counted as short and its missing bars left empty)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a decoding field of the generation config for every generation here, e.g. sustain=1.0 "
                          "or temperature_scale=[1,1,1,0.6,1,1] (a JSON value); may be given again")
@@ -281,6 +288,8 @@ def main(argv=None):
         ap.error(f"--frechet-terms must be 0-33 (the per-bar features), got {args.frechet_terms}")
     if not 1 <= args.compare_batch <= 64:
         ap.error(f"--compare-batch must be 1-64, got {args.compare_batch}")
+    if not 16 <= args.compare_max_tokens_per_bar <= 4096:
+        ap.error(f"--compare-max-tokens-per-bar must be 16-4096, got {args.compare_max_tokens_per_bar}")
     settings = parse_settings(ap, args.set)
     baseline = None
     if args.compare:  # loaded first: a wrong folder fails before an hour of generation
