@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fractalmidi.configuration_fractalmidi import FractalMIDIConfig
-from fractalmidi.data import load_dataset_dir
+from fractalmidi.data import load_dataset_dir, row_to_piece
 from fractalmidi.modeling_fractalmidi import FractalMIDIModel
 from fractalmidi.training import (
     CheckpointError,
@@ -298,13 +298,22 @@ def warm_start(model, folder: Path) -> tuple[int, int]:
     return len(take), len(own) - len(take)
 
 
-def with_song_priors(generation_config, rows):
+def with_song_priors(generation_config, rows, levels=()):
     """The generation config with what `generate` draws from when the caller gives no form or
     key: `form_prior`, the form strings of the training songs whose annotations aligned well
     (sorted, repeats kept: drawn in proportion), and `minor_share`, the share of those songs
-    in a minor key. Unchanged for a dataset without the structure columns."""
+    in a minor key; for a model with a rhythm level, also `rhythm_patterns`, the training
+    songs' 4/4 bar onset patterns in 16 clusters (`sampling.fit_bar_patterns`), with
+    `rhythm_prior` 1. Unchanged for a dataset without the structure columns."""
     if "form" not in rows.column_names:
         return generation_config
+    if "rhythm" in levels:
+        from fractalmidi.sampling import bar_onset_patterns, fit_bar_patterns
+
+        patterns = bar_onset_patterns(row_to_piece(row) for row in rows)
+        if len(patterns) >= 16:
+            generation_config.rhythm_patterns = fit_bar_patterns(patterns, clusters=16)
+            generation_config.rhythm_prior = 1.0
     forms = rows["form"]
     aligned = rows["aligned_well"]
     modes = rows["key_mode"]
@@ -687,7 +696,8 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
             command=command_line(accelerator.num_processes),
         )
         final_model = accelerator.unwrap_model(model)
-        final_model.generation_config = with_song_priors(final_model.generation_config, train_rows)
+        final_model.generation_config = with_song_priors(final_model.generation_config, train_rows,
+                                                         getattr(final_model.config, "levels", ()))
         path = save_final(final_model, card, output_dir)
         accelerator.print(f"saved {path} ({state.step} steps, {state.elapsed_seconds:.0f} s)")
     accelerator.wait_for_everyone()  # no process leaves while the main one still saves

@@ -433,7 +433,7 @@ def _generation_kwargs(args, num_bars, limits: dict | None = None) -> dict:
     kw = dict(temperature=args.temperature, top_p=args.top_p, guidance_scale=args.cfg, structure=structure or None,
               refine_ratio=args.refine_ratio, refine_rounds=args.refine_rounds, variation=args.variation,
               chord_gain=args.chord_gain, melody_gain=args.melody_gain, sustain=args.sustain,
-              rhythm_repeat=args.rhythm_repeat)
+              rhythm_repeat=args.rhythm_repeat, rhythm_prior=args.rhythm_prior)
     if getattr(args, "chords", None) is not None:
         chords = controls.chords(args.chords, max_bars)
         if len(chords) != num_bars:
@@ -925,6 +925,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--rhythm-repeat", type=_arg(controls.rhythm_repeat), default=None,
                        help="the chance, 0-1, that a bar's rhythm repeats the bar before it in its phrase "
                             "(default: the model's, 0.5 for the shipped one; a model with a rhythm level)")
+        p.add_argument("--rhythm-prior", type=_arg(controls.rhythm_prior), default=None,
+                       help="how strongly each 4/4 bar's onsets go together as in the training songs (a run of "
+                            "sixteenths, or none), 0-2 (default: the model's, 1 for the shipped one; 0 = off)")
         p.add_argument("--density", metavar="CURVE",
                        help="per-bar density in onsets per step, 0 to the model's density_max (4.0 for the shipped "
                             "one): a comma list (empty = free) or a .json list")

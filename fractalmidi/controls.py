@@ -148,6 +148,10 @@ def rhythm_repeat(value) -> float:
     return number("rhythm repeat", value, limits.RHYTHM_REPEAT)
 
 
+def rhythm_prior(value) -> float:
+    return number("rhythm prior", value, limits.RHYTHM_PRIOR)
+
+
 def refine_rounds(value) -> int:
     return number("refine rounds", value, limits.REFINE_ROUNDS, integer=True)
 

@@ -33,7 +33,7 @@ HELD = 2
 # the decoding fields of the generation config (all of them may be given to `generate`)
 GENERATION_FIELDS = ("temperature", "top_p", "guidance_scale", "num_iterations", "refine_ratio", "refine_rounds",
                      "follow_structure", "follow_form", "variation", "temperature_scale", "chord_gain", "melody_gain",
-                     "sustain", "rhythm_repeat")
+                     "sustain", "rhythm_repeat", "rhythm_prior")
 MELODY_VELOCITY = 96  # the velocity of the melody's notes in the note level's roll
 
 
@@ -61,7 +61,7 @@ def default_generation_config(config, **saved) -> GenerationConfig:
     defaults = dict(do_sample=True, temperature=config.default_temperature, top_p=config.default_top_p,
                     guidance_scale=1.0, num_iterations=list(config.num_iterations), refine_ratio=config.refine_ratio,
                     refine_rounds=config.refine_rounds, follow_structure=True, follow_form=True, variation=0.25,
-                    temperature_scale=None, chord_gain=2.5, melody_gain=0.0, sustain=0.0, rhythm_repeat=0.0)
+                    temperature_scale=None, chord_gain=2.5, melody_gain=0.0, sustain=0.0, rhythm_repeat=0.0, rhythm_prior=0.0)
     return GenerationConfig(**{**defaults, **saved})
 
 
@@ -379,6 +379,8 @@ class GenerationRun:
         self.melody_gain = check_number("melody_gain", getattr(gen, "melody_gain", 0.0), limits.MELODY_GAIN)
         self.sustain = check_number("sustain", getattr(gen, "sustain", 0.0), limits.SUSTAIN, low_open=False)
         self.rhythm_repeat = check_number("rhythm_repeat", getattr(gen, "rhythm_repeat", 0.0), limits.RHYTHM_REPEAT)
+        self.rhythm_prior = check_number("rhythm_prior", getattr(gen, "rhythm_prior", 0.0), limits.RHYTHM_PRIOR)
+        self.rhythm_patterns = getattr(model.generation_config, "rhythm_patterns", None)  # `sampling.fit_bar_patterns`
         self.melody_top = None  # (N, T) the laid melody's roll pitch at each step, -1 where none
         self.chord_tones = None  # the given chords' pitch classes per beat and which beats are given
         self.chord_bass = None  # (beats,) the bass pitch class of the given slash chords (F/A: 9), -1 elsewhere
@@ -1005,7 +1007,11 @@ class FractalMIDIGenerationMixin:
                 goes on, so notes last longer (> 0) or shorter (< 0); the onsets are unchanged),
                 rhythm_repeat (0-1, default 0; the songs model's generation config sets it: the
                 chance that a bar's rhythm, its onsets per step, repeats the bar before it in
-                its phrase; `GenerationRun.bar_repeats`).
+                its phrase; `GenerationRun.bar_repeats`), rhythm_prior (0-2, default 0; the songs
+                model's generation config sets 1: the strength of the bar-pattern prior of a model
+                whose generation config holds `rhythm_patterns` (`sampling.fit_bar_patterns`,
+                `scripts/fit_rhythm_patterns.py`): each 4/4 bar's onsets go together as in the
+                training songs, a run of sixteenths or none; 0 = off).
         Returns:
             a `FractalMIDIGeneration` (`.to_piece()`, `.to_midi(path)`, `.num_forward_passes`).
         """

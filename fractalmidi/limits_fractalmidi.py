@@ -24,6 +24,7 @@ TEMPERATURE_SCALE = (0.25, 4.0)  # a level's factor on the temperature (its prod
 CHORD_GAIN = (0.0, 8.0)  # onset logit offset towards given chords' tones
 MELODY_GAIN = (0.0, 8.0)  # onset logit offset against accompaniment above the melody
 SUSTAIN = (-4.0, 4.0)  # logit offset of the held state where notes go on or end
+RHYTHM_PRIOR = (0.0, 2.0)  # strength of the bar-pattern prior on the rhythm level (0: off)
 RHYTHM_REPEAT = (0.0, 1.0)  # chance that a bar's rhythm repeats the bar before it in its phrase
 VARIATION = (0.0, 1.0)  # share of a repeat's tokens re-sampled on their own per refinement round
 NUM_SAMPLES = (1, 64)  # pieces per call

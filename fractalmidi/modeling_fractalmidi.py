@@ -37,7 +37,7 @@ from .configuration_fractalmidi import FractalMIDIConfig
 from .generation_fractalmidi import MELODY_VELOCITY, FractalMIDIGenerationMixin, Grid, default_generation_config
 from .limits_fractalmidi import check_curve_value
 from .sampling import (
-    apply_temperature, cfg_logits, choose_exactly, class_planes, fit_class_count, fit_count_tilt, sample_bernoulli,
+    apply_temperature, bar_pattern_offsets, cfg_logits, choose_exactly, class_planes, fit_class_count, fit_count_tilt, sample_bernoulli,
     sample_categorical, sample_note_states, softmax_classes, temper_within, MAX_BRIDGE,
 )
 from .tokens_fractalmidi import FORM_KINDS, MAX_FORM_POSITION
@@ -734,6 +734,13 @@ class RhythmLevel(TokenLevel):
         logits = apply_temperature(logits.float(), run.temperature)
         values = torch.arange(self.vocab_size, device=logits.device)
         logits = logits.masked_fill(values < inputs["least"][..., None], float("-inf"))
+        if run.rhythm_prior and run.rhythm_patterns:  # each 4/4 bar's slots go together, as in the songs
+            grid = run.grid
+            in_prior = grid.lengths[0][grid.bar_index[0]] == 16  # (T,) steps of 16-step bars
+            offsets, inputs["pattern_cluster"] = bar_pattern_offsets(
+                logits, grid.bar_index[0], grid.bar_position[0], in_prior, run.rhythm_patterns, run.rhythm_prior,
+                inputs.get("pattern_cluster"), run.generator)
+            logits = logits + offsets
         if "plan" in inputs:
             bar_index, wanted = inputs["plan"]
             kept = torch.where(masked | (tokens < 0), 0, tokens).float()  # (N, T) counts committed

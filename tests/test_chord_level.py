@@ -210,4 +210,11 @@ def test_train_accelerate_eval_has_melody_and_chords(tmp_path):
         assert np.isfinite(r["eval/chords"]) and r["eval/chords"] > 0
         assert np.isfinite(r["eval/melody"]) and r["eval/melody"] > 0
     assert all(np.isfinite(r["train/chords"]) for r in log if "train/chords" in r)
-    assert FractalMIDIModel.from_pretrained(tmp_path / "out" / "final").config.levels[1] == "chords"
+    final = FractalMIDIModel.from_pretrained(tmp_path / "out" / "final")
+    assert final.config.levels[1] == "chords"
+    # the song priors of the final generation config: forms, and with a rhythm level its bar patterns
+    gen = final.generation_config
+    assert gen.form_prior and 0 <= gen.minor_share <= 1
+    assert "rhythm" in final.config.levels
+    assert len(gen.rhythm_patterns["weights"]) == 16 and gen.rhythm_prior == 1.0
+    assert abs(sum(gen.rhythm_patterns["weights"]) - 1) < 1e-4

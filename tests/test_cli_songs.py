@@ -378,3 +378,15 @@ def test_rhythm_repeat_from_the_command_line(capsys, tmp_path, songs_model_dir):
         run(capsys, "generate", "--model", songs_model_dir, "--bars", 4, "--rhythm-repeat", "2", "--out", tmp_path / "x.mid")
     assert stop.value.code == 2
     assert "argument --rhythm-repeat: rhythm repeat 2.0 is outside the allowed range 0.0-1.0" in capsys.readouterr().err
+
+
+def test_rhythm_prior_from_the_command_line(capsys, tmp_path, songs_model_dir):
+    """--rhythm-prior reaches generate (0 runs on a model without rhythm_patterns); out of range,
+    a one-line error naming the option and its range."""
+    code, out, err = run(capsys, "generate", "--model", songs_model_dir, "--bars", 2, "--rhythm-prior", "0",
+                         "--out", tmp_path / "p.mid", "--quiet")
+    assert code == 0, err
+    with pytest.raises(SystemExit) as stop:
+        run(capsys, "generate", "--model", songs_model_dir, "--bars", 2, "--rhythm-prior", "2.5", "--out", tmp_path / "x.mid")
+    assert stop.value.code == 2
+    assert "argument --rhythm-prior: rhythm prior 2.5 is outside the allowed range 0.0-2.0" in capsys.readouterr().err

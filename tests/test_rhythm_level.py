@@ -236,3 +236,89 @@ def test_rhythm_repeat_zero_draws_nothing(songs_model):
     b = songs_model.generate(8, seed=4)
     assert songs_model.generation_config.to_dict().get("rhythm_repeat", 0.0) == 0.0
     assert torch.equal(a.rhythm, b.rhythm) and torch.equal(a.states, b.states)
+
+
+# ----------------------------------------------------------------------------- the rhythm prior
+def two_figures(n=400, seed=0):
+    """Bars of two kinds: a running sixteenth figure (every slot) and quarter notes (slots 0, 4,
+    8, 12), with a little noise."""
+    rng = np.random.default_rng(seed)
+    rows = np.zeros((n, 16))
+    rows[: n // 2] = 1.0
+    rows[n // 2:, ::4] = 1.0
+    flip = rng.random(rows.shape) < 0.03
+    return np.where(flip, 1 - rows, rows)
+
+
+def test_fit_bar_patterns_finds_the_figures_and_checks_its_input():
+    from fractalmidi.sampling import fit_bar_patterns
+
+    prior = fit_bar_patterns(two_figures(), clusters=2)
+    centres = np.array(prior["centres"])
+    running = centres[:, 1].argmax()
+    assert centres[running, 1::2].min() > 0.9 and centres[1 - running, 1::2].max() < 0.1
+    np.testing.assert_allclose(sorted(prior["weights"]), [0.5, 0.5], atol=0.02)
+    np.testing.assert_allclose(prior["marginals"][1], 0.5, atol=0.05)
+    assert prior == fit_bar_patterns(two_figures(), clusters=2)  # seeded
+    with pytest.raises(ValueError, match="patterns must be"):
+        fit_bar_patterns(np.zeros((10, 12)), clusters=2)
+
+
+def test_the_rhythm_prior_makes_a_bars_offbeats_go_together(songs_model):
+    """With a prior of two figures (all sixteenths, or quarter notes only), an untrained rhythm
+    level's bars come out as one figure or the other: their offbeat sixteenths are all there
+    or all absent far more often than without the prior; the onsets still follow the rhythm
+    tokens exactly, and the strength is checked. (A melody of whole notes is given: the
+    untrained melody level would start a note on every step, which the counts must keep.)"""
+    from fractalmidi.sampling import fit_bar_patterns
+
+    melody = np.array([[72, 16 * b, 16 * b + 16, 90] for b in range(8)])
+
+    def all_or_none(strength):
+        songs_model.generation_config.rhythm_patterns = fit_bar_patterns(two_figures(), clusters=2)
+        try:
+            out = songs_model.generate(8, seed=2, num_samples=4, rhythm_prior=strength, melody=melody)
+        finally:
+            del songs_model.generation_config.rhythm_patterns
+        offbeats = (out.rhythm.view(4, 8, 16)[..., 1::2] > 0).sum(-1)  # (pieces, bars)
+        assert torch.equal((out.states == 1).sum(-1), out.rhythm)
+        return ((offbeats == 0) | (offbeats == 8)).float().mean().item()
+
+    without, strong = all_or_none(0.0), all_or_none(2.0)
+    assert strong > 0.8 and strong > without + 0.3, (without, strong)
+    with pytest.raises(ValueError, match="rhythm_prior 3.0 is outside the allowed range 0.0-2.0"):
+        songs_model.generate(2, rhythm_prior=3.0)
+
+
+def test_fit_rhythm_patterns_script_writes_the_prior_in_place(songs_model, tmp_path):
+    """scripts/fit_rhythm_patterns.py: the prior fitted to a dataset's training bars lands in
+    the model's generation_config.json (other fields kept, mode 0644, no temporary file left),
+    and `generate` reads it from there."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from song_levels import build_song_dataset
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        import fit_rhythm_patterns
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    dataset = tmp_path / "ds"
+    build_song_dataset(dataset)
+    model_dir = tmp_path / "model"
+    songs_model.save_pretrained(model_dir)
+    before = json.loads((model_dir / "generation_config.json").read_text())
+    prior = fit_rhythm_patterns.main([str(dataset), str(model_dir), "--clusters", "4"])
+    after = json.loads((model_dir / "generation_config.json").read_text())
+    assert after["rhythm_patterns"] == prior and len(prior["weights"]) == 4
+    assert {k: v for k, v in after.items() if k != "rhythm_patterns"} == before
+    assert oct((model_dir / "generation_config.json").stat().st_mode & 0o777) == "0o644"
+    assert not list(model_dir.glob(".generation_config.*"))
+    loaded = FractalMIDIModel.from_pretrained(model_dir)
+    out = loaded.generate(4, seed=0, rhythm_prior=1.0)
+    assert torch.equal((out.states == 1).sum(-1), out.rhythm)
+    with pytest.raises(SystemExit):
+        fit_rhythm_patterns.main([str(dataset), str(model_dir), "--clusters", "1"])
