@@ -393,10 +393,12 @@ def bar_pattern_offsets(logits, bar_index, position, in_prior, prior: dict, stre
     if cluster is None:
         B = int(bar_index.max()) + 1 if T else 0
         onset = 1 - logits.float().softmax(-1)[..., 0]  # (N, T) the model's chance of an onset
-        c, m = centres[:, slot], marginals[slot]  # (K, T), (T,)
-        agree = ((1 - c[None]) * (1 - onset[:, None]) / (1 - m) + c[None] * onset[:, None] / m)  # (N, K, T)
-        agree = strength * agree.clamp_min(1e-12).log() * in_prior.float()
-        score = weights.clamp_min(1e-12).log()[None, :, None] + torch.zeros(N, len(weights), B, device=logits.device).index_add_(2, bar_index, agree)
+        m = marginals[slot]  # (T,)
+        score = weights.clamp_min(1e-12).log()[None, :, None].repeat(N, 1, B)  # (N, K, B)
+        for k in range(len(weights)):  # one cluster at a time: (N, T) at most in memory
+            c = centres[k, slot]
+            agree = ((1 - c) * (1 - onset) / (1 - m) + c * onset / m).clamp_min(1e-12).log()
+            score[:, k].index_add_(1, bar_index, strength * agree * in_prior.float())
         cluster = (score + gumbel_noise(score.shape, generator, score.device)).argmax(1)  # (N, B)
     c = centres[cluster[:, bar_index], slot[None, :].expand(N, T)]  # (N, T)
     m = marginals[slot][None, :]
