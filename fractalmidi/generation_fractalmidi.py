@@ -731,11 +731,12 @@ class GenerationRun:
         repeats = getattr(level, "repeats_bars", False) and self.rhythm_repeat > 0
         if not repeats and self.bar_source is None:
             return None
-        if repeats:  # a bar takes the root of its repeats in the phrase, then that bar's form source, ...
+        if repeats:  # a repeat of the form takes its source bar first (it copies its first phrase
+            # exactly), then every bar the root of its repeats in the phrase
             form, within = src_bar, self.bar_repeats()  # both (N, B), pointing to the bar itself or an earlier one
             src_bar = own_bars.expand_as(form)
             while True:  # at most B rounds
-                nxt = form.gather(1, within.gather(1, src_bar))
+                nxt = within.gather(1, form.gather(1, src_bar))
                 if torch.equal(nxt, src_bar):
                     break
                 src_bar = nxt

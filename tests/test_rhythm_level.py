@@ -322,3 +322,13 @@ def test_fit_rhythm_patterns_script_writes_the_prior_in_place(songs_model, tmp_p
     assert torch.equal((out.states == 1).sum(-1), out.rhythm)
     with pytest.raises(SystemExit):
         fit_rhythm_patterns.main([str(dataset), str(model_dir), "--clusters", "1"])
+
+
+def test_rhythm_repeat_keeps_a_repeated_phrase_a_copy_of_its_first(songs_model):
+    """With the form's repeats and rhythm_repeat together, a later phrase of a letter still has
+    exactly its first phrase's rhythm (at least its own melody onsets), bar for bar."""
+    out = songs_model.generate(form="A4B4A4", seed=6, rhythm_repeat=0.5, num_samples=3)
+    for i in range(3):
+        bars, least = out.rhythm[i].cpu().view(12, 16), melody_onsets(out, i).view(12, 16)
+        for b in range(4):
+            assert torch.equal(bars[8 + b], torch.maximum(bars[b], least[8 + b])), (i, b)
