@@ -308,7 +308,8 @@ def with_song_priors(generation_config, rows, levels=()):
     if "form" not in rows.column_names:
         return generation_config
     if "rhythm" in levels:
-        from fractalmidi.sampling import bar_onset_patterns, fit_bar_patterns
+        from fractalmidi.metrics import bar_onset_patterns
+        from fractalmidi.sampling import fit_bar_patterns
 
         patterns = bar_onset_patterns(row_to_piece(row) for row in rows)
         if len(patterns) >= 16:

@@ -27,7 +27,7 @@ from transformers.utils import ModelOutput, cached_file
 
 from . import limits_fractalmidi as limits
 from .limits_fractalmidi import check_number, check_time_signature
-from .sampling import choose_tokens_to_keep_masked, masked_counts_batched, refine_mask
+from .sampling import bar_pattern_tensors, choose_tokens_to_keep_masked, masked_counts_batched, refine_mask
 
 HELD = 2
 # the decoding fields of the generation config (all of them may be given to `generate`)
@@ -380,7 +380,8 @@ class GenerationRun:
         self.sustain = check_number("sustain", getattr(gen, "sustain", 0.0), limits.SUSTAIN, low_open=False)
         self.rhythm_repeat = check_number("rhythm_repeat", getattr(gen, "rhythm_repeat", 0.0), limits.RHYTHM_REPEAT)
         self.rhythm_prior = check_number("rhythm_prior", getattr(gen, "rhythm_prior", 0.0), limits.RHYTHM_PRIOR)
-        self.rhythm_patterns = getattr(model.generation_config, "rhythm_patterns", None)  # `sampling.fit_bar_patterns`
+        patterns = getattr(model.generation_config, "rhythm_patterns", None)  # `sampling.fit_bar_patterns`
+        self.rhythm_patterns = bar_pattern_tensors(patterns, self.device) if patterns and self.rhythm_prior else None
         self.melody_top = None  # (N, T) the laid melody's roll pitch at each step, -1 where none
         self.chord_tones = None  # the given chords' pitch classes per beat and which beats are given
         self.chord_bass = None  # (beats,) the bass pitch class of the given slash chords (F/A: 9), -1 elsewhere
@@ -760,9 +761,10 @@ class GenerationRun:
         of the form (without a form, in one group of four bars from the first) and have the
         same length, and neither has a density given by the caller or both have the same
         density class (what the caller gives wins, as over the form's repeats); it then takes
-        that bar's own source, so a run of repeats holds one figure. Pop accompaniment keeps its figure from bar to bar (groove consistency 0.86 in
-        the POP909 songs); the rhythm level, sampling a phrase's bars in parallel, varies it
-        more (0.80): see README, "The songs model"."""
+        that bar's own source, so a run of repeats holds one figure. Pop accompaniment keeps its
+        figure from bar to bar (groove consistency 0.86 in the POP909 songs); the rhythm level,
+        sampling a phrase's bars in parallel, varies it more (0.80): see README, "The songs
+        model"."""
         B, N = self.num_bars, self.num_samples
         starts = self.bar_starts
         lengths = (starts[1:] - starts[:-1]).tolist()

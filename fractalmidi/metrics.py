@@ -343,6 +343,21 @@ def bar_features(piece: Piece) -> np.ndarray:
     return np.asarray(rows, np.float64)
 
 
+def bar_onset_patterns(pieces, bar_length: int = ONSET_SLOTS) -> np.ndarray:
+    """(n, 16) float64 0/1: the onset pattern (`bar_features`' onset_0 .. onset_15) of every bar
+    of `bar_length` steps with an onset, over all the pieces: what the rhythm prior of
+    `generate` is fitted to (`sampling.fit_bar_patterns`; 16-step bars, where slot = step)."""
+    first = FEATURE_NAMES.index("onset_0")
+    rows = []
+    for piece in pieces:
+        if len(piece.notes) == 0:
+            continue
+        bars = np.unique(piece.bar_of_step(piece.notes[:, 1]))  # the bars of `bar_features`' rows, in order
+        keep = piece.bar_lengths[bars] == bar_length
+        rows.append(bar_features(piece)[keep, first : first + ONSET_SLOTS])
+    return np.concatenate(rows) if rows else np.zeros((0, ONSET_SLOTS))
+
+
 def _sqrt_psd(m: np.ndarray) -> np.ndarray:
     """Square root of a symmetric positive semi-definite matrix by eigen-decomposition (negative
     round-off eigenvalues clipped to 0)."""

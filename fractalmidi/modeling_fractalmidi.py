@@ -734,7 +734,7 @@ class RhythmLevel(TokenLevel):
         logits = apply_temperature(logits.float(), run.temperature)
         values = torch.arange(self.vocab_size, device=logits.device)
         logits = logits.masked_fill(values < inputs["least"][..., None], float("-inf"))
-        if run.rhythm_prior and run.rhythm_patterns:  # each 4/4 bar's slots go together, as in the songs
+        if run.rhythm_patterns is not None:  # (with rhythm_prior > 0) each 4/4 bar's slots go together, as in the songs
             grid = run.grid
             in_prior = grid.lengths[0][grid.bar_index[0]] == 16  # (T,) steps of 16-step bars
             offsets, inputs["pattern_cluster"] = bar_pattern_offsets(
@@ -887,11 +887,11 @@ class NoteLevel(ContentLevel):
             pcs, given = tones
             beat = (torch.arange(run.grid.step_mask.shape[1], device=pcs.device) // self.config.steps_per_beat)
             per_step = (2 * pcs[beat] - 1) * given[beat, None]  # (T, 12): +1 chord tone, -1 other, 0 free beat
-            pitch_pc = torch.arange(self.config.pitch_low, self.config.pitch_high + 1, device=pcs.device) % 12
+            pitch = torch.arange(self.config.pitch_low, self.config.pitch_high + 1, device=pcs.device)
+            pitch_pc = pitch % 12
             plan = per_step[:, pitch_pc]  # (T, P)
             if run.chord_bass is not None:  # a slash chord (F/A): in the bass register only its bass
                 low = run.chord_bass[beat]  # (T,) the bass pitch class, -1 where none asked
-                pitch = torch.arange(self.config.pitch_low, self.config.pitch_high + 1, device=pcs.device)
                 register = (low[:, None] >= 0) & (pitch[None, :] < BASS_REGISTER_TOP)  # (T, P)
                 plan = torch.where(register, 3.0 * (pitch_pc[None, :] == low[:, None]).float() - 1.0, plan)
                 inputs["bass_ban"] = register & (pitch_pc[None, :] != low[:, None])  # (T, P) no other onset there

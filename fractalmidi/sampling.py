@@ -327,29 +327,9 @@ def temper_within(logits: torch.Tensor, first: int, temperature: float, top_p: f
 PATTERN_SLOTS = 16  # the bar patterns of the rhythm prior: one slot per step of a 16-step (4/4) bar
 
 
-def bar_onset_patterns(pieces):
-    """(n, 16) float 0/1: the onset pattern of every 16-step bar with an onset of the pieces
-    (`fractalmidi.piece.Piece`s, all their notes), what `fit_bar_patterns` is fitted to."""
-    import numpy as np
-
-    rows = []
-    for piece in pieces:
-        starts = piece.notes[:, 1] if len(piece.notes) else np.zeros(0, np.int64)
-        bar = piece.bar_of_step(starts) if len(starts) else starts
-        for b in range(piece.num_bars):
-            if int(piece.bar_lengths[b]) != PATTERN_SLOTS:
-                continue
-            steps = starts[bar == b] - int(piece.bar_starts[b])
-            if len(steps):
-                row = np.zeros(PATTERN_SLOTS)
-                row[steps] = 1.0
-                rows.append(row)
-    return np.asarray(rows, dtype=np.float64).reshape(-1, PATTERN_SLOTS)
-
-
 def fit_bar_patterns(patterns, clusters: int = 16, seed: int = 0, iterations: int = 40) -> dict:
     """A mixture of independent per-slot onsets fitted to bars' onset patterns (`patterns`
-    (n, 16) 0/1: a bar's 16 steps, 1 where a note starts) by k-means (Lloyd, `iterations`
+    (n, 16) 0/1: a bar's 16 steps, 1 where a note starts; `metrics.bar_onset_patterns`) by k-means (Lloyd, `iterations`
     rounds, the first centres drawn with `seed`): the rhythm prior of `generate`
     (`rhythm_prior`). Returns {"weights": (K,) share of bars per cluster, "centres": (K, 16)
     onset chance per slot in the cluster, clipped to 0.01-0.99, "marginals": (16,) the onset
@@ -375,19 +355,36 @@ def fit_bar_patterns(patterns, clusters: int = 16, seed: int = 0, iterations: in
             "marginals": [round(float(v), 6) for v in x.mean(0).clamp(0.01, 0.99)]}
 
 
-def bar_pattern_offsets(logits, bar_index, position, in_prior, prior: dict, strength: float,
+def bar_pattern_tensors(prior: dict, device=None) -> tuple:
+    """A rhythm prior as `fit_bar_patterns` gives it (lists, from the generation config) ->
+    tensors (weights (K,), centres (K, 16), marginals (16,)), checked: what
+    `bar_pattern_offsets` takes (converted once per `generate`, not at every iteration)."""
+    try:
+        tensors = tuple(torch.tensor(prior[k], dtype=torch.float32, device=device)
+                        for k in ("weights", "centres", "marginals"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"rhythm_patterns in the generation config: not a prior of fit_bar_patterns ({e})") from None
+    weights, centres, marginals = tensors
+    K = len(weights)
+    if weights.dim() != 1 or centres.shape != (K, PATTERN_SLOTS) or marginals.shape != (PATTERN_SLOTS,):
+        raise ValueError(f"rhythm_patterns in the generation config: weights (K,), centres (K, {PATTERN_SLOTS}) and "
+                         f"marginals ({PATTERN_SLOTS},) expected, got {tuple(weights.shape)}, {tuple(centres.shape)}, "
+                         f"{tuple(marginals.shape)}")
+    return tensors
+
+
+def bar_pattern_offsets(logits, bar_index, position, in_prior, prior: tuple, strength: float,
                         cluster=None, generator=None):
     """The rhythm prior (`fit_bar_patterns`) over the rhythm level's count logits (N, T, V):
     each bar draws one cluster of the prior, from the clusters' weights times how well each
     agrees with the model's own onset chances there; then each step's "no onset" and "onset"
     logits move by `strength` x log(centre / marginal) of its slot, so the model's chances keep
     their context and the bar's slots go together as in the songs (a run of sixteenths, or
-    none). Only bars `in_prior` (T,) bool (16-step bars) take it. `cluster` (N, B): the bars'
-    clusters drawn already (by the level's first iteration), else drawn here. Returns the
-    offsets (N, T, V) and the clusters (N, B)."""
-    weights = torch.tensor(prior["weights"], dtype=torch.float32, device=logits.device)
-    centres = torch.tensor(prior["centres"], dtype=torch.float32, device=logits.device)
-    marginals = torch.tensor(prior["marginals"], dtype=torch.float32, device=logits.device)
+    none). `prior`: `bar_pattern_tensors`' (weights, centres, marginals). Only bars `in_prior`
+    (T,) bool (16-step bars) take it. `cluster` (N, B): the bars' clusters drawn already (by
+    the level's first iteration), else drawn here. Returns the offsets (N, T, V) and the
+    clusters (N, B)."""
+    weights, centres, marginals = prior
     N, T, V = logits.shape
     slot = position.clamp(max=PATTERN_SLOTS - 1)  # (T,)
     if cluster is None:

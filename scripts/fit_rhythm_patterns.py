@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fractalmidi.data import load_dataset_dir, row_to_piece  # noqa: E402
-from fractalmidi.sampling import bar_onset_patterns, fit_bar_patterns  # noqa: E402
+from fractalmidi.metrics import bar_onset_patterns  # noqa: E402
+from fractalmidi.sampling import fit_bar_patterns  # noqa: E402
 
 
 def write_json_atomically(path: Path, data: dict) -> None:

@@ -332,3 +332,15 @@ def test_rhythm_repeat_keeps_a_repeated_phrase_a_copy_of_its_first(songs_model):
         bars, least = out.rhythm[i].cpu().view(12, 16), melody_onsets(out, i).view(12, 16)
         for b in range(4):
             assert torch.equal(bars[8 + b], torch.maximum(bars[b], least[8 + b])), (i, b)
+
+
+def test_a_malformed_rhythm_prior_is_refused_before_any_work(songs_model):
+    """rhythm_patterns from a checkpoint folder that is not a prior of fit_bar_patterns: a
+    clear error naming the field; with rhythm_prior 0 it is not read at all."""
+    songs_model.generation_config.rhythm_patterns = {"weights": [1.0], "centres": [[0.5] * 12], "marginals": [0.5] * 16}
+    try:
+        with pytest.raises(ValueError, match="rhythm_patterns in the generation config"):
+            songs_model.generate(2, seed=0, rhythm_prior=1.0)
+        songs_model.generate(2, seed=0, rhythm_prior=0.0)
+    finally:
+        del songs_model.generation_config.rhythm_patterns
