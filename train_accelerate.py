@@ -637,6 +637,7 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
             train_songs=len(train_rows), validation_songs=len(validation_rows), steps=state.step,
             seconds=state.elapsed_seconds, tokens=state.tokens, train_loss=last_train.get("train/loss"),
             eval_loss=last_eval.get("eval/loss"),
+            validation_windows=len(eval_dataloader.dataset) if eval_dataloader is not None else None,
             hyperparameters={
                 "processes": accelerator.num_processes,
                 "batch size per process": args.batch_size,

@@ -342,12 +342,15 @@ def generate_bars(model, tokenizer, num_bars: int, batch_size: int = 1, seed: in
 def ar_model_card(*, num_parameters: int, config, tokenizer, dataset: str,
                   train_songs: int, validation_songs: int, steps: int, seconds: float, tokens: int,
                   train_loss: float | None, eval_loss: float | None, hyperparameters: dict, command: str,
-                  fractalmidi_parameters: int | None = None) -> str:
+                  fractalmidi_parameters: int | None = None, validation_windows: int | None = None) -> str:
     """README.md of a trained baseline folder."""
     hp = "\n".join(f"| {k} | {v} |" for k, v in hyperparameters.items())
     ratio = f" ({num_parameters / fractalmidi_parameters:.3f}x FractalMIDI's {fractalmidi_parameters:,})" \
         if fractalmidi_parameters else ""
     fmt = lambda x: "not measured" if x is None else f"{x:.4f}"
+    bars = hyperparameters.get("num_bars")
+    windows = (f"every {bars}-bar window of the validation songs" if validation_windows is None else
+               f"{validation_windows} {bars}-bar windows of the validation songs, evenly spaced")
     return f"""---
 license: mit
 library_name: transformers
@@ -371,7 +374,7 @@ the same split, the same training loop and the same wall-clock budget on the sam
 ```python
 from benchmarks.baseline import generate_bars, load_baseline  # from the FractalMIDI repository root
 model, tokenizer = load_baseline("checkpoints/ar-baseline-pop909")
-pieces = generate_bars(model, tokenizer, num_bars=32, seed=0).pieces
+pieces = generate_bars(model, tokenizer, num_bars=8, seed=0).pieces
 ```
 
 ## Training data
@@ -394,7 +397,7 @@ REMI tokens (cut at {hyperparameters.get("max_tokens")} tokens).
 | loss | value |
 |---|---|
 | training (next token, last logging window) | {fmt(train_loss)} |
-| validation (every 32-bar window of the validation songs) | {fmt(eval_loss)} |
+| validation ({windows}) | {fmt(eval_loss)} |
 
 ## Reproduce
 

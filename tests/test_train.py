@@ -11,13 +11,12 @@ import math
 import os
 import pickle
 import random
+import re
 import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
-
-import re
 
 import numpy as np
 import pytest
@@ -534,6 +533,8 @@ def test_the_baseline_trains_resumes_and_loads_with_the_same_loop(dataset_dir, t
         p.name for p in final.iterdir()}
     card = (final / "README.md").read_text()
     assert "LlamaForCausalLM" in card and "6 optimizer steps" in card and "--max_steps 6" in card
+    # the validation loss names the windows it was measured on (--eval_max_windows bounds them)
+    assert re.search(r"\| validation \(\d+ \d+-bar windows of the validation songs, evenly spaced\) \| \d", card)
     model, tokenizer = load_baseline(final)
     g = generate_bars(model, tokenizer, num_bars=1, seed=0, max_tokens_per_bar=16)
     assert g.pieces[0].num_bars == 1 and 1 <= g.tokens[0] <= 32
