@@ -349,6 +349,12 @@ def ar_model_card(*, num_parameters: int, config, tokenizer, dataset: str,
         if fractalmidi_parameters else ""
     fmt = lambda x: "not measured" if x is None else f"{x:.4f}"
     bars = hyperparameters.get("num_bars")
+    budget = hyperparameters.get("max_train_seconds")
+    budget_note = ""
+    if isinstance(budget, (int, float)) and budget > 0:
+        budget_note = (f" Its time budget was {budget:g} s (`--max_train_seconds`): "
+                       + (f"the schedule of {hyperparameters.get('max_steps (schedule)')} steps ended first, at "
+                          f"{seconds / budget:.0%} of it." if seconds < budget else "it stopped there."))
     windows = (f"every {bars}-bar window of the validation songs" if validation_windows is None else
                f"{validation_windows} {bars}-bar windows of the validation songs, evenly spaced")
     return f"""---
@@ -386,7 +392,7 @@ REMI tokens (cut at {hyperparameters.get("max_tokens")} tokens).
 
 ## Training
 
-{steps} optimizer steps, {seconds / 3600:.2f} hours ({seconds:.0f} s) of training, {tokens:,} tokens seen.
+{steps} optimizer steps, {seconds / 3600:.2f} hours ({seconds:.0f} s) of training, {tokens:,} tokens seen.{budget_note}
 
 | setting | value |
 |---|---|

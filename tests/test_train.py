@@ -547,6 +547,7 @@ def test_the_baseline_stops_at_its_time_budget_and_refuses_a_wrong_vocabulary(da
     assert "--max_train_seconds 0.001: stopped after 1 of 6 steps" in output
     assert [r["step"] for r in _train_records(out)] == [1] and [r["step"] for r in _eval_records(out)] == [1]
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [1] and (out / "final" / "tokenizer.json").is_file()
+    assert "Its time budget was 0.001 s (`--max_train_seconds`): it stopped there." in (out / "final" / "README.md").read_text()
     bad = json.loads(config.read_text())
     bad["vocab_size"] = 100
     (tmp_path / "bad.json").write_text(json.dumps(bad))
