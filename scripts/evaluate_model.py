@@ -33,8 +33,8 @@ Prints:
    over the whole validation songs.
 5. With `--compare AR_MODEL` (a trained autoregressive baseline folder, `benchmarks/baseline.py`):
    the music table of both models side by side. `--num-samples` pieces of `--bars` bars from
-   the baseline (its default sampling, `generate_bars`, `--compare-batch` sequences at a time,
-   seeds 0, 1, ..., at most `--compare-max-tokens-per-bar` x (bars + 1) tokens a piece) beside the FractalMIDI pieces of 1. and the validation windows, every
+   the baseline (its default sampling, `generate_bars`, `--compare-batch` sequences at a time
+   (default 1), seeds 0, 1, ..., at most `--compare-max-tokens-per-bar` x (bars + 1) tokens a piece) beside the FractalMIDI pieces of 1. and the validation windows, every
    measure on the whole song with the melody measures on its top voice for all three (the
    baseline has no melody track), each model's per-bar feature Frechet distance to the
    validation windows, its generation time per piece, and which model is closer per measure.
@@ -273,12 +273,15 @@ def main(argv=None):
     ap.add_argument("--compare", metavar="AR_MODEL", default=None,
                     help="also generate --num-samples pieces with this trained autoregressive baseline and print both "
                          "models' music side by side")
-    ap.add_argument("--compare-batch", type=int, default=16,
-                    help="the baseline's sequences sampled together (1 for one at a time, as FractalMIDI's)")
-    ap.add_argument("--compare-max-tokens-per-bar", type=int, default=256, metavar="N",
-                    help="the baseline's token bound, N x (bars + 1) a piece (default 256: twice the most any "
-                         "32-bar window of the training songs takes, 120 a bar; a piece that rambles past it is "
-                         "counted as short and its missing bars left empty)")
+    ap.add_argument("--compare-batch", type=int, default=1,
+                    help="the baseline's sequences sampled together (default 1, one at a time as FractalMIDI's: a "
+                         "batch runs until its longest piece ends, and one piece that rambles to the token bound "
+                         "holds every other; the trained baseline's first batch of 16 had not ended after 50 "
+                         "minutes on one thread)")
+    ap.add_argument("--compare-max-tokens-per-bar", type=int, default=128, metavar="N",
+                    help="the baseline's token bound, N x (bars + 1) a piece (default 128: more than any 32-bar "
+                         "window of the training songs takes, 120 a bar at most, 72 on average; a piece that "
+                         "rambles past it is counted as short and its missing bars left empty)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a decoding field of the generation config for every generation here, e.g. sustain=1.0 "
                          "or temperature_scale=[1,1,1,0.6,1,1] (a JSON value); may be given again")
