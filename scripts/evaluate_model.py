@@ -182,22 +182,50 @@ def fmt(mean: float, std: float | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------- main
+_WORKER_BASELINE = None  # (model, tokenizer) of a --compare-workers process
+
+
+def _baseline_worker_init(folder: str) -> None:
+    global _WORKER_BASELINE
+    from benchmarks.baseline import load_baseline
+
+    torch.set_num_threads(1)
+    _WORKER_BASELINE = load_baseline(folder)
+
+
+def _baseline_batch(job: tuple, baseline=None):
+    """One batch of baseline pieces: (first seed, count, bars, token bound a bar) -> pieces,
+    tokens, bars made, seconds of `generate`."""
+    from benchmarks.baseline import generate_bars
+
+    start, n, bars, bound = job
+    model, tokenizer = baseline or _WORKER_BASELINE
+    g = generate_bars(model, tokenizer, bars, batch_size=n, seed=start, max_tokens_per_bar=bound)
+    return g.pieces, g.tokens, g.bars_made, g.seconds
+
+
 @torch.no_grad()  # not set_grad_enabled(False): a caller (a test) keeps its own grad mode
 def compare_with_baseline(args, baseline, windows, fm_pieces, fm_seconds) -> dict:
     """Section 5: the music of FractalMIDI (`fm_pieces`, made at `fm_seconds` a piece) and of
-    the autoregressive baseline side by side against the validation windows."""
-    from benchmarks.baseline import generate_bars
+    the autoregressive baseline side by side against the validation windows. The baseline's
+    batches are the same (seeds, sizes) whether made here or by `--compare-workers` processes."""
+    jobs = [(start, min(args.compare_batch, args.num_samples - start), args.bars, args.compare_max_tokens_per_bar)
+            for start in range(0, args.num_samples, args.compare_batch)]
+    if args.compare_workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    ar_model, tokenizer = baseline
+        with ProcessPoolExecutor(min(args.compare_workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_baseline_worker_init, initargs=(str(args.compare),)) as pool:
+            results = list(pool.map(_baseline_batch, jobs))
+    else:
+        results = [_baseline_batch(job, baseline) for job in jobs]
     ar_pieces, ar_tokens, ar_bars, ar_time = [], [], [], 0.0
-    for start in range(0, args.num_samples, args.compare_batch):
-        n = min(args.compare_batch, args.num_samples - start)
-        g = generate_bars(ar_model, tokenizer, args.bars, batch_size=n, seed=start,
-                          max_tokens_per_bar=args.compare_max_tokens_per_bar)
-        ar_pieces += g.pieces
-        ar_tokens += g.tokens
-        ar_bars += g.bars_made
-        ar_time += g.seconds
+    for pieces, tokens, bars_made, seconds in results:
+        ar_pieces += pieces
+        ar_tokens += tokens
+        ar_bars += bars_made
+        ar_time += seconds
     real = summarize([evaluate_piece(w.piece) for w in windows])
     fm = summarize([evaluate_piece(p) for p in fm_pieces])
     ar = summarize([evaluate_piece(p) for p in ar_pieces])
@@ -205,7 +233,8 @@ def compare_with_baseline(args, baseline, windows, fm_pieces, fm_seconds) -> dic
     out = dict(metrics={}, ar_model=args.compare, pieces=args.num_samples, bars=args.bars,
                ar_max_tokens_per_bar=args.compare_max_tokens_per_bar,
                ar_batch=args.compare_batch, ar_tokens_per_bar=float(np.sum(ar_tokens) / max(1, np.sum(ar_bars))),
-               ar_short_pieces=int(sum(b < args.bars for b in ar_bars)))
+               ar_short_pieces=int(sum(b < args.bars for b in ar_bars)), ar_workers=args.compare_workers,
+               ar_tokens=[int(t) for t in ar_tokens], ar_bars_made=[int(b) for b in ar_bars])
     print(f"\nFractalMIDI against the autoregressive baseline ({args.compare}): {args.num_samples} pieces of "
           f"{args.bars} bars each, their defaults, vs {len(windows)} validation windows; every measure on the whole "
           f"song, the melody measures on its top voice for all three")
@@ -278,6 +307,9 @@ def main(argv=None):
                          "batch runs until its longest piece ends, and one piece that rambles to the token bound "
                          "holds every other; the trained baseline's first batch of 16 had not ended after 50 "
                          "minutes on one thread)")
+    ap.add_argument("--compare-workers", type=int, default=1, metavar="N",
+                    help="make the baseline's pieces in N processes of one thread each (default 1: here); the "
+                         "same pieces, its time per piece then measured on one thread")
     ap.add_argument("--compare-max-tokens-per-bar", type=int, default=128, metavar="N",
                     help="the baseline's token bound, N x (bars + 1) a piece (default 128: more than any 32-bar "
                          "window of the training songs takes, 120 a bar at most, 72 on average; a piece that "
@@ -291,6 +323,8 @@ def main(argv=None):
         ap.error(f"--frechet-terms must be 0-33 (the per-bar features), got {args.frechet_terms}")
     if not 1 <= args.compare_batch <= 64:
         ap.error(f"--compare-batch must be 1-64, got {args.compare_batch}")
+    if not 1 <= args.compare_workers <= 16:
+        ap.error(f"--compare-workers must be 1-16, got {args.compare_workers}")
     if not 16 <= args.compare_max_tokens_per_bar <= 4096:
         ap.error(f"--compare-max-tokens-per-bar must be 16-4096, got {args.compare_max_tokens_per_bar}")
     settings = parse_settings(ap, args.set)

@@ -316,7 +316,7 @@ def test_evaluate_model_compares_with_a_baseline_run_as_a_script(songs_model_dir
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "evaluate_model.py"), "--model", str(songs_model_dir), "--dataset",
          str(song_dataset), "--num-samples", "2", "--bars", "2", "--cfg", "1.0", "--compare", str(ar_dir),
-         "--compare-batch", "2", "--compare-max-tokens-per-bar", "16", "--json", str(out)],
+         "--compare-batch", "1", "--compare-workers", "2", "--compare-max-tokens-per-bar", "16", "--json", str(out)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| measure | validation | FractalMIDI | AR baseline | closer |" in done.stdout
@@ -328,3 +328,7 @@ def test_evaluate_model_compares_with_a_baseline_run_as_a_script(songs_model_dir
     # the untrained baseline rambles: 16 tokens a bar hold fewer than 2 of its bars, and it says so
     assert compare["ar_max_tokens_per_bar"] == 16 and compare["ar_short_pieces"] == 2
     assert "did not reach 2 bars within their token bound (16 x 3" in done.stdout
+    # made by two worker processes, the pieces are the ones made here, seed by seed
+    here = [import_script()._baseline_batch((seed, 1, 2, 16), (tiny_llama(tokenizer), tokenizer)) for seed in (0, 1)]
+    assert compare["ar_workers"] == 2
+    assert compare["ar_tokens"] == [t for r in here for t in r[1]] and compare["ar_bars_made"] == [b for r in here for b in r[2]]
