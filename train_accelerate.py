@@ -638,6 +638,7 @@ def training_function(config: FractalMIDIConfig, args: argparse.Namespace) -> No
             seconds=state.elapsed_seconds, tokens=state.tokens, train_loss=last_train.get("train/loss"),
             eval_loss=last_eval.get("eval/loss"),
             validation_windows=len(eval_dataloader.dataset) if eval_dataloader is not None else None,
+            max_steps=args.max_steps, max_train_seconds=args.max_train_seconds,
             hyperparameters={
                 "processes": accelerator.num_processes,
                 "batch size per process": args.batch_size,

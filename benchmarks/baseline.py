@@ -342,19 +342,20 @@ def generate_bars(model, tokenizer, num_bars: int, batch_size: int = 1, seed: in
 def ar_model_card(*, num_parameters: int, config, tokenizer, dataset: str,
                   train_songs: int, validation_songs: int, steps: int, seconds: float, tokens: int,
                   train_loss: float | None, eval_loss: float | None, hyperparameters: dict, command: str,
-                  fractalmidi_parameters: int | None = None, validation_windows: int | None = None) -> str:
-    """README.md of a trained baseline folder."""
+                  fractalmidi_parameters: int | None = None, validation_windows: int | None = None,
+                  max_steps: int | None = None, max_train_seconds: float | None = None) -> str:
+    """README.md of a trained baseline folder. `max_steps` (the schedule) and `max_train_seconds`
+    (the time budget, None for none) say what ended the run."""
     hp = "\n".join(f"| {k} | {v} |" for k, v in hyperparameters.items())
     ratio = f" ({num_parameters / fractalmidi_parameters:.3f}x FractalMIDI's {fractalmidi_parameters:,})" \
         if fractalmidi_parameters else ""
     fmt = lambda x: "not measured" if x is None else f"{x:.4f}"
     bars = hyperparameters.get("num_bars")
-    budget = hyperparameters.get("max_train_seconds")
     budget_note = ""
-    if isinstance(budget, (int, float)) and budget > 0:
-        budget_note = (f" Its time budget was {budget:g} s (`--max_train_seconds`): "
-                       + (f"the schedule of {hyperparameters.get('max_steps (schedule)')} steps ended first, at "
-                          f"{seconds / budget:.0%} of it." if seconds < budget else "it stopped there."))
+    if max_train_seconds:
+        budget_note = (f" Its time budget was {max_train_seconds:g} s (`--max_train_seconds`): "
+                       + (f"the schedule of {max_steps} steps ended first, at {seconds / max_train_seconds:.0%} of it."
+                          if seconds < max_train_seconds else "it stopped there."))
     windows = (f"every {bars}-bar window of the validation songs" if validation_windows is None else
                f"{validation_windows} {bars}-bar windows of the validation songs, evenly spaced")
     return f"""---

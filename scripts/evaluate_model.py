@@ -34,7 +34,9 @@ Prints:
 5. With `--compare AR_MODEL` (a trained autoregressive baseline folder, `benchmarks/baseline.py`):
    the music table of both models side by side. `--num-samples` pieces of `--bars` bars from
    the baseline (its default sampling, `generate_bars`, `--compare-batch` sequences at a time
-   (default 1; `--compare-workers N` makes them in N processes), seeds 0, 1, ..., at most `--compare-max-tokens-per-bar` x (bars + 1) tokens a piece) beside the FractalMIDI pieces of 1. and the validation windows, every
+   (default 1; `--compare-workers N` makes them in N processes), seeds 0, 1, ..., at most
+   `--compare-max-tokens-per-bar` x (bars + 1) tokens a piece) beside FractalMIDI's pieces (section
+   1) and the validation windows, every
    measure on the whole song with the melody measures on its top voice for all three (the
    baseline has no melody track), each model's per-bar feature Frechet distance to the
    validation windows, its generation time per piece, and which model is closer per measure.
