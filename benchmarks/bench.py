@@ -27,16 +27,23 @@ What is measured (batch 1, one process):
 - Sequential passes: FractalMIDI's `num_forward_passes`; the baseline's is one per generated
   token (`ARGeneration.passes`).
 - Peak memory: on CPU, every measurement runs once more in a fresh Python subprocess
-  (`python -m benchmarks.bench --memory-worker SPEC`) that loads the model, resets its peak
-  RSS to its current RSS (Linux: /proc/self/clear_refs), runs `generate` once, and reports the
-  peak RSS during it (VmHWM) minus the RSS before: the working memory of generation
-  (activations, KV cache, outputs), not the interpreter and weights, which are reported apart
-  as the process peak. The baseline runs there with its cache but not compiled (compiling
+  (`python -m benchmarks.bench --memory-worker SPEC`) that loads the model, warms it up as the
+  timed runs are (without that, a first `generate` also counts about 60 MiB of one-time
+  allocations, lazy imports and kernel caches, that stay resident: 78 MiB against 19 MiB for
+  FractalMIDI at 256 steps), hands the heap's free pages back, resets its peak RSS to its
+  current RSS (Linux: /proc/self/clear_refs), runs `generate` once, and reports the peak RSS
+  during it (VmHWM) minus the RSS before: the working memory of generation (activations, KV
+  cache, outputs), not the interpreter and weights, which are reported apart as the process
+  peak. The baseline runs there with its cache but not compiled (compiling
   would count the compiler's own memory; compiling changes the kernels, not what is stored).
   (tracemalloc does not see torch's allocations; `getrusage`'s ru_maxrss cannot be reset and,
   after fork + exec, starts at the parent's RSS, so it is only the fallback where /proc is
   missing, flagged as an upper bound.) On CUDA, `torch.cuda.max_memory_allocated()` minus the
-  memory allocated before, in this process.
+  memory allocated before, in this process. `--memory first-run` measures instead each model's
+  first timed run at each length, in this process (on a CPU: gc and glibc's malloc_trim hand the
+  heap's free pages back, the peak RSS is reset, and the peak during generate minus the RSS
+  before is reported): no extra run, for lengths where one run of the baseline takes an hour.
+  The two agreed within 5 MiB (256 and 1024 steps, both models).
 - Seconds of music per second of compute: each model's piece's duration divided by its median
   time (FractalMIDI's piece at its generated tempi; REMI has no tempo tokens here, so the
   baseline's bars are at the 120 BPM its decoder writes).
@@ -77,6 +84,7 @@ AR_WARMUP_SECONDS = 1.0  # the baseline's warm-up stops after its first decode s
 # decode step gained nothing (its time is in the linear layers).
 DEFAULT_AR_CACHE = "dynamic"
 DEFAULT_AR_COMPILE = False
+DEFAULT_MEMORY = "fresh-process"
 AR_VARIANTS = (("dynamic", "dynamic", False), ("static", "static", False), ("static+compile", "static", True))
 
 
@@ -256,6 +264,45 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _release_free_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the system (glibc `malloc_trim`,
+    where there is one), so that memory a run reuses from earlier runs counts in its peak RSS."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+
+
+class PeakRSS:
+    """`with PeakRSS() as m: run()`: the peak resident memory during the block above the resident
+    memory before it (Linux: VmHWM reset to VmRSS just before, via /proc/self/clear_refs), after
+    handing the heap's free pages back; `m.result()` as `memory_worker`'s fields."""
+
+    def __enter__(self):
+        _release_free_memory()
+        if not _reset_peak_rss():
+            raise InputError("--memory first-run needs Linux's /proc/self/clear_refs to reset the peak RSS; "
+                             "use --memory fresh-process here")
+        self.before = _status_bytes("VmRSS") or 0
+        return self
+
+    def __exit__(self, *exc):
+        self.peak = _status_bytes("VmHWM") or 0
+        return False
+
+    def result(self) -> dict:
+        return {"peak_delta_bytes": max(self.peak - self.before, 0), "exact": True,
+                "process_peak_bytes": self.peak, "rss_before_bytes": self.before}
+
+
+def first_run_memory_available() -> bool:
+    """Whether this process can reset its peak RSS (Linux >= 4.0), as `--memory first-run` needs."""
+    return _status_bytes("VmHWM") is not None and _reset_peak_rss()
+
+
 def _maxrss_bytes() -> int:
     import resource
 
@@ -280,12 +327,15 @@ def memory_worker(spec: dict) -> dict:
     if spec["kind"] == "fractalmidi":
         fm, _, _ = load_fractalmidi(spec.get("model"), spec.get("config"))
         prepare(fm, "cpu", spec["dtype"])
+        warm_up = lambda: generate_fm(fm, spec["bars"], WARMUP_SEED, spec["cfg"], "cpu")
         run = lambda: generate_fm(fm, spec["bars"], spec["seed"], spec["cfg"], "cpu")[1].num_forward_passes
     else:
         ar, tokenizer = load_ar(spec["model"], "cpu", spec["dtype"])
         config = ar_generation_config(ar, spec["cache"], False, "cpu")
+        warm_up = lambda: warm_up_ar(ar, tokenizer, spec["bars"], config, spec["max_tokens_per_bar"])
         run = lambda: generate_ar(ar, tokenizer, spec["bars"], spec["seed"], config, spec["max_tokens_per_bar"]).passes
-    gc.collect()
+    warm_up()  # as before the timed runs: one-time allocations (lazy imports, kernel caches) are not generate's
+    _release_free_memory()
     # (ru_maxrss also holds the parent's RSS at fork, which exec keeps: VmHWM is this image's own)
     startup_peak = _status_bytes("VmHWM") or 0
     reset = _reset_peak_rss()
@@ -315,6 +365,18 @@ def peak_memory_subprocess(spec: dict) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"memory measurement failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_first_run(device: str, run):
+    """(run()'s result, the peak memory of that run): CUDA's allocator peak above the memory
+    allocated before, or on a CPU the process's peak RSS above its RSS before (`PeakRSS`)."""
+    if device == "cuda":
+        box = []
+        mem = peak_memory_cuda(lambda: box.append(run()))
+        return box[0], mem
+    with PeakRSS() as m:
+        out = run()
+    return out, m.result()
 
 
 def peak_memory_cuda(run) -> dict:
@@ -443,6 +505,9 @@ def check_arguments(args) -> list[int]:
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda: CUDA is not available here")
+    elif getattr(args, "memory", None) == "first-run" and not args.no_memory and not first_run_memory_available():
+        raise InputError("--memory first-run needs Linux's /proc/self/clear_refs to reset the peak RSS; "
+                         "use --memory fresh-process here")
     return lengths
 
 
@@ -514,15 +579,25 @@ def run_benchmark(args, log=None) -> dict:
                 raise
             raise InputError(f"compiling the baseline failed here ({type(e).__name__}: "
                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}): rerun with --no-ar-compile") from None
+        first_run = not args.no_memory and args.memory == "first-run"
+        mems = {}
         fm_times, fm_result = [], None
         for r in range(args.repeats):
-            t, res = generate_fm(fm, bars, r, args.cfg, device)
+            fm_run = lambda: generate_fm(fm, bars, r, args.cfg, device)
+            if first_run and r == 0:
+                (t, res), mems["fractalmidi"] = measure_first_run(device, fm_run)
+            else:
+                t, res = fm_run()
             fm_times.append(t)
             fm_result = fm_result or res
             log(f"  {L} steps, run {r + 1}/{args.repeats}: FractalMIDI {t:.3f} s")
         ar_runs = []
         for r in range(args.repeats):
-            res = generate_ar(ar, tokenizer, bars, r, ar_config, args.ar_max_tokens_per_bar)
+            ar_run = lambda: generate_ar(ar, tokenizer, bars, r, ar_config, args.ar_max_tokens_per_bar)
+            if first_run and r == 0:
+                res, mems["ar"] = measure_first_run(device, ar_run)
+            else:
+                res = ar_run()
             ar_runs.append(res)
             log(f"  {L} steps, run {r + 1}/{args.repeats}: AR {res.seconds:.3f} s, {res.tokens[0]} tokens, "
                 f"{res.bars_made[0]} of {bars} bars begun")
@@ -553,7 +628,9 @@ def run_benchmark(args, log=None) -> dict:
         row["ar_music_per_second"] = row["ar_music_seconds"] / row["ar_seconds"]
         if not args.no_memory:
             for kind in ("fractalmidi", "ar"):
-                if device == "cuda":
+                if kind in mems:
+                    mem = mems[kind]
+                elif device == "cuda":
                     run = (lambda: generate_fm(fm, bars, 0, args.cfg, device)) if kind == "fractalmidi" else (
                         lambda: generate_ar(ar, tokenizer, bars, 0, ar_config, args.ar_max_tokens_per_bar))
                     mem = peak_memory_cuda(run)
@@ -594,11 +671,17 @@ def run_benchmark(args, log=None) -> dict:
         "parameter_ratio": ar_info["parameters"] / fm_params,
         "repeats": args.repeats,
         "timing": "median of --repeats runs after a warm-up of each model at each length; generate only",
+        "memory": None if args.no_memory else args.memory,
         "memory_method": (
             "not measured (--no-memory)" if args.no_memory else
+            "on each model's first timed run at each length (seed 0): " + (
+                "torch.cuda.max_memory_allocated() - memory allocated before" if device == "cuda" else
+                "peak RSS during generate (VmHWM, reset just before via /proc/self/clear_refs, after gc and "
+                "malloc_trim) - RSS before it: generate's working memory; the process peak (interpreter, "
+                "libraries, both models' weights and generate) apart") if args.memory == "first-run" else
             "torch.cuda.max_memory_allocated() - memory allocated before, in this process" if device == "cuda" else
-            "a fresh subprocess per measurement: peak RSS during generate (VmHWM, reset just before via "
-            "/proc/self/clear_refs) - RSS before it: generate's working memory; the process peak "
+            "a fresh subprocess per measurement, after a warm-up: peak RSS during generate (VmHWM, reset just "
+            "before via /proc/self/clear_refs) - RSS before it: generate's working memory; the process peak "
             "(interpreter, libraries, weights and generate) apart; the baseline with its cache, not compiled"
         ),
         "rows": rows,
@@ -684,6 +767,8 @@ def command_line(args) -> str:
         parts.append(f"--cfg {args.cfg}")
     if args.no_memory:
         parts.append("--no-memory")
+    elif not args.ar_variants and args.memory != DEFAULT_MEMORY:
+        parts.append(f"--memory {args.memory}")
     threads = os.environ.get("OMP_NUM_THREADS")
     return (f"OMP_NUM_THREADS={threads} " if threads else "") + " ".join(parts)
 
@@ -788,6 +873,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each model per length; the median is reported (default 3)")
     p.add_argument("--cfg", type=float, default=1.0, help="FractalMIDI's guidance scale (default 1: its default, no guidance)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, which follows OMP_NUM_THREADS)")
+    p.add_argument("--memory", choices=("fresh-process", "first-run"), default=DEFAULT_MEMORY,
+                   help="how peak memory is measured: fresh-process (default) runs each model once more at each "
+                        "length in a new Python process that loads only it; first-run measures each model's first "
+                        "timed run in this process (Linux; adds no run: for lengths where a run takes an hour)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--note", action="append", metavar="TEXT", help="a note to print with the results (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")

@@ -161,6 +161,78 @@ def test_variants_report_a_failed_compile_as_a_row(ar_folder, monkeypatch):
         assert word in table
 
 
+def test_memory_on_the_first_timed_run_adds_no_run(ar_folder, monkeypatch):
+    """--memory first-run: each model's memory is measured on its first timed run at each
+    length, in this process: no memory subprocess, and exactly warm-up + --repeats runs of each."""
+    if not bench.first_run_memory_available():  # not Linux: a one-line error before any model loads
+        code, _, err = run_bench(tiny_argv(ar_folder, "--lengths", "16", "--memory", "first-run"))
+        assert code == 2 and "/proc/self/clear_refs" in err
+        return
+    calls = {"fm": 0, "ar": 0}
+    fm_generate, ar_generate = bench.generate_fm, bench.generate_ar
+
+    def count(kind, real):
+        def run(*args, **kwargs):
+            calls[kind] += 1
+            return real(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(bench, "generate_fm", count("fm", fm_generate))
+    monkeypatch.setattr(bench, "generate_ar", count("ar", ar_generate))
+    monkeypatch.setattr(bench, "peak_memory_subprocess", lambda spec: pytest.fail("no subprocess with first-run"))
+    code, out, err = run_bench(tiny_argv(ar_folder, "--lengths", "16", "32", "--repeats", "2",
+                                         "--memory", "first-run", "--json"))
+    assert code == 0, err
+    result = json.loads(out)
+    assert calls == {"fm": 2 * 3, "ar": 2 * 3}  # per length: a warm-up and 2 timed runs, nothing more
+    assert result["memory"] == "first-run" and "first timed run" in result["memory_method"]
+    assert "--memory first-run" in result["command"]
+    for row in result["rows"]:
+        assert row["fractalmidi_peak_mb"] >= 0 and row["ar_peak_mb"] >= 0
+        assert row["fractalmidi_peak_exact"] and row["ar_peak_exact"]
+        assert row["fractalmidi_process_peak_mb"] > row["fractalmidi_peak_mb"]
+    assert "first timed run" in bench.format_table(result)
+
+
+def test_the_memory_worker_warms_up_before_it_measures(ar_folder, monkeypatch):
+    """--memory fresh-process: the worker runs generate twice, a warm-up as before the timed
+    runs (seed WARMUP_SEED) and then the measured run, so one-time allocations are not counted."""
+    seeds = []
+    fm_generate, ar_generate = bench.generate_fm, bench.generate_ar
+    monkeypatch.setattr(bench, "generate_fm", lambda m, bars, seed, *a: seeds.append(("fm", seed)) or fm_generate(m, bars, seed, *a))
+    monkeypatch.setattr(bench, "generate_ar", lambda m, t, bars, seed, *a, **k: seeds.append(("ar", seed)) or ar_generate(m, t, bars, seed, *a, **k))
+    fm = bench.memory_worker({"kind": "fractalmidi", "bars": 1, "seed": 0, "cfg": 1.0, "dtype": "float32",
+                              "config": "hub_configs/tiny.json"})
+    ar = bench.memory_worker({"kind": "ar", "bars": 1, "seed": 0, "dtype": "float32", "model": str(ar_folder),
+                              "cache": "dynamic", "max_tokens_per_bar": TOKENS_PER_BAR})
+    assert seeds == [("fm", bench.WARMUP_SEED), ("fm", 0), ("ar", bench.WARMUP_SEED), ("ar", 0)]
+    for got in (fm, ar):
+        assert got["passes"] >= 1 and got["peak_delta_bytes"] >= 0
+        assert got["process_peak_bytes"] >= got["rss_before_bytes"] > 0
+
+
+def test_peak_rss_counts_memory_reused_from_earlier_work():
+    """PeakRSS: 64 MiB written inside the block show in its peak, even when the same amount was
+    allocated and freed before it (freed pages are handed back first, so reuse is counted)."""
+    if not bench.first_run_memory_available():
+        with pytest.raises(bench.InputError, match="clear_refs"):
+            with bench.PeakRSS():
+                pass
+        return
+    size = 64 * 2**20
+    earlier = torch.ones(size // 4)  # allocated, touched and freed before the measured block
+    del earlier
+    with bench.PeakRSS() as m:
+        block = torch.ones(size // 4)
+    got = m.result()
+    assert got["exact"] and got["process_peak_bytes"] >= got["rss_before_bytes"]
+    assert got["peak_delta_bytes"] >= 0.9 * size
+    del block
+    with bench.PeakRSS() as m:  # nothing allocated: no 64 MiB rise
+        pass
+    assert m.result()["peak_delta_bytes"] < 0.5 * size
+
+
 def test_bad_arguments(ar_folder, capsys):
     def error(argv):
         assert main(argv) == 2
