@@ -298,10 +298,11 @@ class ARGeneration:
 
 def generate_bars(model, tokenizer, num_bars: int, batch_size: int = 1, seed: int = 0,
                   generation_config=None, cache_implementation: str | None = None,
-                  max_tokens_per_bar: int = MAX_TOKENS_PER_BAR) -> ARGeneration:
+                  max_tokens_per_bar: int = MAX_TOKENS_PER_BAR, stopping_criteria=()) -> ARGeneration:
     """`batch_size` pieces of `num_bars` bars sampled by `model.generate` from BOS alone, each
     stopped when it starts bar `num_bars + 1`. `cache_implementation`: None (transformers'
-    dynamic cache) or "static" (preallocated for the token bound). Seeded with `seed`."""
+    dynamic cache) or "static" (preallocated for the token bound). Seeded with `seed`.
+    `stopping_criteria`: more transformers stopping criteria (e.g. the bench's warm-up's)."""
     from transformers import StoppingCriteriaList
 
     if not 1 <= num_bars <= 1024:
@@ -322,7 +323,7 @@ def generate_bars(model, tokenizer, num_bars: int, batch_size: int = 1, seed: in
     with torch.no_grad():
         out = model.generate(
             input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_config=config,
-            stopping_criteria=StoppingCriteriaList([BarsMade(ids["Bar"], num_bars, 1, budget)]),
+            stopping_criteria=StoppingCriteriaList([BarsMade(ids["Bar"], num_bars, 1, budget), *stopping_criteria]),
         )
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -19,8 +19,8 @@ What is measured (batch 1, one process):
   cache only). `--ar-variants` times dynamic, static and static + compile at the smallest length
   (a compile that fails is reported as a row), to choose between them.
 - Timing: before each length's timed runs, a warm-up of each model at that length (FractalMIDI:
-  one whole run; the baseline: a run stopped by transformers' `max_time` after
-  AR_WARMUP_SECONDS, enough to build its cache and compile its decode step); then `--repeats`
+  one whole run; the baseline: a run stopped after AR_WARMUP_SECONDS once it has made
+  AR_WARMUP_TOKENS, enough to build its cache and compile and run its decode step); then `--repeats`
   runs of each (seeds 0, 1, ...), the median reported. Wall-clock time of the `generate` call
   alone (`time.perf_counter`, after `torch.cuda.synchronize` on CUDA): turning tokens or states
   into notes is not timed.
@@ -76,7 +76,8 @@ DEFAULT_AR_MODEL = REPO / "checkpoints" / "ar-baseline-pop909"
 TRAIN_AR = "python train_accelerate.py --config hub_configs/ar_baseline.json --dataset DATA --output_dir OUT"
 BAR_STEPS = 16  # a 4/4 bar on the grid of every FractalMIDI config and of the REMI tokenizer (4 steps a beat)
 WARMUP_SEED = 1000
-AR_WARMUP_SECONDS = 1.0  # the baseline's warm-up stops after its first decode step past this (max_time)
+AR_WARMUP_SECONDS = 1.0  # the baseline's warm-up stops after this, once it has made AR_WARMUP_TOKENS
+AR_WARMUP_TOKENS = 4  # the prompt's pass and 3 decode steps: a compiled decode step has been compiled and run
 # The baseline's default cache and compile: the fastest of `--ar-variants` on this 2-core CPU (a random
 # full-size baseline emitting ~90 tokens a bar, 256 steps, 1 thread, the other core busy training):
 # dynamic 17.1 s, static 46.0 s, static + compile 47.7 s for the same 1,458 tokens. The static cache is
@@ -217,21 +218,37 @@ def generate_fm(model, bars: int, seed: int, cfg: float, device: str):
     return time.perf_counter() - t0, result
 
 
-def generate_ar(model, tokenizer, bars: int, seed: int, config, max_tokens_per_bar: int, max_time=None):
-    """`generate_bars` (its `seconds`: the `generate` call alone); `max_time` stops it early (warm-up)."""
+class WarmedUp:
+    """transformers `StoppingCriteria` for the baseline's warm-up: stop once `seconds` have passed
+    and at least `min_tokens` were made. (transformers' `max_time` alone can stop after the
+    prompt's pass, when a long static cache makes that pass slow, before any decode step: the
+    compile, where it is on, would then fall in the first timed run.)"""
+
+    def __init__(self, seconds: float, min_tokens: int, prompt_length: int = 1):
+        self.deadline = time.perf_counter() + seconds
+        self.min_length = prompt_length + min_tokens
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = input_ids.shape[1] >= self.min_length and time.perf_counter() >= self.deadline
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def generate_ar(model, tokenizer, bars: int, seed: int, config, max_tokens_per_bar: int, stop=()):
+    """`generate_bars` (its `seconds`: the `generate` call alone); `stop`: more stopping criteria (warm-up)."""
     from benchmarks.baseline import generate_bars
 
-    if max_time is not None:
-        config = copy.deepcopy(config)
-        config.max_time = max_time
     return generate_bars(model, tokenizer, bars, seed=seed, generation_config=config,
-                         max_tokens_per_bar=max_tokens_per_bar)
+                         max_tokens_per_bar=max_tokens_per_bar, stopping_criteria=stop)
 
 
 def warm_up_ar(model, tokenizer, bars: int, config, max_tokens_per_bar: int):
-    """A run of `bars` bars stopped after AR_WARMUP_SECONDS (its first decode step at least: the
-    compile, where it is on, and the static cache of this length's size)."""
-    return generate_ar(model, tokenizer, bars, WARMUP_SEED, config, max_tokens_per_bar, max_time=AR_WARMUP_SECONDS)
+    """A run of `bars` bars stopped after AR_WARMUP_SECONDS and AR_WARMUP_TOKENS tokens at least:
+    with the token bound and so the static cache of this length's size, and its decode step
+    compiled and run where compile is on."""
+    return generate_ar(model, tokenizer, bars, WARMUP_SEED, config, max_tokens_per_bar,
+                       stop=(WarmedUp(AR_WARMUP_SECONDS, AR_WARMUP_TOKENS),))
 
 
 def _sync(device: str):
@@ -741,8 +758,8 @@ def run_ar_variants(args, log=None) -> dict:
         "steps": L,
         "bars": bars,
         "repeats": args.repeats,
-        "timing": "median of --repeats runs after a warm-up (a run stopped after its first decode step past "
-                  f"{AR_WARMUP_SECONDS:g} s: compiles where compile is on); generate only",
+        "timing": f"median of --repeats runs after a warm-up (a run stopped once {AR_WARMUP_SECONDS:g} s have passed "
+                  f"and {AR_WARMUP_TOKENS} tokens were made: compiles where compile is on); generate only",
         "variants": variants,
         "fastest": fastest,
         "notes": _finish(info, cpu_start, wall_start, args),

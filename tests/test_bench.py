@@ -233,6 +233,23 @@ def test_peak_rss_counts_memory_reused_from_earlier_work():
     assert m.result()["peak_delta_bytes"] < 0.5 * size
 
 
+def test_the_baselines_warm_up_runs_its_decode_step_even_when_its_time_is_up(ar_folder, monkeypatch):
+    """The warm-up stops after AR_WARMUP_SECONDS, but never before AR_WARMUP_TOKENS tokens (the
+    prompt's pass and decode steps): with a slow first pass (a long static cache), stopping on
+    time alone left the compile of the decode step to the first timed run."""
+    from benchmarks.baseline import load_baseline
+
+    model, tokenizer = load_baseline(ar_folder)
+    config = bench.ar_generation_config(model, "static", False, "cpu")
+    monkeypatch.setattr(bench, "AR_WARMUP_SECONDS", 0.0)  # its time is up from the start
+    got = bench.warm_up_ar(model, tokenizer, 4, config, TOKENS_PER_BAR)
+    assert got.passes == bench.AR_WARMUP_TOKENS < 5 * TOKENS_PER_BAR
+    stop = bench.WarmedUp(3600.0, 2)  # tokens enough, time not up: it goes on
+    assert not bool(stop(torch.ones(1, 10, dtype=torch.long), None)[0])
+    assert bool(bench.WarmedUp(0.0, 2)(torch.ones(1, 3, dtype=torch.long), None)[0])
+    assert not bool(bench.WarmedUp(0.0, 2)(torch.ones(1, 2, dtype=torch.long), None)[0])
+
+
 def test_bad_arguments(ar_folder, capsys):
     def error(argv):
         assert main(argv) == 2
