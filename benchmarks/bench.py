@@ -43,7 +43,9 @@ What is measured (batch 1, one process):
   first timed run at each length, in this process (on a CPU: gc and glibc's malloc_trim hand the
   heap's free pages back, the peak RSS is reset, and the peak during generate minus the RSS
   before is reported): no extra run, for lengths where one run of the baseline takes an hour.
-  The two agreed within 5 MiB (256 and 1024 steps, both models).
+  The two agreed within 11 MiB, first-run the higher for the baseline (MiB, fresh-process /
+  first-run: 256 steps, FractalMIDI 19.2 / 18.0, the baseline 39.1 / 43.8; 1024 steps, 72.5 /
+  75.6 and 163.9 / 174.6).
 - Seconds of music per second of compute: each model's piece's duration divided by its median
   time (FractalMIDI's piece at its generated tempi; REMI has no tempo tokens here, so the
   baseline's bars are at the 120 BPM its decoder writes).
@@ -78,14 +80,14 @@ BAR_STEPS = 16  # a 4/4 bar on the grid of every FractalMIDI config and of the R
 WARMUP_SEED = 1000
 AR_WARMUP_SECONDS = 1.0  # the baseline's warm-up stops after this, once it has made AR_WARMUP_TOKENS
 AR_WARMUP_TOKENS = 4  # the prompt's pass and 3 decode steps: a compiled decode step has been compiled and run
-# The baseline's default cache and compile: the fastest of `--ar-variants` on this 2-core CPU (a random
-# full-size baseline emitting ~90 tokens a bar, 256 steps, 1 thread, the other core busy training):
-# dynamic 17.1 s, static 46.0 s, static + compile 47.7 s for the same 1,458 tokens. The static cache is
-# as long as the token bound (17 bars x 512 tokens) and attended whole at every step; compiling the
-# decode step gained nothing (its time is in the linear layers).
+# The baseline's default cache and compile: the fastest of `--ar-variants` on this 2-core CPU (the
+# trained baseline, 1024 steps, 1 thread, the other core busy): dynamic 124.9 s, static 382.7 s, static +
+# compile 344.1 s for the same 5,094 tokens. The static cache is as long as the token bound (here its
+# position limit, 32,767) and attended whole at every step; compiling the decode step gains 10%.
 DEFAULT_AR_CACHE = "dynamic"
 DEFAULT_AR_COMPILE = False
 DEFAULT_MEMORY = "fresh-process"
+NO_FIRST_RUN = "--memory first-run needs Linux's /proc/self/clear_refs to reset the peak RSS; use --memory fresh-process here"
 AR_VARIANTS = (("dynamic", "dynamic", False), ("static", "static", False), ("static+compile", "static", True))
 
 
@@ -301,8 +303,7 @@ class PeakRSS:
     def __enter__(self):
         _release_free_memory()
         if not _reset_peak_rss():
-            raise InputError("--memory first-run needs Linux's /proc/self/clear_refs to reset the peak RSS; "
-                             "use --memory fresh-process here")
+            raise InputError(NO_FIRST_RUN)
         self.before = _status_bytes("VmRSS") or 0
         return self
 
@@ -522,9 +523,8 @@ def check_arguments(args) -> list[int]:
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda: CUDA is not available here")
-    elif getattr(args, "memory", None) == "first-run" and not args.no_memory and not first_run_memory_available():
-        raise InputError("--memory first-run needs Linux's /proc/self/clear_refs to reset the peak RSS; "
-                         "use --memory fresh-process here")
+    elif args.memory == "first-run" and not args.no_memory and not first_run_memory_available():
+        raise InputError(NO_FIRST_RUN)
     return lengths
 
 
