@@ -577,6 +577,7 @@ def run_benchmark(args, log=None) -> dict:
     ar_precision = prepare(ar, device, ar_dtype)
     ar_config = ar_generation_config(ar, args.ar_cache, args.ar_compile, device)
     from benchmarks.baseline import count_parameters
+    from fractalmidi.data import crop
 
     fm_params = count_parameters(fm)
     ar_info = _ar_info(ar, tokenizer, ar_path, ar_precision, args, args.ar_cache, args.ar_compile)
@@ -629,7 +630,8 @@ def run_benchmark(args, log=None) -> dict:
             "fractalmidi_passes": int(fm_result.num_forward_passes),
             "ar_passes": int(_median([g.passes for g in ar_runs])),
             "ar_tokens": int(_median(ar_tokens)),
-            "ar_tokens_per_bar": _median(ar_tokens) / bars,
+            # over the bars each run began: a run stopped by its token bound made fewer than asked
+            "ar_tokens_per_bar": _median([g.tokens_per_bar for g in ar_runs]),
             "ar_seconds_per_token": _median([g.seconds / max(1, g.passes) for g in ar_runs]),
             "fractalmidi_runs": fm_times,
             "ar_runs": [g.seconds for g in ar_runs],
@@ -637,7 +639,7 @@ def run_benchmark(args, log=None) -> dict:
             "ar_passes_runs": [int(g.passes) for g in ar_runs],
             "ar_bars_made_runs": [int(g.bars_made[0]) for g in ar_runs],
             "music_seconds": fm_piece.duration_seconds,
-            "ar_music_seconds": ar_runs[0].pieces[0].duration_seconds,
+            "ar_music_seconds": crop(ar_runs[0].pieces[0], 0, max(1, ar_runs[0].bars_made[0])).duration_seconds,
             "fractalmidi_notes": int(len(fm_piece.notes)),
         }
         row["speedup"] = row["ar_seconds"] / row["fractalmidi_seconds"]

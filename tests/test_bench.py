@@ -71,7 +71,9 @@ def test_json_has_every_field(result):
             assert field in row, field
         assert row["fractalmidi_seconds"] > 0 and row["ar_seconds"] > 0
         assert row["speedup"] == pytest.approx(row["ar_seconds"] / row["fractalmidi_seconds"])
-        assert row["ar_tokens_per_bar"] == pytest.approx(row["ar_tokens"] / row["bars"])
+        # over the bars each run began (a run stopped by its token bound began fewer than asked)
+        per_bar = [t / max(1, b) for t, b in zip(row["ar_tokens_runs"], row["ar_bars_made_runs"])]
+        assert row["ar_tokens_per_bar"] == pytest.approx(sorted(per_bar)[len(per_bar) // 2])
         assert row["fractalmidi_peak_mb"] > 0 and row["ar_peak_mb"] > 0
         if sys.platform.startswith("linux"):
             assert row["fractalmidi_peak_exact"] and row["ar_peak_exact"]
