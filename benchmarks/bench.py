@@ -329,15 +329,14 @@ def _maxrss_bytes() -> int:
 
 
 def memory_worker(spec: dict) -> dict:
-    """Run in a fresh process: load the model of `spec`, run generate once, and report the
-    peak resident memory during generate above the resident memory before it.
+    """Run in a fresh process: load the model of `spec`, warm it up as the timed runs are, run
+    generate once more, and report the peak resident memory during that run above the
+    resident memory before it.
 
     On Linux the peak is reset just before generate (/proc/self/clear_refs), so the peak
     after it (VmHWM, which `getrusage` reports as ru_maxrss) is generate's own: exact. Where
     that is not possible, the peak since the process started is used: an upper bound
-    (`exact` false) when imports or the model's construction peaked higher."""
-    import gc
-
+    (`exact` false) when imports, the model's construction or the warm-up peaked higher."""
     import torch
 
     if spec.get("threads"):
