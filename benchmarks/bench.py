@@ -1,8 +1,9 @@
 """`python -m benchmarks.bench` (from the repository root): FractalMIDI `generate` against the trained autoregressive baseline, same machine, same process.
 
     python -m benchmarks.bench [--model PATH | --config hub_configs/small.json] [--ar-model PATH]
-                      [--device cpu|cuda] [--lengths 256 1024 4096] [--repeats 3] [--json]
-    python -m benchmarks.bench --ar-variants [--lengths 256] [--repeats 1]
+                      [--device cpu|cuda] [--lengths 256 1024 4096] [--repeats 3]
+                      [--memory fresh-process|first-run] [--json]
+    python -m benchmarks.bench --ar-variants [--lengths 1024] [--repeats 1]
 
 What is measured (batch 1, one process):
 - FractalMIDI: `model.generate(num_bars=L / 16, time_signatures=(4, 4), seed=r)` with the
