@@ -284,6 +284,13 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _maxrss_bytes() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
 def _release_free_memory() -> None:
     """Collect garbage and hand the C heap's free pages back to the system (glibc `malloc_trim`,
     where there is one), so that memory a run reuses from earlier runs counts in its peak RSS."""
@@ -298,23 +305,35 @@ def _release_free_memory() -> None:
 
 class PeakRSS:
     """`with PeakRSS() as m: run()`: the peak resident memory during the block above the resident
-    memory before it (Linux: VmHWM reset to VmRSS just before, via /proc/self/clear_refs), after
-    handing the heap's free pages back; `m.result()` as `memory_worker`'s fields."""
+    memory before it, after handing the heap's free pages back; `m.result()`: peak_delta_bytes,
+    exact, process_peak_bytes, rss_before_bytes.
+
+    On Linux the peak is reset just before the block (VmHWM to VmRSS, via /proc/self/clear_refs),
+    so the peak after it is the block's own: exact. Where that is not possible, `require_reset`
+    makes it an InputError (--memory first-run); otherwise the peak since the process started is
+    used (getrusage's ru_maxrss where /proc is missing): an upper bound, `exact` false when
+    something before the block peaked higher."""
+
+    def __init__(self, require_reset: bool = True):
+        self.require_reset = require_reset
 
     def __enter__(self):
         _release_free_memory()
-        if not _reset_peak_rss():
+        self.reset = _reset_peak_rss()
+        if self.require_reset and not self.reset:
             raise InputError(NO_FIRST_RUN)
-        self.before = _status_bytes("VmRSS") or 0
+        self.before = _status_bytes("VmRSS")
+        self.peak_before = _status_bytes("VmHWM") if self.reset else _maxrss_bytes()
         return self
 
     def __exit__(self, *exc):
-        self.peak = _status_bytes("VmHWM") or 0
+        self.peak = max(_status_bytes("VmHWM") or 0, 0 if self.reset else _maxrss_bytes())
         return False
 
     def result(self) -> dict:
-        return {"peak_delta_bytes": max(self.peak - self.before, 0), "exact": True,
-                "process_peak_bytes": self.peak, "rss_before_bytes": self.before}
+        base = self.before if self.before is not None else self.peak_before
+        return {"peak_delta_bytes": max(self.peak - base, 0), "exact": self.reset or self.peak > self.peak_before,
+                "process_peak_bytes": self.peak, "rss_before_bytes": base}
 
 
 def first_run_memory_available() -> bool:
@@ -322,22 +341,11 @@ def first_run_memory_available() -> bool:
     return _status_bytes("VmHWM") is not None and _reset_peak_rss()
 
 
-def _maxrss_bytes() -> int:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
-
-
 def memory_worker(spec: dict) -> dict:
     """Run in a fresh process: load the model of `spec`, warm it up as the timed runs are, run
     generate once more, and report the peak resident memory during that run above the
-    resident memory before it.
-
-    On Linux the peak is reset just before generate (/proc/self/clear_refs), so the peak
-    after it (VmHWM, which `getrusage` reports as ru_maxrss) is generate's own: exact. Where
-    that is not possible, the peak since the process started is used: an upper bound
-    (`exact` false) when imports, the model's construction or the warm-up peaked higher."""
+    resident memory before it (`PeakRSS`: exact on Linux, an upper bound elsewhere when
+    imports, the model's construction or the warm-up peaked higher)."""
     import torch
 
     if spec.get("threads"):
@@ -353,22 +361,12 @@ def memory_worker(spec: dict) -> dict:
         warm_up = lambda: warm_up_ar(ar, tokenizer, spec["bars"], config, spec["max_tokens_per_bar"])
         run = lambda: generate_ar(ar, tokenizer, spec["bars"], spec["seed"], config, spec["max_tokens_per_bar"]).passes
     warm_up()  # as before the timed runs: one-time allocations (lazy imports, kernel caches) are not generate's
-    _release_free_memory()
     # (ru_maxrss also holds the parent's RSS at fork, which exec keeps: VmHWM is this image's own)
     startup_peak = _status_bytes("VmHWM") or 0
-    reset = _reset_peak_rss()
-    before = _status_bytes("VmRSS")
-    peak_before = _status_bytes("VmHWM") if reset else _maxrss_bytes()
-    passes = run()
-    peak = max(_status_bytes("VmHWM") or 0, _maxrss_bytes() if not reset else 0)
-    base = before if before is not None else peak_before
-    return {
-        "peak_delta_bytes": max(peak - base, 0),
-        "exact": reset or peak > peak_before,
-        "process_peak_bytes": max(startup_peak, peak),
-        "rss_before_bytes": base,
-        "passes": int(passes),
-    }
+    with PeakRSS(require_reset=False) as m:
+        passes = run()
+    got = m.result()
+    return dict(got, process_peak_bytes=max(startup_peak, got["process_peak_bytes"]), passes=int(passes))
 
 
 def _absolute(path) -> str | None:

@@ -235,6 +235,26 @@ def test_peak_rss_counts_memory_reused_from_earlier_work():
     assert m.result()["peak_delta_bytes"] < 0.5 * size
 
 
+def test_peak_rss_without_proc_is_an_upper_bound_or_an_error(monkeypatch):
+    """Where the peak cannot be reset (no /proc): the fresh-process worker's PeakRSS falls back to
+    getrusage's peak since the process started (exact only if the block raised it), and
+    --memory first-run's is an InputError."""
+    monkeypatch.setattr(bench, "_reset_peak_rss", lambda: False)
+    monkeypatch.setattr(bench, "_status_bytes", lambda field: None)
+    peaks = iter([1000, 1000])  # ru_maxrss before and after: the block did not raise it
+    monkeypatch.setattr(bench, "_maxrss_bytes", lambda: next(peaks))
+    with bench.PeakRSS(require_reset=False) as m:
+        pass
+    assert m.result() == {"peak_delta_bytes": 0, "exact": False, "process_peak_bytes": 1000, "rss_before_bytes": 1000}
+    peaks = iter([1000, 5000])  # raised by the block: its own peak
+    with bench.PeakRSS(require_reset=False) as m:
+        pass
+    assert m.result() == {"peak_delta_bytes": 4000, "exact": True, "process_peak_bytes": 5000, "rss_before_bytes": 1000}
+    with pytest.raises(bench.InputError, match="clear_refs"):
+        with bench.PeakRSS():
+            pass
+
+
 def test_the_baselines_warm_up_runs_its_decode_step_even_when_its_time_is_up(ar_folder, monkeypatch):
     """The warm-up stops after AR_WARMUP_SECONDS, but never before AR_WARMUP_TOKENS tokens (the
     prompt's pass and decode steps): with a slow first pass (a long static cache), stopping on
